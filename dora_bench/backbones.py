@@ -1,0 +1,166 @@
+"""Backbones: the pretrained model and its tokenizer, from the Hub, a local folder, or random init.
+
+``backbone.init=random`` builds the exact architecture from a config shipped in
+``dora_bench/backbone_configs/`` (the Hub config's architecture facts), so speed,
+memory and parameter counts can be measured with no download.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from dora_bench.errors import ConfigError, OfflineError
+from dora_bench.methods.base import AdaptTarget
+
+CONFIG_DIR = Path(__file__).parent / "backbone_configs"
+
+#: ``backbone.tokenizer`` value for a tokenizer that needs no files: UTF-8 bytes
+#: (transformers' ByT5Tokenizer, 259 ids). Used only when asked for, never as a fallback.
+BYTE_TOKENIZER = "bytes"
+
+#: The task head of each model kind, trained fully by every method and left out of
+#: the paper's parameter counts. Seq2seq LM heads are tied to the embeddings: no head.
+HEADS = {
+    ("roberta", "sequence_classification"): ("classifier",),
+    ("roberta", "question_answering"): ("qa_outputs",),
+    ("bart", "sequence_classification"): ("classification_head",),
+    ("bart", "question_answering"): ("qa_outputs",),
+    ("bart", "seq2seq_lm"): (),
+}
+
+MODEL_KINDS = ("sequence_classification", "question_answering", "seq2seq_lm")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """``conf/backbone/*.yaml`` as a checked object."""
+
+    name: str  # short name used in run paths and tables ("roberta-base")
+    name_or_path: str  # Hub id or local directory for from_pretrained
+    architecture: str  # "roberta" | "bart"
+    target_modules: tuple[str, ...]  # SPEC §1: the six adapted linear types
+    init: str = "pretrained"  # "pretrained" | "random" (shipped config, random weights)
+    random_config: str | None = None  # file in backbone_configs/ for init=random
+    tokenizer: str | None = None  # Hub id, local dir, or "bytes"; None: name_or_path
+
+    def __post_init__(self):
+        if self.init not in ("pretrained", "random"):
+            raise ConfigError(f"backbone.init={self.init!r} is not known: use pretrained or random")
+        if self.architecture not in ("roberta", "bart"):
+            raise ConfigError(f"backbone.architecture={self.architecture!r}: supported are roberta and bart")
+        if self.init == "random" and not self.random_config:
+            raise ConfigError(f"backbone {self.name!r} has no random_config: set backbone.random_config=<file in {CONFIG_DIR}>")
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "BackboneConfig":
+        raw = dict(raw)
+        raw["target_modules"] = tuple(raw["target_modules"])
+        return cls(**raw)
+
+
+def load_tokenizer(cfg: BackboneConfig):
+    """The tokenizer named by ``backbone.tokenizer`` (or the backbone's own)."""
+    from transformers import AutoTokenizer, BartTokenizer, ByT5Tokenizer, RobertaTokenizer
+
+    source = cfg.tokenizer or cfg.name_or_path
+    if source == BYTE_TOKENIZER:
+        return ByT5Tokenizer(extra_ids=0)
+    local = Path(source).expanduser()
+    if local.is_dir():
+        # A bare BPE folder (vocab.json + merges.txt, no tokenizer_config.json) carries no
+        # class name, so the backbone's architecture picks the class.
+        if (local / "vocab.json").is_file() and (local / "merges.txt").is_file() and not (local / "tokenizer_config.json").is_file():
+            cls = RobertaTokenizer if cfg.architecture == "roberta" else BartTokenizer
+            return cls.from_pretrained(str(local))
+        return _from_pretrained(AutoTokenizer, str(local), "tokenizer")
+    if source.startswith((".", "/", "~")):
+        raise ConfigError(f"tokenizer folder {source!r} does not exist: pass an existing folder or a Hub id to backbone.tokenizer")
+    return _from_pretrained(AutoTokenizer, source, "tokenizer")
+
+
+def load_model(cfg: BackboneConfig, model_kind: str, num_labels: int = 2) -> nn.Module:
+    """The backbone with the head ``model_kind`` needs; weights from ``cfg.init``."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForQuestionAnswering,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+    )
+
+    auto = {
+        "sequence_classification": AutoModelForSequenceClassification,
+        "question_answering": AutoModelForQuestionAnswering,
+        "seq2seq_lm": AutoModelForSeq2SeqLM,
+    }[model_kind]
+    head_kwargs = {}
+    if model_kind == "sequence_classification":
+        head_kwargs = {"num_labels": num_labels}
+        if num_labels == 1:
+            head_kwargs["problem_type"] = "regression"
+    if cfg.init == "random":
+        path = CONFIG_DIR / cfg.random_config
+        if not path.is_file():
+            raise ConfigError(f"random_config {path} is missing: pick a file in {CONFIG_DIR}")
+        facts = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+        model_type = facts.pop("model_type")
+        facts.pop("architectures", None)
+        config = AutoConfig.for_model(model_type, **facts, **head_kwargs)
+        return auto.from_config(config)
+    return _from_pretrained(auto, cfg.name_or_path, "model", **head_kwargs)
+
+
+def adapt_target(cfg: BackboneConfig, model_kind: str) -> AdaptTarget:
+    try:
+        heads = HEADS[(cfg.architecture, model_kind)]
+    except KeyError:
+        raise ConfigError(f"backbone {cfg.name!r} has no {model_kind} head: pick another backbone for this task") from None
+    return AdaptTarget(architecture=cfg.architecture, target_modules=cfg.target_modules, head_modules=heads)
+
+
+def _from_pretrained(auto, source: str, what: str, **kwargs):
+    is_local = Path(source).expanduser().is_dir()
+    try:
+        # Where the Hub can't be reached, ask only the local cache: otherwise each call
+        # spends ~45 s in retries before failing.
+        return auto.from_pretrained(source, local_files_only=not is_local and not hub_reachable(), **kwargs)
+    except OSError as err:
+        if is_local:
+            raise ConfigError(f"{what} folder {source!r} can't be loaded ({_first_line(err)}): check its files") from None
+        raise OfflineError(
+            f"can't load {what} {source!r}: not cached and the Hugging Face Hub is unreachable; "
+            f"offline options: backbone.name_or_path=/local/dir (a saved checkpoint) or backbone.init=random"
+            + (" with backbone.tokenizer=/dir/with/vocab.json+merges.txt or backbone.tokenizer=bytes" if what == "tokenizer" else "")
+        ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the Hugging Face Hub answers (HF_HUB_OFFLINE=1 forces False)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        _go_offline()
+        return False
+
+
+def _go_offline() -> None:
+    # transformers probes the Hub for side files (adapter_config.json...) even with
+    # local_files_only; offline mode is the one switch every layer honours.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__

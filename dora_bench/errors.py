@@ -1,0 +1,23 @@
+"""Errors a user can fix. The CLI prints them as one line and exits with status 2."""
+
+
+class UserError(Exception):
+    """Bad input: the message names the problem and the fix, in one line."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A configuration value that can't work (unknown name, budget < 1, missing path...)."""
+
+
+class DataError(UserError):
+    """A data file that can't be read as the task expects (names file and line)."""
+
+
+class OfflineError(UserError):
+    """A model or tokenizer that is neither cached nor reachable."""
+
+
+class RecordExistsError(UserError):
+    """A complete record is already on disk and `overwrite=true` was not given."""

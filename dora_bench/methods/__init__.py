@@ -1,0 +1,12 @@
+"""PEFT methods, one module each, registered by name (see ``base.py`` for the interface).
+
+Adding a method is one import line here (its module calls ``register_method``).
+"""
+
+from dora_bench.methods.base import AdaptTarget, Method, build_method, method_class, method_names, register_method
+
+from dora_bench.methods import full_ft  # noqa: E402,F401  (registers "full_ft")
+from dora_bench.methods import bitfit  # noqa: E402,F401  (registers "bitfit")
+from dora_bench.methods import lora  # noqa: E402,F401  (registers "lora")
+
+__all__ = ["AdaptTarget", "Method", "build_method", "method_class", "method_names", "register_method"]

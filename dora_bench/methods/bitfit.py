@@ -1,0 +1,33 @@
+"""BitFit (Ben Zaken et al., 2022): train only the bias terms, plus the task head.
+
+On roberta-base that is 102,144 biases (every linear and LayerNorm bias of the
+encoder and embeddings), the paper's 0.10M; the head is left out of that count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from dora_bench.methods.base import AdaptTarget, Method, register_method
+
+
+@dataclass
+class BitFitConfig:
+    """Nothing to size: ``budget=`` does not apply."""
+
+    budget: int | None = None  # accepted so sweeps over budget compose; ignored
+
+
+class BitFit(Method):
+    Config = BitFitConfig
+    uses_budget = False
+
+    def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.endswith(".bias") or target.is_head(name))
+        return model
+
+
+register_method("bitfit", BitFit)
