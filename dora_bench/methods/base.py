@@ -16,7 +16,9 @@ the hooks below, called in this order (peft's ``update_and_allocate`` contract):
     record["extras"] = method.report(model)
     method.export(model, run_dir)                 # adapters, merged weights, plots
 
-``step`` is always the number of optimizer steps completed so far (1..T).
+``step`` is the 1-based index of the optimizer step in progress (1..T): ``extra_loss``
+and ``after_step`` of one iteration see the same ``t``, and once ``after_step(model, t)``
+returns, ``t`` steps are done.
 """
 
 from __future__ import annotations

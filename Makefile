@@ -1,0 +1,46 @@
+# dora-bench: `make demo` and `make test` do all the set-up they need on a fresh machine.
+# With a virtualenv active, they install into it; otherwise into ./.venv (created here).
+
+VENV      ?= .venv
+PYTHON    ?= python3
+# The CPU build on CI machines' disk; on a GPU box pip picks the CUDA build of the same version.
+TORCH     ?= torch==2.13.0
+PY        := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(VENV)/bin/python)
+STAMP     := $(dir $(PY)).dora-bench-installed
+RESULTS   ?= results
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-all tables params bench clean
+
+help:  ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create the venv (unless one is active) and install dora-bench with its test extras
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test,launchers]"
+	@touch $@
+
+demo: setup  ## the main job on the embedded default: demo task, tiny backbone, every method, 2 seeds (CPU, offline)
+	$(PY) scripts/demo.py --results-dir $(RESULTS)/demo
+
+test: setup  ## the test suite, slow tests left out (CPU, offline)
+	$(PY) -m pytest -q
+
+test-all: setup  ## every test, slow ones included
+	$(PY) -m pytest -q -m "slow or not slow"
+
+tables: setup  ## the paper's tables and figures from $(RESULTS)/runs (stat=mean|median epoch=best|last)
+	$(PY) -m dora_bench.tables results_dir=$(RESULTS) $(ARGS)
+
+params: setup  ## trainable parameters of every method at budgets 2 and 8 vs the paper (roberta-base, bart-base; random init)
+	$(PY) -m dora_bench.params
+
+bench: setup  ## one training step: DoRA vs LoRA vs naive scoring (roberta-base, random init; ARGS="--device cuda")
+	$(PY) scripts/bench_step.py $(ARGS)
+
+clean:  ## remove the venv and caches (never results/)
+	rm -rf $(VENV) .pytest_cache .cache build *.egg-info

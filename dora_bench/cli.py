@@ -1,0 +1,123 @@
+"""``dora-bench``: the Hydra command line around ``train(cfg)``.
+
+    dora-bench task=cola method=dora budget=2 seed=0
+    dora-bench -m seed=0,1,2,3,4 task=cola,rte method=lora,full_ft
+    dora-bench task=demo backbone=tiny method=lora        # offline, CPU, seconds
+
+Before Hydra starts, the overrides are composed once more in a checked way so that a
+mistake (an unknown task, a misspelt key) costs one line and exit status 2, not a
+traceback, and costs it before any model is built.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("task", "backbone", "method", "debug", "experiment")
+# Hydra flags that take the next argument as their value.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
+                     "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc", "--info", "-i"}
+
+
+def main() -> None:
+    # Library deprecation chatter (transformers v5 renames) says nothing about the run.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if not (CONF_DIR / "config.yaml").is_file():
+        _fail(f"no configs at {CONF_DIR}: install dora-bench from its source tree (pip install -e .)")
+    from dora_bench.launch import register_resolvers
+
+    register_resolvers()
+    check_overrides(_overrides(sys.argv[1:]))
+    _hydra_main()
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Compose the config as Hydra will (first value of each sweep) and exit 2 on any error."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        _fail(f"can't parse the overrides ({_first_line(err)}): write them as key=value")
+    singles = []
+    for override in parsed:
+        key = override.get_key_element().lstrip("+~")
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
+        if key in GROUPS:
+            for value in values:
+                _check_group_choice(key, value)
+        if override.is_sweep_override():
+            singles.append(f"{override.get_key_element()}={values[0]}")
+        else:
+            singles.append(override.input_line)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name="config", overrides=singles, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        _fail(f"{_first_line(err)}: check the key (dora-bench --cfg job lists them) or add it with +key=value")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _check_group_choice(group: str, value: str) -> None:
+    if value in ("null", "None") and group in ("debug", "experiment"):
+        return
+    if not (CONF_DIR / group / f"{value}.yaml").is_file():
+        known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        _fail(f"unknown {group} {value!r}: choose one of {', '.join(known)} (files in conf/{group}/)")
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-") and "=" in arg:
+            out.append(arg)
+    return out
+
+
+def _first_line(err: BaseException) -> str:
+    """The first informative line of an error, looking through Hydra's wrappers to the cause."""
+    while not str(err).strip() and err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _fail(message: str) -> None:
+    print(f"dora-bench: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _run(cfg) -> None:
+    from dora_bench.errors import RecordExistsError, UserError
+    from dora_bench.train import train
+
+    try:
+        train(cfg)
+    except RecordExistsError as err:  # a sweep re-run skips finished runs
+        print(f"dora-bench: {err}")
+    except UserError as err:
+        _fail(str(err))
+
+
+def _hydra_main() -> None:
+    import hydra
+
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_run)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""One ``record.json`` per run: where it lives, what it holds, and how it is written.
+
+A run's folder is named by its settings, never by a timestamp, so a result can be
+found from what produced it:
+
+    <results_dir>/runs/<task>/<backbone>/<method>[-<variant>]/b<budget>/seed<k>/record.json
+
+(``b-`` for methods that ``budget=`` does not size: Full FT, BitFit). Logs, plots and
+exported adapters live beside the record. Records are written atomically (temp file
++ rename) and a complete record is never replaced unless ``overwrite=true``.
+
+Schema history (``schema_version``):
+  1: first version (keys listed in ``RECORD_KEYS``; documented in results/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RECORD_NAME = "record.json"
+
+RECORD_KEYS = (
+    "schema_version", "task", "method", "variant", "budget", "seed", "backbone",
+    "status", "error", "config", "git_commit", "versions", "device", "started_at", "finished_at",
+    "trainable_params", "eval_examples", "main_metric", "epochs", "best", "last",
+    "peak_gpu_mib", "extras", "artifacts",
+)
+
+
+def run_dir(results_dir: str | Path, *, task: str, backbone: str, method: str, variant: str | None,
+            budget: int | None, seed: int) -> Path:
+    """The folder of one run, built from its settings."""
+    method_part = method if not variant else f"{method}-{variant}"
+    budget_part = "b-" if budget is None else f"b{budget}"
+    return Path(results_dir) / "runs" / task / backbone / method_part / budget_part / f"seed{seed}"
+
+
+def new_record(**fields: Any) -> dict[str, Any]:
+    """A record with every schema key present (unknown keys are a bug: refused)."""
+    unknown = set(fields) - set(RECORD_KEYS)
+    if unknown:
+        raise KeyError(f"not record keys: {sorted(unknown)}")
+    record: dict[str, Any] = {key: None for key in RECORD_KEYS}
+    record.update(schema_version=SCHEMA_VERSION, status="running", epochs=[], extras={}, artifacts={})
+    record.update(fields)
+    return record
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The record at ``path``, or None if there is none (or it is unreadable: half-written
+    files can't exist, since writes are atomic, but a user may have edited one)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_complete(path: str | Path) -> bool:
+    record = read_record(path)
+    return record is not None and record.get("status") == "complete"
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``:
+    a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=False, default=_json_default)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    # numpy / torch scalars that slipped into metrics
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    """The commit of the code that ran (with "-dirty" if the tree had changes)."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "peft", "datasets", "dora-bench"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return versions

@@ -1,0 +1,299 @@
+"""The one training loop every method runs through: ``train(cfg) -> record``.
+
+Reads top to bottom: settings, data, model + method, optimizer, then the loop written
+out in full. Methods act only through the hooks of ``methods/base.py``; anything that
+touches the loss is visible here (``method.extra_loss``), except what a wrapped library
+adds inside the model's forward (peft's AdaLoRA orthogonality term: see adalora.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from dora_bench import records
+from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_tokenizer
+from dora_bench.checks import check_config, resolve_lr
+from dora_bench.errors import RecordExistsError, UserError
+from dora_bench.methods import Method, build_method
+from dora_bench.tasks import load_task
+
+MODEL_KIND_BY_FAMILY = {"glue": "sequence_classification", "demo": "sequence_classification",
+                        "files": "sequence_classification", "squad": "question_answering",
+                        "summarization": "seq2seq_lm"}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment and return its record (also written to ``record.json``)."""
+    check_config(cfg)
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    method = build_method(method_cfg)
+    budget = int(cfg.budget) if method.uses_budget else None
+    out_dir = records.run_dir(cfg.results_dir, task=cfg.task.name, backbone=cfg.backbone.name,
+                              method=cfg.method.name, variant=cfg.variant, budget=budget, seed=cfg.seed)
+    record_path = out_dir / (records.RECORD_NAME if not cfg.dry_run else "dry_run.json")
+    if not cfg.dry_run and records.is_complete(record_path) and not cfg.overwrite:
+        raise RecordExistsError(f"a complete record exists at {record_path}: kept; pass overwrite=true to run again")
+
+    record = records.new_record(
+        task=cfg.task.name, method=cfg.method.name, variant=cfg.variant, budget=budget, seed=cfg.seed,
+        backbone=cfg.backbone.name, config=OmegaConf.to_container(cfg, resolve=True),
+        git_commit=records.git_commit(), versions=records.package_versions(), started_at=records.now_iso(),
+    )
+    lr, lr_source = resolve_lr(cfg)
+    device = pick_device(cfg.trainer.device)
+    record["device"] = describe_device(device)
+    print(f"[dora-bench] {cfg.task.name} / {cfg.backbone.name} / {cfg.method.name} budget={budget} seed={cfg.seed} "
+          f"-> {out_dir}")
+    try:
+        return _run(cfg, method, record, record_path, out_dir, lr, lr_source, device)
+    except UserError:
+        raise
+    except BaseException as err:
+        if not cfg.dry_run:  # keep what was learnt about the failure; a rerun may replace it
+            record.update(status="failed", error=f"{type(err).__name__}: {err}", finished_at=records.now_iso())
+            records.write_json_atomic(record_path, record)
+            (out_dir / "traceback.txt").write_text(traceback.format_exc())
+        raise
+
+
+def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: float, lr_source: str,
+         device: torch.device) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    backbone_cfg = BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True))
+    model_kind = cfg.task.get("model_kind") or MODEL_KIND_BY_FAMILY.get(cfg.task.family, "sequence_classification")
+    target = adapt_target(backbone_cfg, model_kind)
+
+    # -- data (skipped by dry runs: parameter counts need only the label count) ----------
+    task = None
+    if not cfg.dry_run:
+        tokenizer = load_tokenizer(backbone_cfg)
+        task = load_task(OmegaConf.to_container(cfg.task, resolve=True), tokenizer, cache_dir=_cache_dir(cfg))
+        record.update(eval_examples=task.eval_examples, main_metric=task.main_metric)
+
+    # -- model + method -----------------------------------------------------------------
+    num_labels = task.num_labels if task else int(cfg.task.get("num_labels", 2))
+    model = load_model(backbone_cfg, model_kind, num_labels)
+    model = method.apply(model, target)
+    counts = count_parameters(model, method, target)
+    record["trainable_params"] = counts
+    print(f"[dora-bench] parameters: {counts['model']:,} in the model, {counts['total']:,} trainable "
+          f"({counts['paper']:,} as the paper counts them: head excluded{', every weight' if not method.uses_budget and cfg.method.name == 'full_ft' else ''})")
+    if cfg.dry_run:
+        record.update(status="dry_run", extras=method.report(model), finished_at=records.now_iso())
+        records.write_json_atomic(record_path, record)
+        print(f"[dora-bench] dry run: nothing trained; counts written to {record_path}")
+        return record
+
+    # -- optimizer and schedule ---------------------------------------------------------
+    model.to(device)
+    loader = task.train_loader(cfg.trainer.batch_size, seed=cfg.seed, group_by_length=cfg.trainer.group_by_length,
+                               num_workers=cfg.trainer.num_workers)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * cfg.trainer.epochs
+    if cfg.trainer.max_steps is not None:
+        total_steps = min(total_steps, cfg.trainer.max_steps)
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    method.on_train_begin(model, total_steps)
+    optimizer = build_optimizer(model, lr, cfg.trainer.weight_decay, device)
+    scheduler = linear_warmup_decay(optimizer, round(cfg.trainer.warmup_ratio * total_steps), total_steps)
+    autocast = autocast_factory(device, cfg.trainer.precision)
+    print(f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), lr {lr:g} from {lr_source}, "
+          f"device {record['device']}, precision {'bf16' if autocast is not contextlib.nullcontext else 'fp32'}")
+    record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps}
+    log = MetricsLog(out_dir / "metrics.jsonl", wandb_run=start_wandb(cfg, record))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # -- the loop -----------------------------------------------------------------------
+    step, bar = 0, tqdm(total=total_steps, disable=not cfg.trainer.progress, dynamic_ncols=True, desc="train")
+    for epoch in range(1, num_epochs + 1):
+        model.train()
+        epoch_start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
+        for batch in loader:
+            step += 1
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast():
+                task_loss = model(**batch).loss
+            extra = method.extra_loss(model, step)
+            loss = task_loss if extra is None else task_loss + extra
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), cfg.trainer.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            method.after_step(model, step)  # gradients are still there (AdaLoRA's sensitivity needs them)
+            optimizer.zero_grad(set_to_none=True)
+
+            loss_value = loss.item()  # one GPU sync per step; the bar and log need the number anyway
+            loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", epoch=epoch)
+            if step % cfg.trainer.log_every == 0 or step == total_steps:
+                log.write({"step": step, "epoch": epoch, "loss": loss_value, "task_loss": task_loss.item(),
+                           "extra_loss": None if extra is None else extra.item(),
+                           "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)})
+            if step >= total_steps:
+                break
+
+        # -- evaluation after the epoch -----------------------------------------------
+        train_seconds = time.perf_counter() - epoch_start
+        if epoch % cfg.trainer.eval_every_epochs and epoch != num_epochs:
+            continue
+        eval_start = time.perf_counter()
+        metrics = task.evaluate(model, batch_size=cfg.trainer.eval_batch_size, device=device, autocast=autocast)
+        entry = {"epoch": epoch, "step": step, "seconds": round(train_seconds, 3),
+                 "eval_seconds": round(time.perf_counter() - eval_start, 3),
+                 "train_loss": loss_sum / max(loss_count, 1), "countable": step >= method.first_countable_step(),
+                 "metrics": metrics}
+        record["epochs"].append(entry)
+        log.write({"step": step, "epoch": epoch, "eval": metrics})
+        bar.write(f"[dora-bench] epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                  + ("" if entry["countable"] else "  (budget not final yet: not eligible as best)"))
+        record["best"], record["last"] = select_epochs(record["epochs"], task.main_metric)
+        records.write_json_atomic(record_path, record)  # progress survives a crash
+    bar.close()
+
+    # -- results --------------------------------------------------------------------------
+    if device.type == "cuda":
+        record["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    record["extras"].update(method.report(model))
+    record["artifacts"] = {"metrics": "metrics.jsonl", **method.export(model, out_dir)}
+    grid = record["extras"].get("rank_allocation_grid")
+    if grid:
+        from dora_bench.plots import save_allocation_heatmap
+
+        save_allocation_heatmap(grid, out_dir / "rank_allocation.png",
+                                f"{cfg.method.name} on {cfg.task.name}, budget {cfg.budget}, seed {cfg.seed}")
+        record["artifacts"]["rank_allocation"] = "rank_allocation.png"
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    record.update(status="complete", finished_at=records.now_iso())
+    records.write_json_atomic(record_path, record)
+    log.close()
+    best = record["best"]
+    print(f"[dora-bench] done: best epoch {best['epoch']} {task.main_metric} {best['metrics'][task.main_metric]:.4f}; "
+          f"record {record_path}")
+    return record
+
+
+# -- helpers (each small enough to test alone) ----------------------------------------------
+
+def count_parameters(model: torch.nn.Module, method: Method, target) -> dict[str, int]:
+    """``paper``: as the paper counts (head excluded; Full FT: everything); ``total``:
+    everything that trains; ``model``: every parameter of the model."""
+    return {
+        "paper": int(method.paper_trainable_params(model, target)),
+        "total": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "model": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def select_epochs(epochs: list[dict], main_metric: str) -> tuple[dict | None, dict | None]:
+    """Best (highest main metric among countable epochs; the earliest on ties) and last.
+
+    If no epoch is countable (a run shorter than the method's budget phase), the best is
+    the last epoch, marked ``countable: false`` so tables can say so."""
+    if not epochs:
+        return None, None
+    last = {"epoch": epochs[-1]["epoch"], "metrics": epochs[-1]["metrics"]}
+    countable = [e for e in epochs if e["countable"]]
+    if not countable:
+        return {**last, "countable": False}, last
+    best = max(countable, key=lambda e: (e["metrics"][main_metric], -e["epoch"]))
+    return {"epoch": best["epoch"], "metrics": best["metrics"], "countable": True}, last
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device):
+    """AdamW; biases and LayerNorm weights take no weight decay (the usual BERT-family rule)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "layernorm" in name.lower() or "layer_norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"  # the fused kernel is CUDA-only; on CPU the foreach path is the fast one
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
+
+
+def optimizer_params(optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up to the peak lr over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def pick_device(requested: str) -> torch.device:
+    from dora_bench.launch import pick_device as place
+
+    return torch.device(place(str(requested)))
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
+    """bf16 autocast on GPU (``precision=auto``), fp32 on CPU; returns a context-manager factory."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _cache_dir(cfg: DictConfig) -> Path | None:
+    value = cfg.get("cache_dir")
+    return Path(str(value)).expanduser() if value else None
+
+
+class MetricsLog:
+    """Append-only JSONL of training metrics (and the same lines to wandb when enabled)."""
+
+    def __init__(self, path: Path, wandb_run=None):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = path.open("w")
+        self.wandb_run = wandb_run
+
+    def write(self, line: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(line) + "\n")
+        self.handle.flush()
+        if self.wandb_run is not None:
+            flat = {f"eval/{k}": v for k, v in line.get("eval", {}).items()} or {
+                f"train/{k}": v for k, v in line.items() if k not in ("step", "epoch") and v is not None}
+            self.wandb_run.log(flat, step=line["step"])
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def start_wandb(cfg: DictConfig, record: dict[str, Any]):
+    """A wandb run when ``logger=wandb``: offline unless WANDB_MODE says otherwise."""
+    if cfg.logger != "wandb":
+        return None
+    import os
+
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("logger=wandb needs the wandb package: pip install 'dora-bench[wandb]'") from None
+    os.environ.setdefault("WANDB_MODE", "offline")
+    group = cfg.wandb_group or f"{cfg.task.name}-{cfg.method.name}-b{record['budget']}"
+    name = f"{cfg.task.name}-{cfg.method.name}-b{record['budget']}-s{cfg.seed}"
+    return wandb.init(project=cfg.wandb_project, group=group, name=name, config=record["config"])

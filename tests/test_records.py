@@ -1,0 +1,46 @@
+import json
+import os
+
+import pytest
+
+from dora_bench import records
+
+
+def test_run_dir_names_every_setting(tmp_path):
+    path = records.run_dir(tmp_path, task="cola", backbone="roberta-base", method="dora", variant="nodem", budget=8, seed=3)
+    assert path == tmp_path / "runs" / "cola" / "roberta-base" / "dora-nodem" / "b8" / "seed3"
+    no_budget = records.run_dir(tmp_path, task="rte", backbone="tiny", method="full_ft", variant=None, budget=None, seed=0)
+    assert no_budget.parts[-2:] == ("b-", "seed0") and no_budget.parts[-3] == "full_ft"
+
+
+def test_new_record_has_every_schema_key_and_refuses_unknown_ones():
+    record = records.new_record(task="rte", seed=1)
+    assert set(record) == set(records.RECORD_KEYS)
+    assert record["schema_version"] == records.SCHEMA_VERSION and record["status"] == "running"
+    with pytest.raises(KeyError):
+        records.new_record(tsak="rte")
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "a" / "record.json"
+    records.write_json_atomic(path, {"status": "running", "big": list(range(1000))})
+    records.write_json_atomic(path, {"status": "complete"})
+    assert json.loads(path.read_text()) == {"status": "complete"}
+    assert os.listdir(path.parent) == ["record.json"]
+    assert records.is_complete(path)
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "record.json"
+    records.write_json_atomic(path, {"status": "complete"})
+    with pytest.raises(TypeError):
+        records.write_json_atomic(path, {"status": object()})
+    assert json.loads(path.read_text()) == {"status": "complete"}
+    assert os.listdir(tmp_path) == ["record.json"]
+
+
+def test_unreadable_or_missing_record_is_not_complete(tmp_path):
+    assert not records.is_complete(tmp_path / "nothing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    assert records.read_record(broken) is None and not records.is_complete(broken)

@@ -1,0 +1,99 @@
+"""End to end through the one loop: every method on the demo task with the tiny backbone."""
+
+import json
+
+import pytest
+import torch
+
+from dora_bench import records
+from dora_bench.methods import method_names
+from dora_bench.train import linear_warmup_decay, select_epochs, train
+
+# Enough steps for the loss to fall visibly on the demo task, few enough for seconds on a CPU.
+SHORT = ["trainer.epochs=2", "trainer.max_steps=60", "trainer.log_every=5"]
+
+
+def _losses(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [line["task_loss"] for line in lines if "task_loss" in line]
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_every_method_trains_and_writes_a_complete_record(tiny_cfg, method):
+    cfg = tiny_cfg(f"method={method}", *SHORT)
+    record = train(cfg)
+    run_dir = records.run_dir(cfg.results_dir, task="demo", backbone="tiny", method=method, variant=None,
+                              budget=record["budget"], seed=0)
+    on_disk = json.loads((run_dir / "record.json").read_text())
+    assert on_disk["status"] == "complete" and on_disk["error"] is None
+    assert set(on_disk) == set(records.RECORD_KEYS)
+    assert on_disk["eval_examples"] > 0 and on_disk["main_metric"] == "accuracy"
+    assert [e["epoch"] for e in on_disk["epochs"]] == [1, 2]
+    assert on_disk["best"]["metrics"]["accuracy"] >= 0 and on_disk["last"]["epoch"] == 2
+    assert 0 < on_disk["trainable_params"]["paper"] <= on_disk["trainable_params"]["model"]
+    losses = _losses(run_dir)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < first, f"{method}: task loss did not go down ({first:.3f} -> {last:.3f})"
+
+
+def test_complete_record_is_kept_unless_overwrite(tiny_cfg):
+    from dora_bench.errors import RecordExistsError
+
+    cfg = tiny_cfg("method=bitfit", "trainer.max_steps=3", "trainer.epochs=1")
+    first = train(cfg)
+    with pytest.raises(RecordExistsError, match="overwrite=true"):
+        train(cfg)
+    again = train(tiny_cfg("method=bitfit", "trainer.max_steps=3", "trainer.epochs=1", "overwrite=true"))
+    assert again["started_at"] >= first["started_at"]
+
+
+def test_dry_run_counts_parameters_without_training(tiny_cfg):
+    cfg = tiny_cfg("method=lora", "budget=2", "dry_run=true")
+    record = train(cfg)
+    assert record["status"] == "dry_run" and record["epochs"] == []
+    # tiny: 2 layers x (4 attention modules 32x32 + 32->64 + 64->32), r=2
+    assert record["trainable_params"]["paper"] == 2 * 2 * (4 * (32 + 32) + 2 * (32 + 64))
+    run_dir = records.run_dir(cfg.results_dir, task="demo", backbone="tiny", method="lora", variant=None, budget=2, seed=0)
+    assert (run_dir / "dry_run.json").is_file() and not (run_dir / "record.json").exists()
+
+
+def test_failure_is_recorded_then_raised(tiny_cfg, monkeypatch):
+    from dora_bench.methods.lora import LoRA
+
+    def broken(self, model, step):
+        raise RuntimeError("boom at step %d" % step)
+
+    monkeypatch.setattr(LoRA, "after_step", broken)
+    cfg = tiny_cfg("method=lora", "trainer.max_steps=2")
+    with pytest.raises(RuntimeError, match="boom"):
+        train(cfg)
+    run_dir = records.run_dir(cfg.results_dir, task="demo", backbone="tiny", method="lora", variant=None, budget=2, seed=0)
+    on_disk = json.loads((run_dir / "record.json").read_text())
+    assert on_disk["status"] == "failed" and on_disk["error"] == "RuntimeError: boom at step 1"
+    assert "boom" in (run_dir / "traceback.txt").read_text()
+
+
+def test_best_epoch_only_among_countable_epochs():
+    epochs = [
+        {"epoch": 1, "countable": False, "metrics": {"accuracy": 0.9}},
+        {"epoch": 2, "countable": True, "metrics": {"accuracy": 0.7}},
+        {"epoch": 3, "countable": True, "metrics": {"accuracy": 0.8}},
+        {"epoch": 4, "countable": True, "metrics": {"accuracy": 0.8}},
+    ]
+    best, last = select_epochs(epochs, "accuracy")
+    assert best["epoch"] == 3 and best["countable"] and last["epoch"] == 4
+    best, _ = select_epochs(epochs[:1], "accuracy")
+    assert best["epoch"] == 1 and best["countable"] is False
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = linear_warmup_decay(optimizer, warmup_steps=3, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[3:] == sorted(lrs[3:], reverse=True) and scheduler.get_last_lr()[0] == 0.0
