@@ -31,6 +31,9 @@ def main() -> None:
     from dora_bench.launch import register_resolvers
 
     register_resolvers()
+    # `experiment` sits in the defaults list (so debug=smoke can shrink it), which makes
+    # Hydra refuse the `+experiment=` spelling that experiment configs are usually run with.
+    sys.argv = [arg[1:] if arg.startswith("+experiment=") else arg for arg in sys.argv]
     check_overrides(_overrides(sys.argv[1:]))
     _hydra_main()
 
@@ -102,12 +105,12 @@ def _fail(message: str) -> None:
 
 
 def _run(cfg) -> None:
-    from dora_bench.errors import RecordExistsError, UserError
+    from dora_bench.errors import RunSkipped, UserError
     from dora_bench.train import train
 
     try:
         train(cfg)
-    except RecordExistsError as err:  # a sweep re-run skips finished runs
+    except RunSkipped as err:  # a re-run sweep skips finished runs, a parallel one runs each once
         print(f"dora-bench: {err}")
     except UserError as err:
         _fail(str(err))

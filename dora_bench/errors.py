@@ -19,5 +19,13 @@ class OfflineError(UserError):
     """A model or tokenizer that is neither cached nor reachable."""
 
 
-class RecordExistsError(UserError):
+class RunSkipped(UserError):
+    """Not an error for a sweep: the run is done or under way elsewhere; the CLI says why and exits 0."""
+
+
+class RecordExistsError(RunSkipped):
     """A complete record is already on disk and `overwrite=true` was not given."""
+
+
+class RunInProgressError(RunSkipped):
+    """Another process holds the run's claim (a parallel sweep named the same run twice)."""

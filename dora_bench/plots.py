@@ -18,8 +18,15 @@ import numpy as np  # noqa: E402
 
 def draw_allocation(ax, grid: dict[str, Any], title: str = "", vmax: float | None = None):
     """Draw a layers x module-types rank grid (the paper's Figure 2) on ``ax``; returns the image."""
+    return draw_rank_heatmap(ax, grid, title=title, vmax=vmax)
+
+
+def draw_rank_heatmap(ax, grid: dict[str, Any], *, title: str = "", vmax: float | None = None, decimals: int = 0):
+    """A rank grid (``allocation.allocation_grid`` layout; values may be means over seeds, so
+    ``decimals`` sets how the cell labels print) on ``ax``; returns the image for a colour bar."""
     values = np.array([[np.nan if v is None else v for v in row] for row in grid["values"]], dtype=float)
-    image = ax.imshow(values, cmap="YlGnBu", aspect="auto", vmin=0, vmax=vmax if vmax is not None else np.nanmax(values))
+    top = vmax if vmax is not None else np.nanmax(values)
+    image = ax.imshow(values, cmap="YlGnBu", aspect="auto", vmin=0, vmax=top)
     ax.set_xticks(range(len(grid["columns"])), grid["columns"])
     ax.set_yticks(range(len(grid["rows"])), grid["rows"])
     ax.set_xlabel("module type")
@@ -29,8 +36,8 @@ def draw_allocation(ax, grid: dict[str, Any], title: str = "", vmax: float | Non
     if values.size <= 200:  # numbers stay readable up to roberta-base's 12 x 6
         for (i, j), v in np.ndenumerate(values):
             if not np.isnan(v):
-                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if v > 0.6 * (vmax or np.nanmax(values)) else "black")
+                ax.text(j, i, f"{v:.{decimals}f}", ha="center", va="center", fontsize=7,
+                        color="white" if v > 0.6 * top else "black")
     return image
 
 

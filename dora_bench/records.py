@@ -15,11 +15,14 @@ Schema history (``schema_version``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,56 @@ def read_record(path: str | Path) -> dict[str, Any] | None:
 def is_complete(path: str | Path) -> bool:
     record = read_record(path)
     return record is not None and record.get("status") == "complete"
+
+
+CLAIM_NAME = ".claim"
+
+
+@contextlib.contextmanager
+def claim(folder: str | Path) -> Iterator[Path]:
+    """Hold a run's folder for the duration of the run.
+
+    Parallel sweeps (joblib, Slurm arrays) may name one run twice, e.g. Full FT at
+    budgets 2 and 8; the claim file, created exclusively, lets the second copy skip
+    instead of writing the same files. A claim left by a dead process on this host is
+    taken over; one from another host can't be checked, so the message says how to clear it.
+    """
+    from dora_bench.errors import RunInProgressError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CLAIM_NAME
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    for attempt in (1, 2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = path.read_text().strip() if path.exists() else ""
+            if attempt == 1 and _claim_is_stale(holder):
+                path.unlink(missing_ok=True)
+                continue
+            raise RunInProgressError(f"{folder} is being trained by {holder or 'another process'}: skipped; "
+                                     f"if no such process runs, delete {path}") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(owner)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _claim_is_stale(holder: str) -> bool:
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return not holder  # an empty claim is a crash between create and write
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:

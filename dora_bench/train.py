@@ -40,17 +40,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     budget = int(cfg.budget) if method.uses_budget else None
     out_dir = records.run_dir(cfg.results_dir, task=cfg.task.name, backbone=cfg.backbone.name,
                               method=cfg.method.name, variant=cfg.variant, budget=budget, seed=cfg.seed)
-    record_path = out_dir / (records.RECORD_NAME if not cfg.dry_run else "dry_run.json")
-    if not cfg.dry_run and records.is_complete(record_path) and not cfg.overwrite:
-        raise RecordExistsError(f"a complete record exists at {record_path}: kept; pass overwrite=true to run again")
+    if cfg.dry_run:
+        return _record_run(cfg, method, budget, out_dir, out_dir / "dry_run.json")
+    with records.claim(out_dir):  # a parallel sweep that names this run twice runs it once
+        record_path = out_dir / records.RECORD_NAME
+        if records.is_complete(record_path) and not cfg.overwrite:
+            raise RecordExistsError(f"a complete record exists at {record_path}: kept; pass overwrite=true to run again")
+        return _record_run(cfg, method, budget, out_dir, record_path)
 
+
+def _record_run(cfg: DictConfig, method: Method, budget: int | None, out_dir: Path, record_path: Path) -> dict[str, Any]:
+    """Start the record, run, and keep a failure on disk (status, error, traceback)."""
     record = records.new_record(
         task=cfg.task.name, method=cfg.method.name, variant=cfg.variant, budget=budget, seed=cfg.seed,
         backbone=cfg.backbone.name, config=OmegaConf.to_container(cfg, resolve=True),
         git_commit=records.git_commit(), versions=records.package_versions(), started_at=records.now_iso(),
     )
     lr, lr_source = resolve_lr(cfg)
-    device = pick_device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device, cfg.get("num_gpus"))
     record["device"] = describe_device(device)
     print(f"[dora-bench] {cfg.task.name} / {cfg.backbone.name} / {cfg.method.name} budget={budget} seed={cfg.seed} "
           f"-> {out_dir}")
@@ -86,8 +93,8 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
     model = method.apply(model, target)
     counts = count_parameters(model, method, target)
     record["trainable_params"] = counts
-    print(f"[dora-bench] parameters: {counts['model']:,} in the model, {counts['total']:,} trainable "
-          f"({counts['paper']:,} as the paper counts them: head excluded{', every weight' if not method.uses_budget and cfg.method.name == 'full_ft' else ''})")
+    print(f"[dora-bench] parameters: {counts['model']:,} in the model, {counts['total']:,} trainable, "
+          f"{counts['paper']:,} as the paper counts them")
     if cfg.dry_run:
         record.update(status="dry_run", extras=method.report(model), finished_at=records.now_iso())
         records.write_json_atomic(record_path, record)
@@ -236,10 +243,10 @@ def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, num_gpus=None) -> torch.device:
     from dora_bench.launch import pick_device as place
 
-    return torch.device(place(str(requested)))
+    return torch.device(place(str(requested), num_gpus=num_gpus))
 
 
 def describe_device(device: torch.device) -> str:

@@ -44,3 +44,29 @@ def test_unreadable_or_missing_record_is_not_complete(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     assert records.read_record(broken) is None and not records.is_complete(broken)
+
+
+def test_claim_is_exclusive_and_released(tmp_path):
+    from dora_bench.errors import RunInProgressError
+
+    with records.claim(tmp_path / "run") as path:
+        assert path.is_file()
+        with pytest.raises(RunInProgressError, match="being trained by"):
+            with records.claim(tmp_path / "run"):
+                pass
+    assert not path.exists()
+    with records.claim(tmp_path / "run"):  # free again
+        pass
+
+
+def test_claim_of_a_dead_process_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / records.CLAIM_NAME).write_text(f"{socket.gethostname()}:{dead.stdout.strip()}")
+    with records.claim(folder):
+        pass
