@@ -2,8 +2,8 @@
 
 Reads top to bottom: settings, data, model + method, optimizer, then the loop written
 out in full. Methods act only through the hooks of ``methods/base.py``; anything that
-touches the loss is visible here (``method.extra_loss``), except what a wrapped library
-adds inside the model's forward (peft's AdaLoRA orthogonality term: see adalora.py).
+touches the loss is visible here (``method.extra_loss``): AdaLoRA's orthogonality
+penalty included, which adalora.py computes itself rather than leave to peft's forward.
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
         return record
 
     # -- optimizer and schedule ---------------------------------------------------------
+    if device.type == "cpu" and cfg.trainer.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.trainer.cpu_threads))
     model.to(device)
     loader = task.train_loader(cfg.trainer.batch_size, seed=cfg.seed, group_by_length=cfg.trainer.group_by_length,
                                num_workers=cfg.trainer.num_workers)
@@ -173,6 +175,8 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
     if device.type == "cuda":
         record["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     record["extras"].update(method.report(model))
+    # Budget-moving methods (DoRA, AdaLoRA) only know their paper count once the budget is final.
+    record["trainable_params"]["paper"] = int(method.paper_trainable_params(model, target))
     record["artifacts"] = {"metrics": "metrics.jsonl", **method.export(model, out_dir)}
     grid = record["extras"].get("rank_allocation_grid")
     if grid:
@@ -194,10 +198,13 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
 # -- helpers (each small enough to test alone) ----------------------------------------------
 
 def count_parameters(model: torch.nn.Module, method: Method, target) -> dict[str, int]:
-    """``paper``: as the paper counts (head excluded; Full FT: everything); ``total``:
-    everything that trains; ``model``: every parameter of the model."""
+    """``paper``: as the paper counts (head excluded; Full FT: everything); ``paper_at_start``:
+    the same before training (DoRA, AdaLoRA: the nominal bT count); ``total``: everything
+    that trains; ``model``: every parameter of the model."""
+    paper = int(method.paper_trainable_params(model, target))
     return {
-        "paper": int(method.paper_trainable_params(model, target)),
+        "paper": paper,  # updated at the end of training (DoRA, AdaLoRA: kept components)
+        "paper_at_start": paper,
         "total": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "model": sum(p.numel() for p in model.parameters()),
     }

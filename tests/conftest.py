@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models on a shared 2-core machine: a second thread only adds spin-wait overhead.
+torch.set_num_threads(1)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -15,7 +19,7 @@ CONF_DIR = REPO / "conf"
 SHARED = REPO.parent / "shared"  # the developers' reference files; absent in a user's clone
 
 # Small enough that a whole run takes a few seconds on one CPU core.
-TINY = ["task=demo", "backbone=tiny", "trainer.progress=false", "trainer.eval_batch_size=128"]
+TINY = ["task=demo", "backbone=tiny", "trainer.progress=false", "trainer.eval_batch_size=128", "trainer.cpu_threads=1"]
 
 
 def compose(overrides: list[str]):

@@ -1,0 +1,234 @@
+"""AdaLoRA (Zhang et al., ICLR 2023) through peft: SVD-form updates whose ranks follow importance.
+
+Each adapted linear layer gets ``ΔW = (α / b0) · P diag(λ) Q`` (peft's ``lora_B``, ``lora_E``,
+``lora_A``: ``P`` is ``d_out x b0``, ``λ`` has ``b0`` entries, ``Q`` is ``b0 x d_in``), with
+``λ = 0`` at start. One "rank" is the triplet ``(P_i, λ_i, Q_i)``. Every step the allocator
+scores each triplet by smoothed sensitivity ``|w · ∂L/∂w|`` times its uncertainty (EMAs with
+β1 = β2 = 0.85), and every ``deltaT`` steps of the budget phase it zeroes the ``λ_i`` of the
+lowest-scoring triplets across all modules, so that the kept total follows the cubic
+schedule ``b(t) = b_T + (b_0 - b_T)(1 - p)^3`` (totals over modules) from ``M · b0`` down
+to ``M · bT``. What trains: ``P, λ, Q`` of the six module types of SPEC §1, and the head.
+
+Phases, in peft's terms (``RankAllocator.budget_schedule``; ``step`` = optimizer steps done):
+
+- ``step <= tinit``: warm-up, scores accumulate, nothing is masked;
+- ``tinit < step <= T - tfinal``: budget phase, progress ``p = (step - tinit) / (T - tfinal - tinit)``;
+  masks at ``step % deltaT == 0`` and, forced, at ``step == T - tfinal`` (budget reaches ``M · bT``);
+- ``step > T - tfinal``: the final mask is re-applied after every step.
+
+We set ``tinit = 0.15 T`` and ``tfinal = 0.5 T``, the same phases as DoRA (SPEC §1), and
+``deltaT`` = the task's pruning interval (peft masks when ``step % deltaT == 0``; DoRA counts
+the interval from the end of warm-up instead). ``T`` is known only in ``on_train_begin``, but
+``AdaLoraConfig`` insists on a ``total_step`` when built, so ``apply`` builds it with a
+placeholder and ``on_train_begin`` writes ``total_step``, ``tinit`` and ``tfinal`` into the
+config object the allocator reads (the same object: peft passes it by reference).
+
+Pitfalls checked against peft 0.21's source and its issue tracker:
+
+- Orthogonality penalty ``R = mean over P and Q matrices of ||PᵀP - I||_F, ||QQᵀ - I||_F``
+  (the released AdaLoRA code's form; the paper writes squared norms), weight 0.1.
+  ``AdaLoraModel.forward`` adds it to ``outputs.loss`` when labels are given, but a
+  ``PeftModel`` built without ``task_type`` (as here, and in our LoRA) calls the transformers
+  model directly and skips that forward, so the penalty would silently vanish (peft issue
+  #432). We therefore set peft's ``orth_reg_weight`` to 0 and add ``R`` in ``extra_loss``,
+  where the training loop can see it.
+- ``update_and_allocate(step)`` reads ``p.grad``: it must run after ``optimizer.step()`` and
+  before ``zero_grad()`` (peft's docstring), which is exactly our ``after_step`` hook.
+  Without the call nothing is pruned and nothing complains: users who forgot it saw
+  ``rank_pattern`` stay None or every rank stay at ``init_r`` (peft issues #1327, #1801).
+- peft never shrinks the matrices: a pruned rank is a zeroed ``λ_i``, so parameter shapes stay
+  at ``init_r`` during training (peft issue #1801). Ranks are read from ``rank_pattern``
+  (a boolean mask per module), not from shapes; ``save_pretrained`` writes the shrunk adapter.
+- The scaling is ``α / init_r`` for every module (peft's ``ranknum``), whatever it keeps: the
+  AdaLoRA authors found that rescaling after masking hurt (QingruZhang/AdaLoRA issue #12).
+  With α = 8 this is DoRA's ``s = α / b0`` (SPEC §1); AdaLoRA's own scripts use α = 16-32.
+- ``init_r`` must exceed ``target_r``: with nothing to prune, peft's ``mask_to_budget`` asks
+  ``torch.kthvalue`` for k = 0 and fails, so the config refuses it up front.
+- Masking keeps triplets whose score is strictly above the k-th smallest, so exact ties at
+  the threshold would prune more than scheduled; ``report`` records the count actually kept.
+
+Size: the paper counts kept triplets at the end, ``Σ_modules kept_i · (d_in + d_out + 1)``
+(SPEC §1). With ``bT`` kept everywhere that is 331,920 / 1,327,680 on roberta-base at budgets
+2 / 8, +3.7% / +4.5% over the paper's 0.32M / 1.27M. The paper's figures are what a run
+lands on when about 70% of the kept ranks sit in the 48 attention projections (1,537
+parameters per rank) rather than the 24 FFN layers (3,841): 101 of 144 ranks at budget 2,
+409 of 576 at budget 8, against 2/3 for a uniform allocation. Ours depends on the run too:
+``report`` gives ``final_trainable_params`` from the final allocation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dora_bench.allocation import allocation_grid
+from dora_bench.errors import ConfigError
+from dora_bench.methods.base import AdaptTarget, Method, register_method
+
+ADAPTER = "default"  # peft's name for the one adapter of a run
+
+
+@dataclass
+class AdaLoRAConfig:
+    target_r: int  # bT: final average rank per module (the CLI's budget)
+    init_r: int | None = None  # b0: initial rank of every module; None: ceil(1.5 * target_r) (SPEC §1)
+    tinit_fraction: float = 0.15  # warm-up share of T without masking (tinit), as DoRA's t_i
+    tfinal_fraction: float = 0.5  # final share of T with the allocation fixed (tfinal), as DoRA's t_f
+    deltaT: int = 10  # steps between re-allocations in the budget phase (the task's pruning interval)
+    beta1: float = 0.85  # EMA of sensitivity (AdaLoRA default)
+    beta2: float = 0.85  # EMA of uncertainty (AdaLoRA default)
+    orth_reg_weight: float = 0.1  # weight of the orthogonality penalty on P and Q (AdaLoRA's GLUE scripts)
+    alpha: float = 8.0  # scaling alpha / init_r: DoRA's s = alpha / b0 with the same alpha
+    dropout: float = 0.1  # on the adapter's input only
+
+    def __post_init__(self):
+        if self.init_r is None:
+            self.init_r = math.ceil(1.5 * int(self.target_r))
+        if int(self.target_r) < 1:
+            raise ValueError(f"target_r={self.target_r} must be >= 1: set budget=1 or more")
+        if int(self.init_r) <= int(self.target_r):
+            # with nothing to prune, peft's mask_to_budget asks torch.kthvalue for k = 0 and fails
+            raise ValueError(f"init_r={self.init_r} must exceed target_r={self.target_r} for AdaLoRA to prune: "
+                             f"set init_r > target_r (or null), or use method=lora for a fixed rank")
+        if not (0 <= self.tinit_fraction < 1 and 0 <= self.tfinal_fraction < 1
+                and self.tinit_fraction + self.tfinal_fraction < 1):
+            raise ValueError(f"tinit_fraction={self.tinit_fraction} + tfinal_fraction={self.tfinal_fraction} "
+                             f"must leave a budget phase: keep both in [0, 1) with a sum below 1")
+        if int(self.deltaT) < 1:
+            raise ValueError(f"deltaT={self.deltaT} must be >= 1: use the task's pruning interval")
+        if not (0 < self.beta1 < 1 and 0 < self.beta2 < 1):
+            raise ValueError(f"beta1={self.beta1}, beta2={self.beta2} must lie in (0, 1): AdaLoRA uses 0.85")
+        if self.orth_reg_weight < 0:
+            raise ValueError(f"orth_reg_weight={self.orth_reg_weight} is negative: use 0.1, or 0 to switch it off")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
+
+
+def phases(total_steps: int, tinit_fraction: float, tfinal_fraction: float) -> tuple[int, int]:
+    """``(tinit, tfinal)`` in steps for ``T = total_steps`` (peft's ``tinit`` and ``tfinal``)."""
+    # floor, with the same guard against 0.15 * 60 = 8.999... as DoRA's phases
+    tinit = math.floor(tinit_fraction * total_steps + 1e-9)
+    tfinal = math.floor(tfinal_fraction * total_steps + 1e-9)
+    # fractions summing below 1 always leave a budget phase; a positive fraction must also give
+    # at least one step, or a short run would silently skip warm-up or the fixed final phase
+    if (tinit_fraction > 0 and tinit < 1) or (tfinal_fraction > 0 and tfinal < 1):
+        shortest = math.ceil(1 / min(f for f in (tinit_fraction, tfinal_fraction) if f > 0))
+        raise ConfigError(f"AdaLoRA's phases need whole steps: T={total_steps} gives tinit={tinit}, "
+                          f"tfinal={tfinal}; train for at least {shortest} steps")
+    return tinit, tfinal
+
+
+def orthogonality_penalty(model: nn.Module) -> torch.Tensor:
+    """Mean of ``||Q Qᵀ - I||_F`` and ``||PᵀP - I||_F`` over every adapted module (peft's A = Q, B = P)."""
+    norms = []
+    for layer in _svd_layers(model).values():
+        q, p = layer.lora_A[ADAPTER], layer.lora_B[ADAPTER]
+        for gram in (q @ q.T, p.T @ p):
+            norms.append(torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)))
+    return torch.stack(norms).mean()
+
+
+class AdaLoRA(Method):
+    Config = AdaLoRAConfig
+
+    def __init__(self, config: AdaLoRAConfig):
+        super().__init__(config)
+        self.total_steps: int | None = None
+        self.tfinal = 0
+        self.schedule: list[dict[str, int]] = []
+
+    def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
+        from peft import AdaLoraConfig, get_peft_model
+
+        cfg = self.config
+        peft_config = AdaLoraConfig(
+            init_r=int(cfg.init_r), target_r=int(cfg.target_r), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+            target_modules=list(target.target_modules), modules_to_save=list(target.head_modules) or None,
+            beta1=cfg.beta1, beta2=cfg.beta2, deltaT=int(cfg.deltaT),
+            orth_reg_weight=0.0,  # added in extra_loss instead (see the module docstring)
+            total_step=1, tinit=0, tfinal=0,  # placeholders until on_train_begin knows T
+        )
+        model = get_peft_model(model, peft_config)
+        self.schedule = [{"step": 0, "kept": sum(self.final_ranks(model).values())}]
+        return model
+
+    def on_train_begin(self, model: nn.Module, total_steps: int) -> None:
+        tinit, tfinal = phases(total_steps, self.config.tinit_fraction, self.config.tfinal_fraction)
+        peft_config = model.peft_config[ADAPTER]
+        peft_config.total_step, peft_config.tinit, peft_config.tfinal = total_steps, tinit, tfinal
+        if model.base_model.rankallocator.peft_config is not peft_config:  # a peft change would break this
+            raise RuntimeError("peft's RankAllocator holds its own config copy: T can't reach it this way")
+        self.total_steps, self.tfinal = total_steps, tfinal
+
+    def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor | None:
+        if self.config.orth_reg_weight == 0:
+            return None
+        return self.config.orth_reg_weight * orthogonality_penalty(model)
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        if self.total_steps is None:
+            raise RuntimeError("AdaLoRA.after_step before on_train_begin: the allocator doesn't know T yet")
+        model.base_model.update_and_allocate(step)
+        kept = sum(self.final_ranks(model).values())
+        if kept != self.schedule[-1]["kept"]:
+            self.schedule.append({"step": step, "kept": kept})
+
+    def first_countable_step(self) -> int:
+        return 0 if self.total_steps is None else self.total_steps - self.tfinal
+
+    # -- ranks and counts ---------------------------------------------------------------
+    def final_ranks(self, model: nn.Module) -> dict[str, int]:
+        """``{module path: kept ranks}`` from peft's ``rank_pattern``; ``init_r`` everywhere before any mask."""
+        pattern = model.peft_config[ADAPTER].rank_pattern
+        if not pattern:
+            return {name: layer.r[ADAPTER] for name, layer in _svd_layers(model).items()}
+        # Keys are parameter names of lora_E; save_pretrained strips the adapter name in place.
+        return {_module_path(key): int(sum(mask)) for key, mask in pattern.items()}
+
+    def paper_trainable_params(self, model: nn.Module, target: AdaptTarget) -> int:
+        """Kept triplets, ``Σ kept_i (d_in + d_out + 1)`` (head excluded): the paper's count once
+        training is over. Before the first mask: what ``target_r`` everywhere would cost."""
+        if model.peft_config[ADAPTER].rank_pattern:
+            return _cost(model, self.final_ranks(model))
+        return _cost(model, dict.fromkeys(_svd_layers(model), int(self.config.target_r)))
+
+    def report(self, model: nn.Module) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "initial_trainable_params": _cost(model, {n: l.r[ADAPTER] for n, l in _svd_layers(model).items()}),
+            "budget_schedule": self.schedule,
+        }
+        if model.peft_config[ADAPTER].rank_pattern:
+            ranks = self.final_ranks(model)
+            out.update(rank_allocation=ranks, rank_allocation_grid=allocation_grid(ranks),
+                       final_trainable_params=_cost(model, ranks))
+        return out
+
+    def export(self, model: nn.Module, run_dir: Path) -> dict[str, str]:
+        model.save_pretrained(str(run_dir / "adapter"))  # shrunk to the kept ranks by peft
+        return {"adapter": "adapter"}
+
+
+def _svd_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Adapted layers by module path inside the transformers model (peft's ``base_model.model.`` removed)."""
+    from peft.tuners.adalora import AdaLoraLayer
+
+    inner = model.base_model.model
+    return {name: m for name, m in inner.named_modules() if isinstance(m, AdaLoraLayer)}
+
+
+def _cost(model: nn.Module, ranks: dict[str, int]) -> int:
+    """Parameters of ``ranks[module]`` triplets per module: ``d_in + d_out + 1`` each."""
+    return sum(ranks[name] * (layer.in_features + layer.out_features + 1) for name, layer in _svd_layers(model).items())
+
+
+def _module_path(lora_e_name: str) -> str:
+    path = lora_e_name.removesuffix(f".{ADAPTER}").removesuffix(".lora_E")
+    return path.removeprefix("base_model.model.")
+
+
+register_method("adalora", AdaLoRA)

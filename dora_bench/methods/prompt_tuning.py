@@ -1,0 +1,87 @@
+"""Prompt tuning (Lester et al., 2021) through peft: a trained soft prompt before the input. What trains: the prompt + the head.
+
+``n`` virtual-token embeddings ``P`` (``n x d``) are prepended to the embedded input,
+``[P; E(x)]``, and the attention mask gets ``n`` ones in front (peft's
+``PeftModelForSequenceClassification`` does both); the backbone stays frozen and the
+classification head trains fully. Not in the paper's tables: a further baseline.
+
+Initialisation: embeddings of tokens sampled uniformly from the vocabulary (peft's
+``SAMPLE_VOCAB``). Lester et al. found sampled-vocabulary init better than random and
+class-label init best; class labels need the task's verbalisers, which a classification
+head does not have. ``init=random`` switches to peft's random init.
+
+Size: ``n = tokens_per_budget · budget`` (10 per budget unit: 20 tokens, 15,360 parameters
+at budget 2 and 80 tokens, 61,440 parameters at budget 8 on roberta-base). Matching LoRA's
+331,776 / 1,327,104 would take 432 / 1,728 tokens, more positions than roberta-base has
+(512) once a 128-token input is added; the prompt lengths Lester et al. studied are 1 to 150.
+The prompt also lengthens every sequence by ``n``: ``n`` + the task's ``max_length`` must fit
+the backbone's position table.
+
+Classification only: peft's extractive-QA wrapper would score answer spans on the virtual
+positions too, and seq2seq prompt tuning is out of this benchmark's scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from dora_bench.errors import ConfigError
+from dora_bench.methods.base import AdaptTarget, Method, register_method
+
+INITS = {"sample_vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
+
+
+@dataclass
+class PromptTuningConfig:
+    budget: int  # the CLI's budget; the prompt has tokens_per_budget * budget virtual tokens
+    tokens_per_budget: int = 10  # 20 / 80 tokens at budgets 2 / 8
+    init: str = "sample_vocab"  # sample_vocab | random
+
+    def __post_init__(self):
+        if int(self.budget) < 1 or int(self.tokens_per_budget) < 1:
+            raise ValueError(f"budget={self.budget} and tokens_per_budget={self.tokens_per_budget} must be >= 1")
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r} is not known: use one of {', '.join(INITS)}")
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return int(self.tokens_per_budget) * int(self.budget)
+
+
+class PromptTuning(Method):
+    Config = PromptTuningConfig
+
+    def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
+        from peft import PromptTuningConfig as PeftPromptTuningConfig
+        from peft import get_peft_model
+
+        if not type(model).__name__.endswith("ForSequenceClassification"):
+            raise ConfigError(f"method=prompt_tuning supports classification tasks only, not {type(model).__name__}: "
+                              f"pick a GLUE task or another method")
+        n = self.config.num_virtual_tokens
+        positions = _usable_positions(model.config)
+        if positions is not None and n >= positions:
+            raise ConfigError(f"a {n}-token prompt leaves no room in {positions} positions: lower budget or tokens_per_budget")
+        peft_config = PeftPromptTuningConfig(
+            task_type="SEQ_CLS", num_virtual_tokens=n, prompt_tuning_init=INITS[self.config.init],
+            modules_to_save=list(target.head_modules) or None,
+        )
+        return get_peft_model(model, peft_config)
+
+    def export(self, model: nn.Module, run_dir: Path) -> dict[str, str]:
+        model.save_pretrained(str(run_dir / "adapter"))
+        return {"adapter": "adapter"}
+
+
+def _usable_positions(config) -> int | None:
+    """Positions a sequence may occupy (RoBERTa reserves ``pad_token_id + 1`` of its table)."""
+    total = getattr(config, "max_position_embeddings", None)
+    if total is None:
+        return None
+    return total - (config.pad_token_id + 1 if config.model_type == "roberta" else 0)
+
+
+register_method("prompt_tuning", PromptTuning)

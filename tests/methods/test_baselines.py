@@ -1,0 +1,265 @@
+"""The baselines on tiny random backbones: where adapters sit, identity at init, AdaLoRA's
+allocator at work, prompt tuning's forward, weight-decomposed LoRA's magnitudes, and that
+every baseline's yaml composes into a method."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from dora_bench.backbones import BackboneConfig, adapt_target, load_model
+from dora_bench.errors import ConfigError
+from dora_bench.methods import build_method
+from dora_bench.methods.adalora import orthogonality_penalty, phases
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+TASKS = {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "squad_v1", "squad_v2", "xsum"}
+KIND = {"tiny": "sequence_classification", "tiny-bart": "seq2seq_lm"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run ~50x faster on one thread than with threads fighting over shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(backbone: str = "tiny", seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF / "backbone" / f"{backbone}.yaml").read_text()))
+    return load_model(cfg, KIND[backbone], num_labels=2), adapt_target(cfg, KIND[backbone])
+
+
+def batch(backbone: str, n: int = 4, length: int = 10, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 259, (n, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, -3:] = 0  # one padded row, so the mask path is exercised
+    out = {"input_ids": ids, "attention_mask": mask}
+    if backbone == "tiny-bart":
+        out["labels"] = torch.randint(3, 259, (n, 6), generator=g)
+    else:
+        out["labels"] = torch.randint(0, 2, (n,), generator=g)
+    return out
+
+
+def trainable(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+# -- adapters ------------------------------------------------------------------------------
+
+PLACEMENT = {
+    ("houlsby", "tiny"): {f"roberta.encoder.layer.{i}.{m}.adapter" for i in (0, 1)
+                          for m in ("attention.output.dense", "output.dense")},
+    ("pfeiffer", "tiny"): {f"roberta.encoder.layer.{i}.output.dense.adapter" for i in (0, 1)},
+    ("houlsby", "tiny-bart"): {"model.encoder.layers.0.self_attn.out_proj.adapter", "model.encoder.layers.0.fc2.adapter",
+                               "model.decoder.layers.0.self_attn.out_proj.adapter",
+                               "model.decoder.layers.0.encoder_attn.out_proj.adapter",
+                               "model.decoder.layers.0.fc2.adapter"},
+    ("pfeiffer", "tiny-bart"): {"model.encoder.layers.0.fc2.adapter", "model.decoder.layers.0.fc2.adapter"},
+}
+
+
+@pytest.mark.parametrize("method, backbone", sorted(PLACEMENT))
+def test_adapters_sit_after_the_named_projections_and_only_they_train(method, backbone):
+    model, target = tiny(backbone)
+    budget = 2
+    model = build_method({"name": method, "budget": budget}).apply(model, target)
+    adapters = {n for n, m in model.named_modules() if n.endswith(".adapter")}
+    assert adapters == PLACEMENT[(method, backbone)]
+    width = (4 if method == "houlsby" else 8) * budget
+    for name in adapters:
+        assert model.get_submodule(name).down.out_features == width
+    assert all(".adapter." in n or target.is_head(n) for n in trainable(model))
+    assert any(target.is_head(n) for n in trainable(model)) == bool(target.head_modules)
+
+
+@pytest.mark.parametrize("method", ["houlsby", "pfeiffer", "adalora", "dora_wd", "lora"])
+@pytest.mark.parametrize("backbone", ["tiny", "tiny-bart"])
+def test_adapted_model_computes_what_the_backbone_computes_at_init(method, backbone):
+    model, target = tiny(backbone)
+    model.eval()
+    inputs = {k: v for k, v in batch(backbone).items() if k != "labels"}
+    if backbone == "tiny-bart":
+        inputs["decoder_input_ids"] = batch(backbone)["labels"]
+    with torch.no_grad():
+        before = model(**inputs).logits.clone()
+    sizes = {"houlsby": {"budget": 2}, "pfeiffer": {"budget": 2}, "adalora": {"target_r": 2},
+             "dora_wd": {"r": 2}, "lora": {"r": 2}}[method]
+    adapted = build_method({"name": method, **sizes}).apply(model, target)
+    adapted.eval()
+    with torch.no_grad():
+        after = adapted(**inputs).logits
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+
+
+def test_adapter_learns_a_nonzero_update():
+    model, target = tiny()
+    model = build_method({"name": "houlsby", "budget": 1}).apply(model, target)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(**batch("tiny")).loss.backward()
+    optimizer.step()
+    up = model.get_submodule("roberta.encoder.layer.0.output.dense.adapter.up")
+    assert up.weight.abs().sum() > 0  # the zero init does not trap it at the identity
+
+
+# -- AdaLoRA -------------------------------------------------------------------------------
+
+def test_adalora_phases_follow_the_fractions_and_reject_runs_too_short():
+    assert phases(40, 0.15, 0.5) == (6, 20)
+    assert phases(60, 0.15, 0.5) == (9, 30)  # 0.15 * 60 is 8.999... in floating point
+    with pytest.raises(ConfigError):
+        phases(5, 0.15, 0.5)  # 0.15 * 5 rounds down to no warm-up at all
+
+
+def test_adalora_allocator_prunes_to_the_target_budget():
+    model, target = tiny()
+    method = build_method({"name": "adalora", "target_r": 2, "deltaT": 2})  # init_r = ceil(1.5 * 2) = 3
+    model = method.apply(model, target)
+    modules = len(method.final_ranks(model))
+    assert modules == 12 and set(method.final_ranks(model).values()) == {3}
+    total = 40
+    method.on_train_begin(model, total)
+    assert model.base_model.rankallocator.peft_config.total_step == total  # the allocator sees T
+    assert method.first_countable_step() == total - 20
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    seen_patterns = set()
+    for step in range(1, total + 1):
+        inputs = batch("tiny", n=8, seed=step % 4)
+        (model(**inputs).loss + method.extra_loss(model, step)).backward()
+        optimizer.step()
+        method.after_step(model, step)
+        optimizer.zero_grad()
+        seen_patterns.add(tuple(sorted(method.final_ranks(model).items())))
+
+    report = method.report(model)
+    kept = [entry["kept"] for entry in report["budget_schedule"]]
+    assert kept[0] == 3 * modules and kept[-1] == 2 * modules
+    assert kept == sorted(kept, reverse=True) and len(kept) > 2  # pruned in several rounds
+    assert all(6 < entry["step"] <= 20 for entry in report["budget_schedule"][1:])  # inside the budget phase
+    assert len(seen_patterns) > 2
+    assert sum(report["rank_allocation"].values()) == 2 * modules
+    grid_total = sum(v for row in report["rank_allocation_grid"]["values"] for v in row if v is not None)
+    assert grid_total == 2 * modules
+    # pruned singular values stay at zero through the final phase
+    for name, layer in model.base_model.model.named_modules():
+        if name in report["rank_allocation"]:
+            assert int((layer.lora_E["default"] != 0).sum()) <= report["rank_allocation"][name]
+    sizes = {"attention": 32 + 32 + 1, "intermediate": 32 + 64 + 1, "output": 64 + 32 + 1}
+    expected = sum(r * (sizes["attention"] if ("attention" in n or "self" in n) else
+                        sizes["intermediate"] if "intermediate" in n else sizes["output"])
+                   for n, r in report["rank_allocation"].items())
+    assert report["final_trainable_params"] == expected
+
+
+def test_adalora_penalty_is_the_loops_to_add_not_hidden_in_the_forward():
+    model, target = tiny()
+    method = build_method({"name": "adalora", "target_r": 2})
+    model = method.apply(model, target)
+    inputs = batch("tiny")
+    out = model(**inputs)
+    plain = torch.nn.functional.cross_entropy(out.logits, inputs["labels"])
+    torch.testing.assert_close(out.loss, plain)  # peft adds nothing inside the forward
+    penalty = method.extra_loss(model, 1)
+    assert penalty.requires_grad and penalty.item() > 0
+    torch.testing.assert_close(penalty, 0.1 * orthogonality_penalty(model))
+    identity = build_method({"name": "adalora", "target_r": 2, "orth_reg_weight": 0.0})
+    assert identity.extra_loss(identity.apply(tiny()[0], target), 1) is None
+
+
+@pytest.mark.parametrize("init_r", [2, 4])  # below, and equal (nothing to prune: peft's kthvalue(k=0) fails)
+def test_adalora_needs_an_initial_rank_above_the_target(init_r):
+    with pytest.raises(ConfigError, match="init_r"):
+        build_method({"name": "adalora", "target_r": 4, "init_r": init_r})
+
+
+# -- prompt tuning -------------------------------------------------------------------------
+
+def test_prompt_tuning_trains_only_the_prompt_and_the_head():
+    model, target = tiny()
+    method = build_method({"name": "prompt_tuning", "budget": 2})
+    model = method.apply(model, target)
+    names = trainable(model)
+    prompt = [n for n in names if "prompt_encoder" in n]
+    assert len(prompt) == 1 and all("prompt_encoder" in n or target.is_head(n) for n in names)
+    assert model.get_parameter(prompt[0]).shape == (20, 32)  # 10 tokens per budget unit, width 32
+    assert method.paper_trainable_params(model, target) == 20 * 32
+
+    inputs = batch("tiny")
+    out = model(**inputs)
+    assert out.logits.shape == (4, 2) and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.get_parameter(prompt[0]).grad.abs().sum() > 0
+    frozen = [p for n, p in model.named_parameters() if n not in names]
+    assert all(p.grad is None for p in frozen)
+
+
+def test_prompt_tuning_refuses_what_is_not_classification():
+    model, target = tiny("tiny-bart")
+    with pytest.raises(ConfigError, match="classification"):
+        build_method({"name": "prompt_tuning", "budget": 2}).apply(model, target)
+
+
+# -- weight-decomposed LoRA ----------------------------------------------------------------
+
+def test_dora_wd_trains_a_magnitude_per_output_row():
+    model, target = tiny()
+    method = build_method({"name": "dora_wd", "r": 2})
+    model = method.apply(model, target)
+    magnitudes = {n: p for n, p in model.named_parameters() if "lora_magnitude_vector" in n}
+    assert len(magnitudes) == 12 and all(p.requires_grad for p in magnitudes.values())
+    before = {n: p.detach().clone() for n, p in magnitudes.items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(3):
+        model(**batch("tiny", seed=step)).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert any(not torch.equal(before[n], p) for n, p in magnitudes.items())
+    lora_count = 2 * 2 * (4 * (32 + 32) + (32 + 64) + (64 + 32))
+    assert method.paper_trainable_params(model, target) == lora_count + 2 * (5 * 32 + 64)
+
+
+# -- configs -------------------------------------------------------------------------------
+
+OURS = ["full_ft", "bitfit", "lora", "adalora", "houlsby", "pfeiffer", "prompt_tuning", "dora_wd"]
+
+
+def compose_method(name: str, budget: int) -> dict:
+    raw = {"budget": budget, "task": yaml.safe_load((CONF / "task" / "rte.yaml").read_text()),
+           "method": yaml.safe_load((CONF / "method" / f"{name}.yaml").read_text())}
+    return OmegaConf.to_container(OmegaConf.create(raw).method, resolve=True)
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_method_yaml_composes_and_names_its_learning_rates(name):
+    method_cfg = compose_method(name, budget=8)
+    assert method_cfg["name"] == name
+    assert "lr" in method_cfg and set(method_cfg["lr_by_task"]) <= TASKS
+    assert all(lr > 0 for lr in method_cfg["lr_by_task"].values())
+    method = build_method(method_cfg)
+    assert method.name == name
+
+
+def test_method_yaml_sizes_follow_the_budget():
+    sizes = {
+        "lora": lambda m: m.config.r,
+        "dora_wd": lambda m: m.config.r,
+        "houlsby": lambda m: m.config.width,
+        "pfeiffer": lambda m: m.config.width,
+        "prompt_tuning": lambda m: m.config.num_virtual_tokens,
+        "adalora": lambda m: (m.config.init_r, m.config.target_r),
+    }
+    got = {name: [size(build_method(compose_method(name, b))) for b in (2, 8)] for name, size in sizes.items()}
+    assert got == {"lora": [2, 8], "dora_wd": [2, 8], "houlsby": [8, 32], "pfeiffer": [16, 64],
+                   "prompt_tuning": [20, 80], "adalora": [(3, 2), (12, 8)]}
+    assert compose_method("adalora", 2)["deltaT"] == yaml.safe_load((CONF / "task" / "rte.yaml").read_text())["pruning_interval"]
+    assert math.ceil(1.5 * 5) == build_method(compose_method("adalora", 5)).config.init_r
