@@ -7,16 +7,14 @@ memory and parameter counts can be measured with no download.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from dora_bench.errors import ConfigError, OfflineError
+from dora_bench.hub import hub_reachable
 from dora_bench.methods.base import AdaptTarget
 
 CONFIG_DIR = Path(__file__).parent / "backbone_configs"
@@ -138,28 +136,6 @@ def _from_pretrained(auto, source: str, what: str, **kwargs):
             f"offline options: backbone.name_or_path=/local/dir (a saved checkpoint) or backbone.init=random"
             + (" with backbone.tokenizer=/dir/with/vocab.json+merges.txt or backbone.tokenizer=bytes" if what == "tokenizer" else "")
         ) from None
-
-
-@functools.lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when the Hugging Face Hub answers (HF_HUB_OFFLINE=1 forces False)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        _go_offline()
-        return False
-
-
-def _go_offline() -> None:
-    # transformers probes the Hub for side files (adapter_config.json...) even with
-    # local_files_only; offline mode is the one switch every layer honours.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import huggingface_hub.constants
-
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
 def _first_line(err: Exception) -> str:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from dora_bench import records
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_tokenizer
 from dora_bench.checks import check_config, resolve_lr
-from dora_bench.errors import RecordExistsError, UserError
+from dora_bench.errors import ConfigError, RecordExistsError, UserError
 from dora_bench.methods import Method, build_method
 from dora_bench.tasks import load_task
 
@@ -90,6 +90,7 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
     # -- model + method -----------------------------------------------------------------
     num_labels = task.num_labels if task else int(cfg.task.get("num_labels", 2))
     model = load_model(backbone_cfg, model_kind, num_labels)
+    check_input_length(int(cfg.task.max_length), model, backbone_cfg.name)
     model = method.apply(model, target)
     counts = count_parameters(model, method, target)
     record["trainable_params"] = counts
@@ -225,12 +226,27 @@ def select_epochs(epochs: list[dict], main_metric: str) -> tuple[dict | None, di
     return {"epoch": best["epoch"], "metrics": best["metrics"], "countable": True}, last
 
 
+def check_input_length(max_length: int, model: torch.nn.Module, backbone: str) -> None:
+    """Refuse a task.max_length the backbone has no position embeddings for (it would crash
+    mid-epoch in an index error). RoBERTa's positions start after the padding index."""
+    config = model.config
+    limit = config.max_position_embeddings
+    if config.model_type == "roberta":
+        limit -= config.pad_token_id + 1
+    if max_length > limit:
+        raise ConfigError(f"task.max_length={max_length} exceeds backbone {backbone!r}'s {limit} positions: "
+                          f"set task.max_length={limit} or less")
+
+
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device):
-    """AdamW; biases and LayerNorm weights take no weight decay (the usual BERT-family rule)."""
+    """AdamW; biases and LayerNorm weights take no weight decay (the BERT-family rule).
+    Everything else decays, DoRA's scalar gates ``c`` included, as in the released code."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 or "layernorm" in name.lower() or "layer_norm" in name.lower() else decay).append(param)
+            lowered = name.lower()
+            exempt = lowered.endswith("bias") or "layernorm" in lowered or "layer_norm" in lowered
+            (no_decay if exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = device.type == "cuda"  # the fused kernel is CUDA-only; on CPU the foreach path is the fast one
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)

@@ -99,3 +99,27 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
         scheduler.step()
     assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert lrs[3:] == sorted(lrs[3:], reverse=True) and scheduler.get_last_lr()[0] == 0.0
+
+
+def test_too_long_inputs_for_the_backbone_are_refused_before_training(tiny_cfg):
+    from dora_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"task.max_length=300 exceeds backbone 'tiny'.s 257 positions"):
+        train(tiny_cfg("method=lora", "task.max_length=300", "dry_run=true"))
+
+
+def test_gates_decay_but_biases_and_layernorms_do_not(tiny_cfg):
+    from dora_bench.backbones import BackboneConfig, adapt_target, load_model
+    from dora_bench.methods import build_method
+    from dora_bench.train import build_optimizer
+    from omegaconf import OmegaConf
+
+    cfg = tiny_cfg("method=dora")
+    backbone = BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True))
+    method = build_method({"name": "dora", "final_budget": 2})
+    model = method.apply(load_model(backbone, "sequence_classification", 2), adapt_target(backbone, "sequence_classification"))
+    optimizer = build_optimizer(model, 1e-3, 0.01, torch.device("cpu"))
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {n: id(p) in decayed for n, p in model.named_parameters() if p.requires_grad}
+    assert all(names[n] for n in names if n.endswith("lora_c"))
+    assert not any(names[n] for n in names if n.endswith("bias"))

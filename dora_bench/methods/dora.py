@@ -36,7 +36,8 @@ at step 240.
 Differences from the released code (noted, not copied): it prunes at ``k = 0`` and prunes
 ``max(n, 1)`` components, so one component goes even when the schedule asks for none, and
 it prunes every component whose score ties the threshold; here exactly the scheduled
-number goes, ties broken by global index (module order, then component index).
+number goes, ties broken by global index (module order, then component index). Its phase
+boundaries truncate ``t - 0.15 T`` instead of flooring ``0.15 T`` (at most a step apart).
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ class DoRA(Method):
         names = [n for n, m in model.named_modules()
                  if isinstance(m, nn.Linear) and target.is_target(n) and not target.is_head(n)]
         if not names:
-            raise ConfigError(f"no nn.Linear in the model matches {target.target_modules}: check backbone.target_modules")
+            raise ConfigError(f"no nn.Linear in the model matches {target.target_modules}: "
+                              f"check backbone.target_modules")
         for name in names:
             parent, _, child = name.rpartition(".")
             holder = model.get_submodule(parent)
@@ -269,7 +271,7 @@ class DoRA(Method):
         self._apply_mask()
         self.mask_final = step == self.phases.prune_end
         self.history.append({"step": step, "kept": self.ema.numel() - n, "pruned": n,
-                             "ema": self.ema.clone(), "mask": self.mask})  # (the mask is new at every ranking)
+                             "ema": self.ema.clone(), "mask": self.mask.clone()})
 
     def _apply_mask(self) -> None:
         gates = [layer.lora_c for layer in self.layers]
@@ -289,7 +291,7 @@ class DoRA(Method):
 
     def _sizes(self) -> torch.Tensor:
         """Parameters of one component of each module: d_in + d_out + 1."""
-        return torch.tensor([l.base.in_features + l.base.out_features + 1 for l in self.layers])
+        return torch.tensor([layer.base.in_features + layer.base.out_features + 1 for layer in self.layers])
 
     def paper_trainable_params(self, model: nn.Module, target: AdaptTarget) -> int:
         """Kept components x (d_in + d_out + 1), head excluded: the paper's count (at the end).

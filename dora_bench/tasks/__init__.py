@@ -1,0 +1,61 @@
+"""Tasks: read the data, tokenise it once (cached), serve batches, score the dev split(s).
+
+    task = load_task(cfg.task, tokenizer, cache_dir=Path("results/cache"))
+    for batch in task.train_loader(16, seed=0):
+        loss = model(**batch).loss
+    metrics = task.evaluate(model, batch_size=64, device=device, autocast=autocast)
+
+``task.family`` in conf/task/<name>.yaml picks the loader: ``glue`` (Hub or the GLUE
+download script's TSVs), ``files`` (a researcher's own csv/tsv/json/jsonl/parquet),
+``demo`` (generated, no files), ``squad`` (span QA), ``summarization`` (XSum).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dora_bench.errors import ConfigError
+from dora_bench.tasks.base import Task
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "task"
+
+
+def _loaders() -> dict[str, Callable[..., Task]]:
+    # imported here: a family's modules (datasets, rouge-score...) load only when used
+    from dora_bench.tasks.demo import load_demo
+    from dora_bench.tasks.files import load_files
+    from dora_bench.tasks.glue import load_glue
+    from dora_bench.tasks.squad import load_squad
+    from dora_bench.tasks.summarization import load_summarization
+
+    return {
+        "glue": load_glue,
+        "files": load_files,
+        "demo": load_demo,
+        "squad": load_squad,
+        "summarization": load_summarization,
+    }
+
+
+def load_task(task_cfg: Mapping[str, Any], tokenizer, *, cache_dir: Path | None = None) -> Task:
+    """The task described by ``task_cfg`` (the resolved ``cfg.task`` as a plain dict),
+    tokenised with ``tokenizer``; encodings are cached under ``cache_dir`` (None: no cache)."""
+    if not isinstance(task_cfg, Mapping):
+        raise ConfigError(f"task config must be a mapping, got {type(task_cfg).__name__}")
+    loaders = _loaders()
+    family = task_cfg.get("family")
+    if family not in loaders:
+        raise ConfigError(f"task.family={family!r} is not known: use one of {', '.join(loaders)}")
+    if tokenizer.pad_token_id is None:
+        raise ConfigError(f"tokenizer {type(tokenizer).__name__} has no pad token: batches can't be padded")
+    return loaders[family](task_cfg, tokenizer, Path(cache_dir) if cache_dir is not None else None)
+
+
+def task_names() -> list[str]:
+    """The tasks shipped as conf/task/<name>.yaml."""
+    return sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+
+
+__all__ = ["Task", "load_task", "task_names"]

@@ -1,0 +1,87 @@
+"""What the training loop sees of a task: a train loader and an ``evaluate`` on the dev split(s).
+
+One subclass per head: sequence classification (GLUE, the demo, a researcher's files),
+span question answering (SQuAD), summarisation (XSum). Every split is tokenised once
+(and cached) when the task is loaded; batches are padded to their longest sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ContextManager
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dora_bench.errors import ConfigError
+from dora_bench.tasks.batching import EncodedDataset, PadCollator, train_loader
+
+
+class Task:
+    name: str
+    model_kind: str  # "sequence_classification" | "question_answering" | "seq2seq_lm"
+    num_labels: int  # 1: regression (STS-B); otherwise classes (unused by QA / seq2seq)
+    main_metric: str  # key of evaluate()'s result used for best epoch and tables
+    eval_examples: int  # dev examples one evaluate() scores (MNLI: matched + mismatched)
+
+    def __init__(self, name: str, train: EncodedDataset, pad_token_id: int):
+        self.name = name
+        self.train_set = train
+        self.collate = PadCollator(pad_token_id)
+
+    def train_loader(
+        self, batch_size: int, *, seed: int, group_by_length: bool = False, num_workers: int = 0
+    ) -> DataLoader:
+        """Shuffled batches for ``model(**batch).loss``; the order depends only on ``seed`` and the epoch."""
+        return train_loader(
+            self.train_set,
+            self.collate,
+            batch_size,
+            seed=seed,
+            group_by_length=group_by_length,
+            num_workers=num_workers,
+        )
+
+    def evaluate(
+        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], ContextManager]
+    ) -> dict[str, float]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, train={len(self.train_set)}, "
+            f"eval_examples={self.eval_examples}, main_metric={self.main_metric!r})"
+        )
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` and ``torch.no_grad()`` for the block; the train/eval state is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def require(cfg: Mapping[str, Any], key: str, hint: str = "") -> Any:
+    """``cfg[key]``, or a ConfigError naming the missing ``task.<key>``."""
+    value = cfg.get(key)
+    if value is None:
+        raise ConfigError(f"task {cfg.get('name', '?')!r} needs task.{key}" + (f": {hint}" if hint else ""))
+    return value
+
+
+def positive_int(cfg: Mapping[str, Any], key: str) -> int:
+    value = require(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"task.{key}={value!r} must be a positive integer")
+    return value

@@ -1,0 +1,163 @@
+"""Token sequences in memory, and batches made from them.
+
+Sequences are kept unpadded in one flat tensor per column (``Ragged``): MNLI's 393k
+examples take ~60 MB this way instead of ~1 GB as Python lists, and save/load as
+tensors. Padding happens per batch, to the longest sequence in it (dynamic padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+#: Padding of columns that are not token ids: attention masks pad with 0, seq2seq
+#: ``labels`` with -100 (ignored by the cross-entropy loss).
+LABEL_PAD = -100
+
+
+class Ragged:
+    """Variable-length rows stored back to back: row ``i`` is ``values[offsets[i]:offsets[i+1]]``.
+
+    ``values`` is ``(total, *trailing)``; trailing dims hold e.g. (start, end) char offsets.
+    """
+
+    def __init__(self, values: torch.Tensor, offsets: torch.Tensor):
+        self.values, self.offsets = values, offsets
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence], dtype=torch.int32, trailing: tuple[int, ...] = ()) -> Ragged:
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+        offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        flat = [x for row in rows for x in row]
+        values = torch.tensor(flat, dtype=dtype) if flat else torch.zeros((0, *trailing), dtype=dtype)
+        return cls(values.reshape(-1, *trailing), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {"values": self.values, "offsets": self.offsets}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, torch.Tensor]) -> Ragged:
+        return cls(state["values"], state["offsets"])
+
+
+class EncodedDataset(Dataset):
+    """Rows of aligned columns: ``Ragged`` columns give one sequence per row, tensors one value."""
+
+    def __init__(self, columns: Mapping[str, Ragged | torch.Tensor]):
+        sizes = {name: len(col) for name, col in columns.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"columns of different lengths: {sizes}")
+        self.columns = dict(columns)
+        self.length_column = "input_ids"
+
+    def __len__(self) -> int:
+        return len(self.columns[self.length_column])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {name: col[i] for name, col in self.columns.items()}
+
+    def lengths(self) -> torch.Tensor:
+        return self.columns[self.length_column].lengths()
+
+
+class PadCollator:
+    """Stacks rows into a batch, padding sequences to the longest one in the batch.
+
+    ``input_ids`` pad with the tokenizer's pad id and get an ``attention_mask``
+    (1 = real token); ``labels`` sequences pad with -100; other sequences with 0.
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for name in rows[0]:
+            values = [row[name] for row in rows]
+            if values[0].dim() == 0:
+                batch[name] = torch.stack(values)
+                continue
+            pad = self.pad_token_id if name == "input_ids" else LABEL_PAD if name == "labels" else 0
+            batch[name] = _pad(values, pad)
+            if name == "input_ids":
+                batch["attention_mask"] = _pad([torch.ones_like(v) for v in values], 0)
+        return batch
+
+
+def _pad(rows: Sequence[torch.Tensor], value: int) -> torch.Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+class ShuffledBatches(Sampler[list[int]]):
+    """Shuffled batches of indices, a fresh order each epoch, determined by ``seed``.
+
+    With ``group_by_length``, each chunk of ``batch_size * mega`` shuffled examples is
+    sorted by length and cut into batches, and the batches are shuffled: batches hold
+    examples of similar length (little padding) while the epoch stays random. Epoch ``e``
+    uses the generator seeded with ``(seed, e)``, so a run's order never depends on how
+    often anything else drew random numbers.
+    """
+
+    def __init__(
+        self, lengths: torch.Tensor, batch_size: int, seed: int, group_by_length: bool = False, mega: int = 50
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.group_by_length, self.mega = group_by_length, mega
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=generator)
+        if not self.group_by_length:
+            yield from (chunk.tolist() for chunk in order.split(self.batch_size))
+            return
+        batches = []
+        for chunk in order.split(self.batch_size * self.mega):
+            # stable sort: equal lengths keep their shuffled order
+            by_length = chunk[torch.sort(self.lengths[chunk], descending=True, stable=True).indices]
+            batches.extend(by_length.split(self.batch_size))
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[b].tolist()
+
+
+def train_loader(
+    dataset: EncodedDataset,
+    collate: PadCollator,
+    batch_size: int,
+    *,
+    seed: int,
+    group_by_length: bool = False,
+    num_workers: int = 0,
+) -> DataLoader:
+    sampler = ShuffledBatches(dataset.lengths(), batch_size, seed, group_by_length)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+
+
+def eval_batches(dataset: EncodedDataset, collate: PadCollator, batch_size: int) -> Iterator[tuple[list[int], dict]]:
+    """(row indices, batch) in order of decreasing length: the least padding; callers
+    put results back in place by the indices."""
+    order = torch.sort(dataset.lengths(), descending=True, stable=True).indices
+    for chunk in order.split(batch_size):
+        indices = chunk.tolist()
+        yield indices, collate([dataset[i] for i in indices])

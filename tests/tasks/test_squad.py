@@ -1,0 +1,200 @@
+"""SQuAD: features over windows, span post-processing on hand-made logits, evaluation on a tiny model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dora_bench.errors import DataError
+from dora_bench.tasks import load_task
+from dora_bench.tasks.squad import NOT_CONTEXT, best_answers, build_features, read_squad_json
+
+LONG = (
+    "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
+    "a region in France. They were descended from Norse raiders and pirates from Denmark, Iceland "
+    "and Norway who, under their leader Rollo, agreed to swear fealty to King Charles III."
+)
+SHORT = "Café Müller opened in 1921 in Zürich; its owner was Anna Brun."
+
+
+def squad_json(version_2: bool) -> dict:
+    qas_long = [
+        {
+            "id": "q1",
+            "question": "Where is Normandy?",
+            "answers": [{"text": "France", "answer_start": LONG.index("France")}],
+        },
+        {
+            "id": "q2",
+            "question": "Who led the raiders?",
+            "answers": [{"text": "Rollo", "answer_start": LONG.index("Rollo")}],
+        },
+    ]
+    qas_short = [
+        {
+            "id": "q3",
+            "question": "Who owned the café?",
+            "answers": [{"text": "Anna Brun", "answer_start": SHORT.index("Anna Brun")}],
+        }
+    ]
+    if version_2:
+        qas_short.append(
+            {
+                "id": "q4",
+                "question": "When did it close?",
+                "answers": [],
+                "is_impossible": True,
+                "plausible_answers": [{"text": "1921", "answer_start": SHORT.index("1921")}],
+            }
+        )
+    return {
+        "version": "2.0" if version_2 else "1.1",
+        "data": [
+            {"title": "t", "paragraphs": [{"context": LONG, "qas": qas_long}, {"context": SHORT, "qas": qas_short}]}
+        ],
+    }
+
+
+@pytest.fixture
+def squad_dir(tmp_path):
+    (tmp_path / "train-v1.1.json").write_text(json.dumps(squad_json(False)))
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps(squad_json(False)))
+    (tmp_path / "train-v2.0.json").write_text(json.dumps(squad_json(True)))
+    (tmp_path / "dev-v2.0.json").write_text(json.dumps(squad_json(True)))
+    return tmp_path
+
+
+SMALL = {"max_length": 64, "doc_stride": 24, "max_query_length": 16}  # several windows over LONG
+
+
+@pytest.fixture(params=["byte_tokenizer", "roberta_tokenizer"])
+def tokenizer(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_train_targets_point_at_the_answer(squad_dir, tokenizer):
+    examples = read_squad_json(squad_dir / "train-v2.0.json")
+    features = build_features(examples, tokenizer, train=True, **SMALL)
+    ids = features["input_ids"]
+    windows = len(ids["offsets"]) - 1
+    assert windows > len(examples)  # the long context was split
+    found = set()
+    for f in range(windows):
+        row = ids["values"][ids["offsets"][f] : ids["offsets"][f + 1]]
+        assert len(row) <= SMALL["max_length"]
+        s, e = features["start_positions"][f].item(), features["end_positions"][f].item()
+        if s:
+            found.add(tokenizer.decode(row[s : e + 1]).strip())
+        else:
+            assert e == 0
+    # every answer is targeted in at least one window; the no-answer question (q4) nowhere
+    assert found == {"France", "Rollo", "Anna Brun"}
+
+
+def one_hot_logits(train_features, eval_features, windows):
+    """Logits that put all weight on the training target of each window: a perfect model."""
+    lengths = (eval_features["input_ids"]["offsets"][1:] - eval_features["input_ids"]["offsets"][:-1]).tolist()
+    starts, ends = [], []
+    for f in range(windows):
+        start, end = np.zeros(lengths[f]), np.zeros(lengths[f])
+        start[train_features["start_positions"][f]] = 10.0
+        end[train_features["end_positions"][f]] = 10.0
+        starts.append(start)
+        ends.append(end)
+    return starts, ends
+
+
+@pytest.mark.parametrize("version_2", [False, True])
+def test_perfect_logits_give_exact_answers(squad_dir, tokenizer, version_2):
+    name = "train-v2.0.json" if version_2 else "train-v1.1.json"
+    examples = read_squad_json(squad_dir / name)
+    train = build_features(examples, tokenizer, train=True, **SMALL)
+    dev = build_features(examples, tokenizer, train=False, **SMALL)
+    windows = len(dev["example_index"])
+    assert windows == len(train["start_positions"])  # the same windows either way
+    starts, ends = one_hot_logits(train, dev, windows)
+    offsets = [
+        dev["offsets"]["values"][dev["offsets"]["offsets"][f] : dev["offsets"]["offsets"][f + 1]].numpy()
+        for f in range(windows)
+    ]
+    texts = best_answers(
+        [e.context for e in examples], dev["example_index"].tolist(), offsets, starts, ends, allow_null=version_2
+    )
+    expected = ["France", "Rollo", "Anna Brun"] + ([""] if version_2 else [])
+    assert texts == expected
+
+
+def test_post_processing_rules_on_hand_made_logits():
+    context = "The cat sat on the mat."
+    #               tokens: q  q  The cat sat on the mat .
+    spans = np.array(
+        [(NOT_CONTEXT, NOT_CONTEXT)] * 2 + [(0, 3), (4, 7), (8, 11), (12, 14), (15, 18), (19, 22), (22, 23)]
+    )
+    start = np.array([0.0, 9.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # 9.0 sits on a question token: not allowed
+    end = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 3.0, 0.0])
+    # candidates: "cat ... mat" (3: cat, 7: mat) = 2 + 3 = 5 beats "The ... mat" = 1 + 3 and "cat" = 2 + 1
+    assert best_answers([context], [0], [spans], [start], [end]) == ["cat sat on the mat"]
+    # at most 3 tokens: "cat sat on the mat" (5 tokens) is out, "cat" (2 + 1 = 3) is best
+    assert best_answers([context], [0], [spans], [start], [end], max_answer_length=3) == ["cat"]
+    # an end before every start is never chosen
+    late_start = np.array([0, 0, 0, 0, 0, 0, 0, 5.0, 0])
+    early_end = np.array([0, 0, 4.0, 0, 0, 0, 0, 1.0, 0])  # (7, 2) would score 9; (7, 7) scores 6
+    assert best_answers([context], [0], [spans], [late_start], [early_end]) == ["mat"]
+    # v2: null score start[0] + end[0] = 6 against the best span 5: "" with threshold 0, the span with threshold 2
+    null_start, null_end = start.copy(), end.copy()
+    null_start[0], null_end[0] = 3.0, 3.0
+    assert best_answers([context], [0], [spans], [null_start], [null_end], allow_null=True) == [""]
+    assert best_answers([context], [0], [spans], [null_start], [null_end], allow_null=True, null_threshold=2.0) == [
+        "cat sat on the mat"
+    ]
+    # two windows of one example: the better span wins across windows
+    other = np.array([0, 0, 0, 0, 0, 0, 9.0, 0, 0])
+    assert best_answers([context], [0, 0], [spans, spans], [start, other], [end, end]) == ["the mat"]
+
+
+@pytest.mark.parametrize("name", ["squad_v1", "squad_v2"])
+def test_squad_task_evaluates_a_tiny_model(name, squad_dir, byte_tokenizer, task_cfg, tiny_model, run_eval):
+    task = load_task(task_cfg(name, data_dir=str(squad_dir), **SMALL), byte_tokenizer)
+    assert task.model_kind == "question_answering" and task.main_metric == "f1"
+    assert task.eval_examples == (4 if name == "squad_v2" else 3)
+    batch = next(iter(task.train_loader(4, seed=0)))
+    assert {"input_ids", "attention_mask", "start_positions", "end_positions"} == set(batch)
+    model = tiny_model("tiny", "question_answering")
+    assert model(**batch).loss.isfinite()
+    model.train()
+    scores = run_eval(task, model, batch_size=3)
+    assert set(scores) == {"exact_match", "f1"} and 0.0 <= scores["exact_match"] <= scores["f1"] <= 1.0
+    assert model.training
+
+
+def test_bad_answer_offset_is_a_data_error(tmp_path):
+    data = squad_json(False)
+    data["data"][0]["paragraphs"][1]["qas"][0]["answers"][0]["answer_start"] = len(SHORT)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"bad\.json question q3: answer_start .* outside the context"):
+        read_squad_json(tmp_path / "bad.json")
+
+
+def test_byte_offsets_follow_multibyte_characters(byte_tokenizer):
+    from dora_bench.tasks.squad import context_tokens
+
+    ((ids, spans),) = context_tokens(byte_tokenizer, ["é a"])
+    assert len(ids) == 4  # é is two bytes
+    assert spans == [(0, 1), (0, 1), (1, 2), (2, 3)]
+    assert torch.tensor(ids).tolist() == byte_tokenizer("é a", add_special_tokens=False)["input_ids"]
+
+
+def test_second_load_reads_the_cache(squad_dir, byte_tokenizer, task_cfg, monkeypatch, tmp_path):
+    from dora_bench.tasks import squad
+
+    calls = []
+    build = squad.build_features
+    monkeypatch.setattr(squad, "build_features", lambda *a, **k: calls.append(k["train"]) or build(*a, **k))
+    cfg = task_cfg("squad_v2", data_dir=str(squad_dir), **SMALL)
+    first = load_task(cfg, byte_tokenizer, cache_dir=tmp_path / "cache")
+    second = load_task(cfg, byte_tokenizer, cache_dir=tmp_path / "cache")
+    assert calls == [True, False]  # train and dev features built once
+    assert second.dev_examples == first.dev_examples and torch.equal(
+        second.dev_offsets.values, first.dev_offsets.values
+    )
