@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
+
+from support import TINY, compose
 
 # Tiny models on a shared 2-core machine: a second thread only adds spin-wait overhead.
 torch.set_num_threads(1)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO / "conf"
-SHARED = REPO.parent / "shared"  # the developers' reference files; absent in a user's clone
-
-# Small enough that a whole run takes a few seconds on one CPU core.
-TINY = ["task=demo", "backbone=tiny", "trainer.progress=false", "trainer.eval_batch_size=128", "trainer.cpu_threads=1"]
-
-
-def compose(overrides: list[str]):
-    """The config the CLI would build for these overrides (Hydra's compose API)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from dora_bench.launch import register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides)
-    GlobalHydra.instance().clear()
-    return cfg
 
 
 @pytest.fixture
@@ -46,11 +24,3 @@ def tiny_cfg(tmp_path):
         return compose([*TINY, f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", *overrides])
 
     return make
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test where that folder is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent (developer reference data, not part of a clone)")
-    return path

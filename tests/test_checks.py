@@ -5,7 +5,7 @@ import pytest
 from dora_bench.checks import check_config, resolve_lr
 from dora_bench.errors import ConfigError
 
-from conftest import compose
+from support import compose
 
 BASE = ["task=demo", "backbone=tiny", "method=lora"]
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from support import REPO
 
 
 def dora_bench(*args, cwd=REPO):

@@ -9,7 +9,6 @@ quoting parser (pandas' default) would swallow across lines.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -151,6 +150,3 @@ def load_hub_split(hub_id: str, config: str | None, split: str, *, revision: str
         raise DataError(
             f"can't load {hub_id}/{config or ''} split {split!r} from the Hub ({reason}): offline, use {hint}"
         ) from None
-
-
-@functools.lru_cache(maxsize=1)
