@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from dora_bench.errors import ConfigError, OfflineError
+from dora_bench.errors import ConfigError, OfflineError, first_line
 from dora_bench.hub import hub_reachable
 from dora_bench.methods.base import AdaptTarget
 
@@ -130,13 +130,9 @@ def _from_pretrained(auto, source: str, what: str, **kwargs):
         return auto.from_pretrained(source, local_files_only=not is_local and not hub_reachable(), **kwargs)
     except OSError as err:
         if is_local:
-            raise ConfigError(f"{what} folder {source!r} can't be loaded ({_first_line(err)}): check its files") from None
+            raise ConfigError(f"{what} folder {source!r} can't be loaded ({first_line(err)}): check its files") from None
         raise OfflineError(
             f"can't load {what} {source!r}: not cached and the Hugging Face Hub is unreachable; "
             f"offline options: backbone.name_or_path=/local/dir (a saved checkpoint) or backbone.init=random"
             + (" with backbone.tokenizer=/dir/with/vocab.json+merges.txt or backbone.tokenizer=bytes" if what == "tokenizer" else "")
         ) from None
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__

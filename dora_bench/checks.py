@@ -30,6 +30,9 @@ def check_config(cfg: DictConfig) -> None:
     if trainer.max_steps is not None:
         _positive_int(trainer.max_steps, "trainer.max_steps", "trainer.max_steps=20, or null for whole epochs")
     _positive_int(trainer.eval_every_epochs, "trainer.eval_every_epochs", "trainer.eval_every_epochs=1")
+    _positive_int(trainer.log_every, "trainer.log_every", "trainer.log_every=10")
+    if trainer.get("cpu_threads") is not None:
+        _positive_int(trainer.cpu_threads, "trainer.cpu_threads", "trainer.cpu_threads=1, or null for torch's default")
     if trainer.lr is not None:
         _positive_float(trainer.lr, "trainer.lr")
     if not 0.0 <= float(trainer.warmup_ratio) < 1.0:

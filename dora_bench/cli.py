@@ -15,6 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from dora_bench.errors import first_line
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("task", "backbone", "method", "debug", "experiment")
 # Hydra flags that take the next argument as their value.
@@ -36,6 +38,9 @@ def main() -> None:
     sys.argv = [arg[1:] if arg.startswith("+experiment=") else arg for arg in sys.argv]
     check_overrides(_overrides(sys.argv[1:]))
     _hydra_main()
+    if _FAILED_JOBS:
+        _fail(f"{len(_FAILED_JOBS)} run(s) of the sweep stopped on an error: {', '.join(_FAILED_JOBS)}; "
+              f"their records say why (status failed)")
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -49,7 +54,7 @@ def check_overrides(overrides: list[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
-        _fail(f"can't parse the overrides ({_first_line(err)}): write them as key=value")
+        _fail(f"can't parse the overrides ({first_line(err)}): write them as key=value")
     singles = []
     for override in parsed:
         key = override.get_key_element().lstrip("+~")
@@ -66,7 +71,7 @@ def check_overrides(overrides: list[str]) -> None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name="config", overrides=singles, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        _fail(f"{_first_line(err)}: check the key (dora-bench --cfg job lists them) or add it with +key=value")
+        _fail(f"{first_line(err)}: check the key (dora-bench --cfg job lists them) or add it with +key=value")
     finally:
         GlobalHydra.instance().clear()
 
@@ -91,20 +96,18 @@ def _overrides(argv: list[str]) -> list[str]:
     return out
 
 
-def _first_line(err: BaseException) -> str:
-    """The first informative line of an error, looking through Hydra's wrappers to the cause."""
-    while not str(err).strip() and err.__cause__ is not None:
-        err = err.__cause__
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _fail(message: str) -> None:
     print(f"dora-bench: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
+_FAILED_JOBS: list[str] = []  # runs of this process's sweep that stopped on a user error
+
+
 def _run(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from dora_bench.errors import RunSkipped, UserError
     from dora_bench.train import train
 
@@ -113,7 +116,12 @@ def _run(cfg) -> None:
     except RunSkipped as err:  # a re-run sweep skips finished runs, a parallel one runs each once
         print(f"dora-bench: {err}")
     except UserError as err:
-        _fail(str(err))
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            _fail(str(err))
+        # In a sweep one bad run (a missing file, a run too short for DoRA's phases) must not
+        # stop the others: say so, keep going, and exit non-zero at the end.
+        print(f"dora-bench: error: job {HydraConfig.get().job.num}: {err}", file=sys.stderr)
+        _FAILED_JOBS.append(f"#{HydraConfig.get().job.num} ({HydraConfig.get().job.override_dirname})")
 
 
 def _hydra_main() -> None:

@@ -29,3 +29,11 @@ class RecordExistsError(RunSkipped):
 
 class RunInProgressError(RunSkipped):
     """Another process holds the run's claim (a parallel sweep named the same run twice)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first informative line of an error, looking through wrappers (Hydra's) to the cause."""
+    while not str(err).strip() and err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__

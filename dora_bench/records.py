@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -119,6 +120,20 @@ def _claim_is_stale(holder: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def clear_run_dir(folder: str | Path) -> None:
+    """Empty a run's folder before a new attempt (its claim stays): files of a failed or
+    replaced attempt (traceback, adapter, heatmap) must not sit beside the new record.
+    Only called inside ``claim`` and never on a complete record without ``overwrite=true``."""
+    folder = Path(folder)
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.name in (CLAIM_NAME, "dry_run.json"):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:

@@ -46,6 +46,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record_path = out_dir / records.RECORD_NAME
         if records.is_complete(record_path) and not cfg.overwrite:
             raise RecordExistsError(f"a complete record exists at {record_path}: kept; pass overwrite=true to run again")
+        records.clear_run_dir(out_dir)  # a failed attempt's traceback or an old adapter must not outlive it
         return _record_run(cfg, method, budget, out_dir, record_path)
 
 
@@ -63,10 +64,8 @@ def _record_run(cfg: DictConfig, method: Method, budget: int | None, out_dir: Pa
           f"-> {out_dir}")
     try:
         return _run(cfg, method, record, record_path, out_dir, lr, lr_source, device)
-    except UserError:
-        raise
     except BaseException as err:
-        if not cfg.dry_run:  # keep what was learnt about the failure; a rerun may replace it
+        if not cfg.dry_run:  # keep what was learnt about the failure (user errors too); a rerun replaces it
             record.update(status="failed", error=f"{type(err).__name__}: {err}", finished_at=records.now_iso())
             records.write_json_atomic(record_path, record)
             (out_dir / "traceback.txt").write_text(traceback.format_exc())
@@ -90,7 +89,7 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
     # -- model + method -----------------------------------------------------------------
     num_labels = task.num_labels if task else int(cfg.task.get("num_labels", 2))
     model = load_model(backbone_cfg, model_kind, num_labels)
-    check_input_length(int(cfg.task.max_length), model, backbone_cfg.name)
+    check_input_length(int(cfg.task.max_length), method.extra_input_positions(), model, backbone_cfg.name)
     model = method.apply(model, target)
     counts = count_parameters(model, method, target)
     record["trainable_params"] = counts
@@ -120,76 +119,80 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
     print(f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), lr {lr:g} from {lr_source}, "
           f"device {record['device']}, precision {'bf16' if autocast is not contextlib.nullcontext else 'fp32'}")
     record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps}
-    log = MetricsLog(out_dir / "metrics.jsonl", wandb_run=start_wandb(cfg, record))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    with MetricsLog(out_dir / "metrics.jsonl", wandb_run=start_wandb(cfg, record)) as log:
+        train_peak_mib = 0.0  # Table 9 compares training memory: evaluation is left out
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
-    # -- the loop -----------------------------------------------------------------------
-    step, bar = 0, tqdm(total=total_steps, disable=not cfg.trainer.progress, dynamic_ncols=True, desc="train")
-    for epoch in range(1, num_epochs + 1):
-        model.train()
-        epoch_start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
-        for batch in loader:
-            step += 1
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast():
-                task_loss = model(**batch).loss
-            extra = method.extra_loss(model, step)
-            loss = task_loss if extra is None else task_loss + extra
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), cfg.trainer.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            method.after_step(model, step)  # gradients are still there (AdaLoRA's sensitivity needs them)
-            optimizer.zero_grad(set_to_none=True)
+        # -- the loop -----------------------------------------------------------------------
+        step, bar = 0, tqdm(total=total_steps, disable=not cfg.trainer.progress, dynamic_ncols=True, desc="train")
+        for epoch in range(1, num_epochs + 1):
+            model.train()
+            epoch_start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
+            for batch in loader:
+                step += 1
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with autocast():
+                    task_loss = model(**batch).loss
+                extra = method.extra_loss(model, step)
+                loss = task_loss if extra is None else task_loss + extra
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), cfg.trainer.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                method.after_step(model, step)  # gradients are still there (AdaLoRA's sensitivity needs them)
+                optimizer.zero_grad(set_to_none=True)
 
-            loss_value = loss.item()  # one GPU sync per step; the bar and log need the number anyway
-            loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", epoch=epoch)
-            if step % cfg.trainer.log_every == 0 or step == total_steps:
-                log.write({"step": step, "epoch": epoch, "loss": loss_value, "task_loss": task_loss.item(),
-                           "extra_loss": None if extra is None else extra.item(),
-                           "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)})
-            if step >= total_steps:
-                break
+                loss_value = loss.item()  # one GPU sync per step; the bar and log need the number anyway
+                loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", epoch=epoch)
+                if step % cfg.trainer.log_every == 0 or step == total_steps:
+                    log.write({"step": step, "epoch": epoch, "loss": loss_value, "task_loss": task_loss.item(),
+                               "extra_loss": None if extra is None else extra.item(),
+                               "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)})
+                if step >= total_steps:
+                    break
 
-        # -- evaluation after the epoch -----------------------------------------------
-        train_seconds = time.perf_counter() - epoch_start
-        if epoch % cfg.trainer.eval_every_epochs and epoch != num_epochs:
-            continue
-        eval_start = time.perf_counter()
-        metrics = task.evaluate(model, batch_size=cfg.trainer.eval_batch_size, device=device, autocast=autocast)
-        entry = {"epoch": epoch, "step": step, "seconds": round(train_seconds, 3),
-                 "eval_seconds": round(time.perf_counter() - eval_start, 3),
-                 "train_loss": loss_sum / max(loss_count, 1), "countable": step >= method.first_countable_step(),
-                 "metrics": metrics}
-        record["epochs"].append(entry)
-        log.write({"step": step, "epoch": epoch, "eval": metrics})
-        bar.write(f"[dora-bench] epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                  + ("" if entry["countable"] else "  (budget not final yet: not eligible as best)"))
-        record["best"], record["last"] = select_epochs(record["epochs"], task.main_metric)
-        records.write_json_atomic(record_path, record)  # progress survives a crash
-    bar.close()
+            # -- evaluation after the epoch -----------------------------------------------
+            train_seconds = time.perf_counter() - epoch_start
+            if epoch % cfg.trainer.eval_every_epochs and epoch != num_epochs:
+                continue
+            if device.type == "cuda":
+                train_peak_mib = max(train_peak_mib, torch.cuda.max_memory_allocated(device) / 2**20)
+            eval_start = time.perf_counter()
+            metrics = task.evaluate(model, batch_size=cfg.trainer.eval_batch_size, device=device, autocast=autocast)
+            entry = {"epoch": epoch, "step": step, "seconds": round(train_seconds, 3),
+                     "eval_seconds": round(time.perf_counter() - eval_start, 3),
+                     "train_loss": loss_sum / max(loss_count, 1), "countable": step >= method.first_countable_step(),
+                     "metrics": metrics}
+            record["epochs"].append(entry)
+            log.write({"step": step, "epoch": epoch, "eval": metrics})
+            bar.write(f"[dora-bench] epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                      + ("" if entry["countable"] else "  (budget not final yet: not eligible as best)"))
+            record["best"], record["last"] = select_epochs(record["epochs"], task.main_metric)
+            records.write_json_atomic(record_path, record)  # the epochs so far survive a crash
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+        bar.close()
 
-    # -- results --------------------------------------------------------------------------
-    if device.type == "cuda":
-        record["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    record["extras"].update(method.report(model))
-    # Budget-moving methods (DoRA, AdaLoRA) only know their paper count once the budget is final.
-    record["trainable_params"]["paper"] = int(method.paper_trainable_params(model, target))
-    record["artifacts"] = {"metrics": "metrics.jsonl", **method.export(model, out_dir)}
-    grid = record["extras"].get("rank_allocation_grid")
-    if grid:
-        from dora_bench.plots import save_allocation_heatmap
+        # -- results --------------------------------------------------------------------------
+        if device.type == "cuda":
+            record["peak_gpu_mib"] = round(train_peak_mib, 1)
+        record["extras"].update(method.report(model))
+        # Budget-moving methods (DoRA, AdaLoRA) only know their paper count once the budget is final.
+        record["trainable_params"]["paper"] = int(method.paper_trainable_params(model, target))
+        record["artifacts"] = {"metrics": "metrics.jsonl", **method.export(model, out_dir)}
+        grid = record["extras"].get("rank_allocation_grid")
+        if grid:
+            from dora_bench.plots import save_allocation_heatmap
 
-        save_allocation_heatmap(grid, out_dir / "rank_allocation.png",
-                                f"{cfg.method.name} on {cfg.task.name}, budget {cfg.budget}, seed {cfg.seed}")
-        record["artifacts"]["rank_allocation"] = "rank_allocation.png"
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    record.update(status="complete", finished_at=records.now_iso())
-    records.write_json_atomic(record_path, record)
-    log.close()
+            save_allocation_heatmap(grid, out_dir / "rank_allocation.png",
+                                    f"{cfg.method.name} on {cfg.task.name}, budget {cfg.budget}, seed {cfg.seed}")
+            record["artifacts"]["rank_allocation"] = "rank_allocation.png"
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        record.update(status="complete", finished_at=records.now_iso())
+        records.write_json_atomic(record_path, record)
     best = record["best"]
     print(f"[dora-bench] done: best epoch {best['epoch']} {task.main_metric} {best['metrics'][task.main_metric]:.4f}; "
           f"record {record_path}")
@@ -199,13 +202,13 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
 # -- helpers (each small enough to test alone) ----------------------------------------------
 
 def count_parameters(model: torch.nn.Module, method: Method, target) -> dict[str, int]:
-    """``paper``: as the paper counts (head excluded; Full FT: everything); ``paper_at_start``:
-    the same before training (DoRA, AdaLoRA: the nominal bT count); ``total``: everything
+    """``paper``: as the paper counts (head excluded; Full FT: everything); ``paper_nominal``:
+    the same before training (DoRA, AdaLoRA: bT components in every module); ``total``: everything
     that trains; ``model``: every parameter of the model."""
     paper = int(method.paper_trainable_params(model, target))
     return {
         "paper": paper,  # updated at the end of training (DoRA, AdaLoRA: kept components)
-        "paper_at_start": paper,
+        "paper_nominal": paper,
         "total": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "model": sum(p.numel() for p in model.parameters()),
     }
@@ -226,16 +229,18 @@ def select_epochs(epochs: list[dict], main_metric: str) -> tuple[dict | None, di
     return {"epoch": best["epoch"], "metrics": best["metrics"], "countable": True}, last
 
 
-def check_input_length(max_length: int, model: torch.nn.Module, backbone: str) -> None:
-    """Refuse a task.max_length the backbone has no position embeddings for (it would crash
-    mid-epoch in an index error). RoBERTa's positions start after the padding index."""
+def check_input_length(max_length: int, extra: int, model: torch.nn.Module, backbone: str) -> None:
+    """Refuse inputs the backbone has no position embeddings for (they would crash mid-epoch
+    in an index error). ``extra``: positions the method adds (a soft prompt). RoBERTa's
+    positions start after its padding index."""
     config = model.config
     limit = config.max_position_embeddings
     if config.model_type == "roberta":
         limit -= config.pad_token_id + 1
-    if max_length > limit:
-        raise ConfigError(f"task.max_length={max_length} exceeds backbone {backbone!r}'s {limit} positions: "
-                          f"set task.max_length={limit} or less")
+    if max_length + extra > limit:
+        added = f" + {extra} the method adds" if extra else ""
+        raise ConfigError(f"task.max_length={max_length}{added} exceeds backbone {backbone!r}'s {limit} positions: "
+                          f"set task.max_length={limit - extra} or less")
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device):
@@ -292,7 +297,8 @@ def _cache_dir(cfg: DictConfig) -> Path | None:
 
 
 class MetricsLog:
-    """Append-only JSONL of training metrics (and the same lines to wandb when enabled)."""
+    """Append-only JSONL of training metrics (and the same lines to wandb when enabled);
+    a context manager, so a crashed run still closes its wandb run."""
 
     def __init__(self, path: Path, wandb_run=None):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,10 +313,13 @@ class MetricsLog:
                 f"train/{k}": v for k, v in line.items() if k not in ("step", "epoch") and v is not None}
             self.wandb_run.log(flat, step=line["step"])
 
-    def close(self) -> None:
+    def __enter__(self) -> "MetricsLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.handle.close()
         if self.wandb_run is not None:
-            self.wandb_run.finish()
+            self.wandb_run.finish(exit_code=1 if exc[0] else 0)
 
 
 def start_wandb(cfg: DictConfig, record: dict[str, Any]):

@@ -50,3 +50,16 @@ def test_multirun_sweep_writes_one_record_per_run(tmp_path):
     again = dora_bench("-m", "task=demo", "backbone=tiny", "method=bitfit", "seed=0", "trainer.max_steps=4",
                        "trainer.epochs=1", f"results_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}")
     assert again.returncode == 0 and "kept; pass overwrite=true" in again.stdout
+
+
+def test_one_bad_run_does_not_stop_a_sweep(tmp_path):
+    # DoRA refuses a run too short for its three phases; the LoRA run of the same sweep still happens.
+    result = dora_bench("-m", "task=demo", "backbone=tiny", "method=dora,lora", "trainer.max_steps=3",
+                        "trainer.epochs=1", "trainer.progress=false", f"results_dir={tmp_path}",
+                        f"cache_dir={tmp_path / 'cache'}")
+    assert result.returncode == 2
+    assert "1 run(s) of the sweep stopped on an error" in result.stderr
+    failed = json.loads(next(tmp_path.glob("runs/demo/tiny/dora/*/seed0/record.json")).read_text())
+    assert failed["status"] == "failed" and "optimizer steps" in failed["error"]
+    done = json.loads(next(tmp_path.glob("runs/demo/tiny/lora/*/seed0/record.json")).read_text())
+    assert done["status"] == "complete"

@@ -70,3 +70,13 @@ def test_claim_of_a_dead_process_is_taken_over(tmp_path):
     (folder / records.CLAIM_NAME).write_text(f"{socket.gethostname()}:{dead.stdout.strip()}")
     with records.claim(folder):
         pass
+
+
+def test_clear_run_dir_keeps_only_the_claim(tmp_path):
+    folder = tmp_path / "seed0"
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_model.safetensors").write_text("x")
+    (folder / "traceback.txt").write_text("old failure")
+    with records.claim(folder):
+        records.clear_run_dir(folder)
+        assert [p.name for p in folder.iterdir()] == [records.CLAIM_NAME]

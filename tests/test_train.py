@@ -123,3 +123,17 @@ def test_gates_decay_but_biases_and_layernorms_do_not(tiny_cfg):
     names = {n: id(p) in decayed for n, p in model.named_parameters() if p.requires_grad}
     assert all(names[n] for n in names if n.endswith("lora_c"))
     assert not any(names[n] for n in names if n.endswith("bias"))
+
+
+def test_a_rerun_after_a_failure_leaves_no_stale_files(tiny_cfg, monkeypatch):
+    from dora_bench.methods.lora import LoRA
+
+    cfg = tiny_cfg("method=lora", "trainer.max_steps=2", "trainer.epochs=1")
+    run_dir = records.run_dir(cfg.results_dir, task="demo", backbone="tiny", method="lora", variant=None, budget=2, seed=0)
+    with monkeypatch.context() as patch:
+        patch.setattr(LoRA, "after_step", lambda self, model, step: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            train(cfg)
+    assert (run_dir / "traceback.txt").exists()
+    assert train(cfg)["status"] == "complete"  # a failed record is not kept: the run goes again
+    assert not (run_dir / "traceback.txt").exists() and (run_dir / "adapter").is_dir()

@@ -74,6 +74,11 @@ class Method:
         """Freeze what must not train, inject the method, return the model to train."""
         raise NotImplementedError
 
+    def extra_input_positions(self) -> int:
+        """Positions the method adds to every input (a soft prompt's tokens); the loop checks
+        ``task.max_length`` plus these against the backbone's position table."""
+        return 0
+
     def on_train_begin(self, model: nn.Module, total_steps: int) -> None:
         """Called once the loop knows the number of optimizer steps ``T``."""
 

@@ -29,7 +29,7 @@ Steps (``step`` = 1-based index of the optimizer step, 1..T)::
 Worked example (roberta-base, M = 72, budget bT = 2 so b0 = 3 and N = 216; T = 1000,
 pruning_interval = 10): warm-up is steps 1..150, pruning steps are 160, 170, ..., 500
 (k = 10..350, L = 350), steps 501..1000 keep the final mask. Pruned after step 160: 0
-(reference) / 6 (adalora); after step 325 (p = 1/2): 9 / 63; after step 500: 72 / 72,
+(reference) / 6 (adalora); after step 330 (p = 18/35, about half way): 9 / 64; after step 500: 72 / 72,
 i.e. 144 = bT·M components kept. Under the reference schedule the first component goes
 at step 240.
 

@@ -20,33 +20,14 @@ on the six module types of SPEC §1, and the task head. Rank ``r = budget``; the
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from torch import nn
-
-from dora_bench.methods.base import AdaptTarget, Method, register_method
-from dora_bench.methods.lora import LoRAConfig
+from dora_bench.methods.base import register_method
+from dora_bench.methods.lora import LoRA
 
 
-class WeightDecomposedLoRA(Method):
-    Config = LoRAConfig  # the same three knobs as LoRA: r, alpha, dropout
+class WeightDecomposedLoRA(LoRA):
+    """LoRA's three knobs (r, alpha, dropout) and export, with peft's ``use_dora=True``."""
 
-    def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(
-            r=int(self.config.r),
-            lora_alpha=self.config.alpha,
-            lora_dropout=self.config.dropout,
-            use_dora=True,
-            target_modules=list(target.target_modules),
-            modules_to_save=list(target.head_modules) or None,
-        )
-        return get_peft_model(model, config)
-
-    def export(self, model: nn.Module, run_dir: Path) -> dict[str, str]:
-        model.save_pretrained(str(run_dir / "adapter"))
-        return {"adapter": "adapter"}
+    use_dora = True
 
 
 register_method("dora_wd", WeightDecomposedLoRA)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from torch import nn
 
@@ -30,6 +31,7 @@ class LoRAConfig:
 
 class LoRA(Method):
     Config = LoRAConfig
+    use_dora: ClassVar[bool] = False  # peft's weight decomposition (dora_wd.py), not the paper's DoRA
 
     def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
         from peft import LoraConfig, get_peft_model
@@ -38,6 +40,7 @@ class LoRA(Method):
             r=int(self.config.r),
             lora_alpha=self.config.alpha,
             lora_dropout=self.config.dropout,
+            use_dora=self.use_dora,
             target_modules=list(target.target_modules),
             modules_to_save=list(target.head_modules) or None,
         )

@@ -62,26 +62,18 @@ class PromptTuning(Method):
             raise ConfigError(f"method=prompt_tuning supports classification tasks only, not {type(model).__name__}: "
                               f"pick a GLUE task or another method")
         n = self.config.num_virtual_tokens
-        positions = _usable_positions(model.config)
-        if positions is not None and n >= positions:
-            raise ConfigError(f"a {n}-token prompt leaves no room in {positions} positions: lower budget or tokens_per_budget")
         peft_config = PeftPromptTuningConfig(
             task_type="SEQ_CLS", num_virtual_tokens=n, prompt_tuning_init=INITS[self.config.init],
             modules_to_save=list(target.head_modules) or None,
         )
         return get_peft_model(model, peft_config)
 
+    def extra_input_positions(self) -> int:
+        return self.config.num_virtual_tokens  # the loop checks prompt + max_length against the backbone
+
     def export(self, model: nn.Module, run_dir: Path) -> dict[str, str]:
         model.save_pretrained(str(run_dir / "adapter"))
         return {"adapter": "adapter"}
-
-
-def _usable_positions(config) -> int | None:
-    """Positions a sequence may occupy (RoBERTa reserves ``pad_token_id + 1`` of its table)."""
-    total = getattr(config, "max_position_embeddings", None)
-    if total is None:
-        return None
-    return total - (config.pad_token_id + 1 if config.model_type == "roberta" else 0)
 
 
 register_method("prompt_tuning", PromptTuning)

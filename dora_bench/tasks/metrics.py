@@ -121,14 +121,16 @@ def squad_metrics(predictions: Mapping[str, str], gold_answers: Mapping[str, Ite
 # -- summarisation -------------------------------------------------------------------------
 
 
-def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F-measure (Porter stemmer on), keys rouge1, rouge2, rougeL."""
+def rouge(predictions: Sequence[str], references: Sequence[str], stemmer: bool = False) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure, keys rouge1, rouge2, rougeL. ``stemmer``: Porter stemming
+    of both sides (off by default, as ``evaluate``'s rouge, which the paper's released code
+    called; on, scores come out higher, as many summarisation papers report them)."""
     from rouge_score import rouge_scorer
 
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     kinds = ("rouge1", "rouge2", "rougeL")
-    scorer = rouge_scorer.RougeScorer(list(kinds), use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(list(kinds), use_stemmer=stemmer)
     totals = dict.fromkeys(kinds, 0.0)
     for prediction, reference in zip(predictions, references):
         scores = scorer.score(reference, prediction)  # (target, prediction)

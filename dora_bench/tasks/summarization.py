@@ -42,11 +42,12 @@ class SummarizationTask(Task):
         num_beams: int,
         max_new_tokens: int,
         decode: Callable,
+        rouge_stemmer: bool = False,
     ):
         super().__init__(name, train, pad_token_id)
         self.dev, self.references = dev, references
         self.main_metric, self.num_beams, self.max_new_tokens = main_metric, num_beams, max_new_tokens
-        self.decode = decode
+        self.decode, self.rouge_stemmer = decode, rouge_stemmer
         self.eval_examples = len(references)
 
     def generate(
@@ -65,7 +66,8 @@ class SummarizationTask(Task):
         return summaries
 
     def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
-        return rouge(self.generate(model, batch_size=batch_size, device=device, autocast=autocast), self.references)
+        return rouge(self.generate(model, batch_size=batch_size, device=device, autocast=autocast), self.references,
+                     stemmer=self.rouge_stemmer)
 
 
 def load_summarization(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) -> SummarizationTask:
@@ -144,4 +146,5 @@ def load_summarization(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None
         num_beams=positive_int(cfg, "num_beams"),
         max_new_tokens=positive_int(cfg, "max_new_tokens"),
         decode=lambda ids: tokenizer.batch_decode(ids, skip_special_tokens=True),
+        rouge_stemmer=bool(cfg.get("rouge_stemmer", False)),
     )

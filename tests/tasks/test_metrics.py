@@ -77,10 +77,15 @@ def test_rouge_with_stemming():
     # ROUGE-1: 3 overlaps, P = 3/3, R = 3/6 -> F = 2/3
     # ROUGE-2: bigrams pred {the cat, cat sat} both in ref: P = 2/2, R = 2/5 -> F = 2*0.4/1.4 = 4/7
     # ROUGE-L: LCS = 3 -> same as ROUGE-1
-    scores = metrics.rouge(["the cat sat"], ["the cats sat on the mat"])
+    scores = metrics.rouge(["the cat sat"], ["the cats sat on the mat"], stemmer=True)
     assert scores["rouge1"] == pytest.approx(2 / 3)
     assert scores["rouge2"] == pytest.approx(4 / 7)
     assert scores["rougeL"] == pytest.approx(2 / 3)
-    two = metrics.rouge(["the cat sat", "nothing"], ["the cats sat on the mat", "everything"])
+    two = metrics.rouge(["the cat sat", "nothing"], ["the cats sat on the mat", "everything"], stemmer=True)
     assert two["rouge1"] == pytest.approx((2 / 3 + 0) / 2)  # mean over examples
     assert not math.isnan(metrics.rouge([""], ["a summary"])["rougeL"])
+
+
+def test_rouge_without_stemming_is_the_default():
+    # unstemmed, "cat" != "cats": ROUGE-1 overlaps the, sat: P = 2/3, R = 2/6 -> F = 2*(2/9)/(1) = 4/9
+    assert metrics.rouge(["the cat sat"], ["the cats sat on the mat"])["rouge1"] == pytest.approx(4 / 9)
