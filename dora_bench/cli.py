@@ -36,15 +36,22 @@ def main() -> None:
     # `experiment` sits in the defaults list (so debug=smoke can shrink it), which makes
     # Hydra refuse the `+experiment=` spelling that experiment configs are usually run with.
     sys.argv = [arg[1:] if arg.startswith("+experiment=") else arg for arg in sys.argv]
-    check_overrides(_overrides(sys.argv[1:]))
+    overrides = _overrides(sys.argv[1:])
+    first_job = check_overrides(overrides)
+    if {"--cfg", "-c"} & set(sys.argv) and {"-m", "--multirun"} & set(sys.argv):
+        # Hydra refuses --cfg with -m; show the sweep's first job instead (its launcher and
+        # sweep settings are the whole sweep's).
+        print("dora-bench: --cfg with -m: the config of the sweep's first job", file=sys.stderr)
+        sys.argv = [a for a in sys.argv if a not in ("-m", "--multirun") and a not in overrides] + first_job
     _hydra_main()
     if _FAILED_JOBS:
         _fail(f"{len(_FAILED_JOBS)} run(s) of the sweep stopped on an error: {', '.join(_FAILED_JOBS)}; "
               f"their records say why (status failed)")
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """Compose the config as Hydra will (first value of each sweep) and exit 2 on any error."""
+def check_overrides(overrides: list[str]) -> list[str]:
+    """Compose the config as Hydra will (first value of each sweep) and exit 2 on any error;
+    returns the overrides of the sweep's first job."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -74,6 +81,7 @@ def check_overrides(overrides: list[str]) -> None:
         _fail(f"{first_line(err)}: check the key (dora-bench --cfg job lists them) or add it with +key=value")
     finally:
         GlobalHydra.instance().clear()
+    return singles
 
 
 def _check_group_choice(group: str, value: str) -> None:

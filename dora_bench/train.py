@@ -97,6 +97,9 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
           f"{counts['paper']:,} as the paper counts them")
     if cfg.dry_run:
         record.update(status="dry_run", extras=method.report(model), finished_at=records.now_iso())
+        if "initial_trainable_params" in record["extras"]:  # budget-moving methods start larger
+            print(f"[dora-bench] at the start (initial budget): {record['extras']['initial_trainable_params']:,}; "
+                  f"at the end (budget={cfg.budget}, if every module kept bT): {counts['paper']:,}")
         records.write_json_atomic(record_path, record)
         print(f"[dora-bench] dry run: nothing trained; counts written to {record_path}")
         return record

@@ -63,3 +63,12 @@ def test_one_bad_run_does_not_stop_a_sweep(tmp_path):
     assert failed["status"] == "failed" and "optimizer steps" in failed["error"]
     done = json.loads(next(tmp_path.glob("runs/demo/tiny/lora/*/seed0/record.json")).read_text())
     assert done["status"] == "complete"
+
+
+@pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("local_gpus", "JoblibLauncher"),
+                                              ("slurm", "SlurmLauncher")])
+def test_sweep_launcher_configs_print_with_cfg(launcher, target):
+    result = dora_bench("-m", f"hydra/launcher={launcher}", "task=demo", "backbone=tiny", "method=lora,dora",
+                        "seed=0,1", "--cfg", "hydra")
+    assert result.returncode == 0, result.stderr
+    assert f"{target}" in result.stdout and "sweep's first job" in result.stderr
