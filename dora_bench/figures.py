@@ -7,7 +7,9 @@ writes under ``<results_dir>/figures/``:
 - ``figure2_allocation_<task>_<backbone>.png``: the final rank of every layer x module type,
   one panel per method (DoRA, AdaLoRA: rows) and final budget (columns), from the records'
   ``extras.rank_allocation_grid``, **averaged over the complete seeds** (the panel title says
-  how many). The paper's Figure 2 is ``figure2_allocation_sst2_roberta-base.png``.
+  how many). Seeds pool as a table cell does (``cells.config_conflict``): a panel whose
+  records were made with different configs is left blank, marked refused, and the reason
+  goes to stderr. The paper's Figure 2 is ``figure2_allocation_sst2_roberta-base.png``.
 - ``budget_schedule/<task>_<backbone>_b<budget>.png``: components kept vs training progress,
   DoRA and AdaLoRA (``extras.budget_schedule``; the lowest complete seed).
 - ``curves/<task>/<backbone>/<method>[-<variant>]_b<budget>.png``: dev main metric per epoch,
@@ -23,14 +25,15 @@ import json
 import math
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
+from dora_bench.cells import Run, by_cell, config_conflict, differing_config_keys, load_runs
 from dora_bench.errors import ConfigError, UserError
 from dora_bench.plots import draw_rank_heatmap, plt, save_figure
-from dora_bench.tables import Run, load_runs
 
 ALLOCATING_METHODS = {"dora": "DoRA", "adalora": "AdaLoRA"}  # methods that distribute a budget, in panel order
 
@@ -39,18 +42,24 @@ def write_figures(results_dir: str | Path) -> list[Path]:
     """Every figure the records allow; returns the paths written."""
     results_dir = Path(results_dir)
     out_dir = results_dir / "figures"
-    runs = [run for run in load_runs(results_dir) if run.record.get("status") == "complete"]
+    every_run = load_runs(results_dir)
+    runs = [run for run in every_run if run.complete]
     written = []
-    for (task, backbone), group in _group(runs, lambda r: (r.key[0], r.key[1])).items():
-        plain = [run for run in group if run.key[3] is None and run.key[2] in ALLOCATING_METHODS]
-        if any(_grid(run) for run in plain):
-            written.append(figure2_allocation(plain, out_dir / f"figure2_allocation_{task}_{backbone}.png",
-                                              f"{task}, {backbone}"))
+    for (task, backbone), group in _group(every_run, lambda r: (r.key[0], r.key[1])).items():
+        allocations = pool_allocations([run for run in group if run.key[3] is None])
+        if allocations:
+            path = out_dir / f"figure2_allocation_{task}_{backbone}.png"
+            written.append(figure2_allocation(allocations, path, f"{task}, {backbone}"))
+            for (method, budget), pooled in allocations.items():
+                if pooled.refused:
+                    print(f"dora-bench-figures: {path.name}: {method} bT={budget} refused, {pooled.refused}",
+                          file=sys.stderr)
+        plain = [run for run in group if run.complete and run.key[3] is None and run.key[2] in ALLOCATING_METHODS]
         for budget, same_budget in _group(plain, lambda r: r.key[4]).items():
             if any((run.record.get("extras") or {}).get("budget_schedule") for run in same_budget):
                 path = out_dir / "budget_schedule" / f"{task}_{backbone}_b{budget}.png"
                 written.append(budget_schedule(same_budget, path, f"{task}, {backbone}, final budget {budget}"))
-    for (task, backbone, method, variant, budget), group in _group(runs, lambda r: r.key).items():
+    for (task, backbone, method, variant, budget), group in by_cell(runs).items():
         name = f"{method}{'-' + variant if variant else ''}_b{'-' if budget is None else budget}"
         written.append(learning_curves(group, out_dir / "curves" / task / backbone / f"{name}.png",
                                        f"{method}{' (' + variant + ')' if variant else ''}, budget "
@@ -71,36 +80,69 @@ def mean_grid(grids: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": first["rows"], "columns": first["columns"], "values": values}
 
 
-def figure2_allocation(runs: list[Run], path: Path, where: str) -> Path:
+@dataclass(frozen=True)
+class PooledAllocation:
+    """The rank grids of one (method, final budget): their mean over complete seeds, or why not."""
+    seeds: tuple[int, ...]                # complete seeds with a grid, ascending
+    grid: dict[str, Any] | None           # mean_grid of theirs; None if refused
+    refused: str | None = None            # cells.config_conflict's reason
+    differing: tuple[str, ...] = ()       # the config keys that differ (for the panel)
+
+
+def pool_allocations(runs: list[Run]) -> dict[tuple[str, int], PooledAllocation]:
+    """``{(method, budget): PooledAllocation}`` for the allocating methods' runs of one task and
+    backbone (plain runs, any status). A (method, budget) whose records could not share a table
+    cell (different configs, a seed twice; failed records included, as in the tables) is refused,
+    never averaged. Keys without a complete run that has a grid are left out."""
+    pooled = {}
+    for key, cell_runs in by_cell([run for run in runs if run.key[2] in ALLOCATING_METHODS]).items():
+        with_grid = sorted((run for run in cell_runs if run.complete and _grid(run) is not None),
+                           key=lambda run: run.record.get("seed", 0))
+        if not with_grid:
+            continue
+        seeds = tuple(run.record.get("seed") for run in with_grid)
+        if refused := config_conflict(cell_runs):
+            pooled[(key[2], key[4])] = PooledAllocation(seeds, None, refused, tuple(differing_config_keys(cell_runs)))
+        else:
+            pooled[(key[2], key[4])] = PooledAllocation(seeds, mean_grid([_grid(run) for run in with_grid]))
+    return pooled
+
+
+def figure2_allocation(pooled: dict[tuple[str, int], PooledAllocation], path: Path, where: str) -> Path:
     """Methods (rows) x final budgets (columns) of rank grids averaged over seeds; one colour
     scale per budget, shared by the methods, so DoRA and AdaLoRA compare cell by cell."""
-    grids: dict[tuple[str, int], list[tuple[int, dict]]] = defaultdict(list)
-    for run in sorted(runs, key=lambda r: r.record.get("seed", 0)):
-        if (grid := _grid(run)) is not None:
-            grids[(run.key[2], run.key[4])].append((run.record.get("seed"), grid))
-    methods = [m for m in ALLOCATING_METHODS if any(key[0] == m for key in grids)]
-    budgets = sorted({key[1] for key in grids})
-    n_layers = len(next(iter(grids.values()))[0][1]["rows"])
+    methods = [m for m in ALLOCATING_METHODS if any(key[0] == m for key in pooled)]
+    budgets = sorted({key[1] for key in pooled})
+    grids = [p.grid for p in pooled.values() if p.grid is not None]
+    n_layers = len(grids[0]["rows"]) if grids else 1
     fig, axes = plt.subplots(len(methods), len(budgets), squeeze=False, layout="constrained",
                              figsize=(0.5 + 4.2 * len(budgets), 0.6 + len(methods) * (1.2 + 0.3 * n_layers)))
     for j, budget in enumerate(budgets):
-        means = {m: mean_grid([g for _, g in grids[(m, budget)]]) for m in methods if grids.get((m, budget))}
-        top = max(v for g in means.values() for row in g["values"] for v in row if v is not None)
+        ranks = [v for m in methods if (p := pooled.get((m, budget))) and p.grid
+                 for row in p.grid["values"] for v in row if v is not None]
+        top = max(ranks, default=1)
+        image = None
         for i, method in enumerate(methods):
-            ax = axes[i][j]
-            seeds = [seed for seed, _ in grids.get((method, budget), [])]
-            if not seeds:
+            ax, cell = axes[i][j], pooled.get((method, budget))
+            name = f"{ALLOCATING_METHODS[method]}, bT={budget}"
+            if cell is None or cell.grid is None:
                 ax.set_axis_off()
-                ax.set_title(f"{ALLOCATING_METHODS[method]}, bT={budget}: no runs", fontsize=10)
+                ax.set_title(f"{name}: no runs" if cell is None else f"{name}: refused", fontsize=10)
+                if cell is not None:  # blank, never a mix of different settings
+                    why = ("records differ in\n" + "\n".join(cell.differing[:4]) if cell.differing
+                           else "a seed recorded twice")
+                    ax.text(0.5, 0.5, why + "\n(details on stderr)", ha="center", va="center", fontsize=8,
+                            transform=ax.transAxes)
                 continue
-            which = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of {len(seeds)} seeds"
-            image = draw_rank_heatmap(ax, means[method], vmax=top, decimals=0 if len(seeds) == 1 else 1)
-            ax.set_title(f"{ALLOCATING_METHODS[method]}, bT={budget} ({which})", fontsize=10)
+            which = f"seed {cell.seeds[0]}" if len(cell.seeds) == 1 else f"mean of {len(cell.seeds)} seeds"
+            image = draw_rank_heatmap(ax, cell.grid, vmax=top, decimals=0 if len(cell.seeds) == 1 else 1)
+            ax.set_title(f"{name} ({which})", fontsize=10)
             if i < len(methods) - 1:
                 ax.set_xlabel("")
             if j > 0:
                 ax.set_ylabel("")
-        fig.colorbar(image, ax=list(axes[:, j]), label="rank (kept components)", shrink=0.6)
+        if image is not None:
+            fig.colorbar(image, ax=list(axes[:, j]), label="rank (kept components)", shrink=0.6)
     fig.suptitle(f"Final rank per layer and module type: {where}")
     return save_figure(fig, path)
 

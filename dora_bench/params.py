@@ -26,18 +26,15 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model
+from dora_bench.cells import PAPER_DIR, PAPER_NAMES
 from dora_bench.errors import UserError
 from dora_bench.methods import Method, build_method, method_class, method_names
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-PAPER_DIR = Path(__file__).resolve().parent / "paper"
 
 #: backbone -> (model kind, the paper table whose column it is compared with)
 BACKBONES = {"roberta-base": ("sequence_classification", "table2_glue.csv"),
              "bart-base": ("seq2seq_lm", "table4_xsum.csv")}
-#: our method name -> the paper's row name
-PAPER_NAMES = {"full_ft": "Full FT", "bitfit": "BitFit", "houlsby": "H-Adapter", "pfeiffer": "P-Adapter",
-               "lora": "LoRA", "adalora": "AdaLoRA", "dora": "DoRA"}
 #: supplies ${task.*} for method configs (pruning interval, DEM weight): schedules, never sizes
 CONTEXT_TASK = "rte"
 

@@ -8,8 +8,8 @@ import pytest
 
 from dora_bench import records
 from dora_bench.allocation import allocation_grid
-from dora_bench.figures import mean_grid, write_figures
-from dora_bench.tables import load_runs
+from dora_bench.figures import mean_grid, pool_allocations, write_figures
+from dora_bench.cells import load_runs
 from test_tables import write_run  # pytest puts tests/ on sys.path
 
 TYPES = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
@@ -60,3 +60,38 @@ def test_runs_without_grids_get_curves_only(tmp_path):
     assert [p.name for p in written] == ["lora_b8.png"]
     assert not load_runs(tmp_path)[0].path.with_name("metrics.jsonl").exists()  # no loss panel needed
     assert records.is_complete(load_runs(tmp_path)[0].path)
+
+
+def set_config(path, key: str, value) -> None:
+    """Change one ``method.<key>`` of a written record's resolved config."""
+    record = records.read_record(path)
+    record["config"]["method"][key] = value
+    records.write_json_atomic(path, record)
+
+
+def test_figure2_refuses_seeds_made_with_different_configs(allocation_runs, capsys):
+    # DoRA b8 seed 1 was run with AdaLoRA's schedule but no variant tag: it must not be averaged with seed 0
+    run_dir = dict(task="sst2", backbone="roberta-base", variant=None, seed=1)
+    set_config(records.run_dir(allocation_runs, method="dora", budget=8, **run_dir) / records.RECORD_NAME,
+               "schedule", "adalora")
+    for method in ("dora", "adalora"):  # and both budget-2 panels: a column with nothing to draw
+        set_config(records.run_dir(allocation_runs, method=method, budget=2, **run_dir) / records.RECORD_NAME,
+                   "dem_coef", 0.0)
+    pooled = pool_allocations(load_runs(allocation_runs))
+    dora = pooled[("dora", 8)]
+    assert dora.grid is None and dora.differing == ("method.schedule",) and "method.schedule" in dora.refused
+    assert pooled[("dora", 2)].grid is None and pooled[("adalora", 2)].grid is None
+    # AdaLoRA b8 still pools: layer 0 has ranks 6, 7, 6, ... in seed 0 and 7, 6, 7, ... in seed 1 -> 6.5 each
+    assert pooled[("adalora", 8)].seeds == (0, 1) and pooled[("adalora", 8)].grid["values"][0] == [6.5] * 6
+
+    written = write_figures(allocation_runs)
+    figure = allocation_runs / "figures" / "figure2_allocation_sst2_roberta-base.png"
+    assert figure in written and figure.read_bytes()[:8] == PNG_MAGIC
+    err = capsys.readouterr().err
+    assert "dora bT=8 refused" in err and "method.schedule" in err and "adalora bT=8" not in err
+
+
+def test_figure2_counts_failed_records_when_deciding_to_pool(allocation_runs):
+    # as in the tables, a failed record made with other settings means the cell's settings are mixed
+    write_run(allocation_runs, task="sst2", method="dora", seed=2, best=0.0, budget=8, status="failed", lr=5e-4)
+    assert "method.lr" in pool_allocations(load_runs(allocation_runs))[("dora", 8)].refused

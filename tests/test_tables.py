@@ -10,7 +10,9 @@ import pytest
 
 from dora_bench import records
 from dora_bench.errors import ConfigError
-from dora_bench.tables import Settings, load_runs, main, table2, table5, table6, table9, to_csv, to_latex, to_markdown
+from dora_bench.cells import Settings, load_runs
+from dora_bench.render import to_csv, to_latex, to_markdown
+from dora_bench.tables import main, table2, table5, table6, table9
 
 MAIN_METRIC = {"rte": "accuracy", "cola": "mcc", "mnli": "accuracy", "stsb": "pearson"}
 
@@ -208,3 +210,48 @@ def test_budget_free_runs_made_at_different_budgets_still_pool(tmp_path):
         records.write_json_atomic(path, record)
     cells = csv_cells(table2(load_runs(tmp_path), Settings(seeds=2)))
     assert cells[("Full FT —", "RTE")]["state"] == "ok" and float(cells[("Full FT —", "RTE")]["value"]) == 78.5
+
+
+def test_params_column_counts_complete_records_only(tmp_path):
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70)  # paper count 1,310,000
+    for seed, status in ((1, "failed"), (2, "failed"), (3, "running")):
+        # a run that stopped early may hold another count (e.g. DoRA's before pruning): it must not count
+        path = write_run(tmp_path, task="rte", method="lora", seed=seed, best=0.70, status=status)
+        record = records.read_record(path)
+        record["trainable_params"] = {"paper": 5_000_000, "total": 5_001_538}
+        records.write_json_atomic(path, record)
+    table = table2(load_runs(tmp_path), Settings(seeds=1))
+    lora = next(i for i, row in enumerate(table.rows) if row.labels == ("LoRA", "8"))
+    assert table.params[lora][0] == 1_310_000  # with every record: the median of 1.31M, 5M, 5M, 5M is 5M
+    assert "| LoRA | 8 | 1.31M |" in to_markdown(table)
+
+
+def test_captions_say_which_learning_rate_each_method_ran_at(tmp_path):
+    rates = {"dora": (1.2e-3, "task.lr"), "lora": (5e-4, "method.lr_by_task.rte"), "houlsby": (3e-4, "method.lr")}
+    for method, (lr, source) in rates.items():
+        write_run(tmp_path, task="rte", method=method, seed=0, best=0.7, lr=lr, extras={"lr": lr, "lr_source": source})
+    write_run(tmp_path, task="cola", method="lora", seed=0, best=0.6, lr=4e-4,
+              extras={"lr": 4e-4, "lr_source": "method.lr_by_task.cola"})
+    table = table2(load_runs(tmp_path), Settings(seeds=1))
+    assert "DoRA task.lr (DoRA's, paper Table 8) 1.2e-3" in table.caption
+    assert "LoRA method.lr_by_task (per task) 4e-4/5e-4" in table.caption  # CoLA and RTE
+    assert "H-Adapter method.lr (one rate for every task) 3e-4" in table.caption
+    assert "method.lr\\_by\\_task (per task)" in to_latex(table)
+    cells = csv_cells(table)
+    assert (cells[("LoRA 8", "RTE")]["lr"], cells[("LoRA 8", "RTE")]["lr_source"]) == ("0.0005", "method.lr_by_task.rte")
+    assert "Learning rates" not in table2(load_runs(tmp_path), Settings(seeds=1), backbone="tiny").caption  # no runs
+
+
+def test_imports_go_one_way_records_cells_render_tables():
+    """figures may use cells, tables may call figures; nothing imports back up the chain."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "dora_bench"
+    forbidden = {"cells": {"tables", "render", "figures"}, "render": {"tables", "figures"},
+                 "figures": {"tables", "render"}}
+    for module, banned in forbidden.items():
+        tree = ast.parse((package / f"{module}.py").read_text())
+        imported = {node.module.rsplit(".", 1)[-1] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dora_bench")}
+        assert not imported & banned, f"{module}.py imports {imported & banned}"
