@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dora_bench.errors import ConfigError, UserError
-from dora_bench.records import RECORD_NAME, SCHEMA_VERSION
+from dora_bench.records import EXECUTION_KEYS, RECORD_NAME, SCHEMA_VERSION, flatten_config, is_execution_key
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 
@@ -34,11 +34,7 @@ PAPER_NAMES = {ours: paper for paper, ours in METHODS.items()}
 
 # Config keys that say where or how a run was executed, not what it learnt: records that differ
 # only in these pool into one cell. Any other difference refuses the cell.
-BOOKKEEPING_KEYS = frozenset({
-    "seed", "results_dir", "cache_dir", "overwrite", "dry_run", "logger", "wandb_project", "wandb_group",
-    "num_gpus", "runs_per_gpu", "trainer.device", "trainer.progress", "trainer.num_workers", "trainer.log_every",
-    "trainer.eval_batch_size", "task.data_dir", "task.train_file", "task.dev_file", "backbone.name_or_path",
-})
+BOOKKEEPING_KEYS = EXECUTION_KEYS | {"seed"}
 
 
 @dataclass(frozen=True)
@@ -188,9 +184,9 @@ def aggregate(runs: list[Run], value: Value, settings: Settings) -> Cell:
 def differing_config_keys(runs: list[Run]) -> list[str]:
     """The flattened config keys (``trainer.lr``) whose values differ between the runs,
     ``BOOKKEEPING_KEYS`` aside; sorted."""
-    flat = [_flatten(run.record.get("config") or {}) for run in runs]
-    ignored = BOOKKEEPING_KEYS | ({"budget"} if all(run.key[4] is None for run in runs) else set())  # Full FT, BitFit
-    keys = sorted({k for f in flat for k in f} - ignored)
+    flat = [flatten_config(run.record.get("config") or {}) for run in runs]
+    ignored = {"seed"} | ({"budget"} if all(run.key[4] is None for run in runs) else set())  # Full FT, BitFit
+    keys = sorted(k for k in {k for f in flat for k in f} - ignored if not is_execution_key(k))
     return [k for k in keys if len({json.dumps(f.get(k, "<absent>"), sort_keys=True) for f in flat}) > 1]
 
 
@@ -204,22 +200,11 @@ def config_conflict(runs: list[Run]) -> str | None:
         return None
     if not differing:
         return "two records of the same seed: " + ", ".join(str(run.path) for run in runs)
-    flat = [_flatten(run.record.get("config") or {}) for run in runs]
+    flat = [flatten_config(run.record.get("config") or {}) for run in runs]
     detail = "; ".join(f"{k}: " + ", ".join(f"{f.get(k, '<absent>')}" for f in flat) for k in differing[:4])
     more = f" (and {len(differing) - 4} more keys)" if len(differing) > 4 else ""
     return (f"records made with different configs, differing in {', '.join(differing)} [{detail}{more}]: "
             + ", ".join(str(run.path) for run in runs))
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"trainer": {"lr": 1}}`` -> ``{"trainer.lr": 1}``."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 # -- what a column reads from a record --------------------------------------------------------

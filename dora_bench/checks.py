@@ -43,6 +43,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_grad_norm={trainer.max_grad_norm} must be > 0: use 1.0 (SPEC §3)")
     if trainer.precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={trainer.precision!r} is not known: use one of {', '.join(PRECISIONS)}")
+    for key, value in (("resume", cfg.get("resume")), ("trainer.checkpoint", trainer.get("checkpoint")),
+                       ("overwrite", cfg.overwrite), ("dry_run", cfg.dry_run)):
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false")
     if cfg.logger not in ("none", "wandb"):
         raise ConfigError(f"logger={cfg.logger!r} is not known: use logger=none or logger=wandb")
     for key in ("data_dir", "train_file", "dev_file"):

@@ -30,6 +30,8 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "record.json"
+#: Training state at the end of the last evaluated epoch of an unfinished run; deleted on completion.
+CHECKPOINT_NAME = "checkpoint.pt"
 
 RECORD_KEYS = (
     "schema_version", "task", "method", "variant", "budget", "seed", "backbone",
@@ -37,6 +39,31 @@ RECORD_KEYS = (
     "trainable_params", "eval_examples", "main_metric", "epochs", "best", "last",
     "peak_gpu_mib", "extras", "artifacts",
 )
+
+
+#: Config keys that say where or how a run executed, not what it learnt: a resumed run may
+#: change them, and records that differ only in them (and the seed) pool into one table cell.
+EXECUTION_KEYS = frozenset({
+    "results_dir", "cache_dir", "overwrite", "resume", "dry_run", "logger", "wandb_project", "wandb_group",
+    "num_gpus", "runs_per_gpu", "hydra", "trainer.device", "trainer.progress", "trainer.num_workers",
+    "trainer.cpu_threads", "trainer.log_every", "trainer.eval_batch_size", "trainer.checkpoint",
+    "task.data_dir", "task.train_file", "task.dev_file", "backbone.name_or_path",
+})
+
+
+def is_execution_key(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in EXECUTION_KEYS)
+
+
+def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"trainer": {"lr": 1}}`` -> ``{"trainer.lr": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def run_dir(results_dir: str | Path, *, task: str, backbone: str, method: str, variant: str | None,
@@ -122,13 +149,14 @@ def _claim_is_stale(holder: str) -> bool:
     return False
 
 
-def clear_run_dir(folder: str | Path) -> None:
+def clear_run_dir(folder: str | Path, keep: tuple[str, ...] = ()) -> None:
     """Empty a run's folder before a new attempt (its claim stays): files of a failed or
     replaced attempt (traceback, adapter, heatmap) must not sit beside the new record.
+    ``keep``: names a resumed attempt carries on from (its checkpoint and metrics log).
     Only called inside ``claim`` and never on a complete record without ``overwrite=true``."""
     folder = Path(folder)
     for entry in folder.iterdir() if folder.is_dir() else ():
-        if entry.name in (CLAIM_NAME, "dry_run.json"):
+        if entry.name in (CLAIM_NAME, "dry_run.json", *keep):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -146,6 +174,26 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
         with os.fdopen(fd, "w") as handle:
             json.dump(payload, handle, indent=2, sort_keys=False, default=_json_default)
             handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_torch_atomic(path: str | Path, payload: Any) -> Path:
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``: a crash
+    mid-save leaves the previous checkpoint whole."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

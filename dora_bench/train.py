@@ -4,6 +4,11 @@ Reads top to bottom: settings, data, model + method, optimizer, then the loop wr
 out in full. Methods act only through the hooks of ``methods/base.py``; anything that
 touches the loss is visible here (``method.extra_loss``): AdaLoRA's orthogonality
 penalty included, which adalora.py computes itself rather than leave to peft's forward.
+
+Resuming: after every evaluated epoch the loop saves ``checkpoint.pt`` (trainable weights,
+optimizer, schedule, method state, RNG, the epochs so far); a rerun of an unfinished run
+loads it and goes on with the next epoch, which then sees the same batches and dropout
+masks as an uninterrupted run would have. The checkpoint goes once the run completes.
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ from tqdm.auto import tqdm
 
 from dora_bench import records
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_tokenizer
+from dora_bench.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
 from dora_bench.checks import check_config, resolve_lr
 from dora_bench.errors import ConfigError, RecordExistsError, UserError
 from dora_bench.methods import Method, build_method
 from dora_bench.tasks import load_task
 
+METRICS_NAME = "metrics.jsonl"
+
+# Config keys that say where or how a run executes, not what it learns: an attempt may change
+# them and still resume (a dotted key covers everything below it).
 MODEL_KIND_BY_FAMILY = {"glue": "sequence_classification", "demo": "sequence_classification",
                         "files": "sequence_classification", "squad": "question_answering",
                         "summarization": "seq2seq_lm"}
@@ -46,16 +56,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record_path = out_dir / records.RECORD_NAME
         if records.is_complete(record_path) and not cfg.overwrite:
             raise RecordExistsError(f"a complete record exists at {record_path}: kept; pass overwrite=true to run again")
-        records.clear_run_dir(out_dir)  # a failed attempt's traceback or an old adapter must not outlive it
-        return _record_run(cfg, method, budget, out_dir, record_path)
+        checkpoint = None
+        if cfg.resume and not cfg.overwrite:
+            checkpoint = load_checkpoint(out_dir / records.CHECKPOINT_NAME, OmegaConf.to_container(cfg, resolve=True))
+        # A failed attempt's traceback or an old adapter must not outlive it; a resumed attempt
+        # keeps what it continues from.
+        records.clear_run_dir(out_dir, keep=(records.CHECKPOINT_NAME, METRICS_NAME) if checkpoint else ())
+        return _record_run(cfg, method, budget, out_dir, record_path, checkpoint)
 
 
-def _record_run(cfg: DictConfig, method: Method, budget: int | None, out_dir: Path, record_path: Path) -> dict[str, Any]:
+def _record_run(cfg: DictConfig, method: Method, budget: int | None, out_dir: Path, record_path: Path,
+                checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start the record, run, and keep a failure on disk (status, error, traceback)."""
     record = records.new_record(
         task=cfg.task.name, method=cfg.method.name, variant=cfg.variant, budget=budget, seed=cfg.seed,
         backbone=cfg.backbone.name, config=OmegaConf.to_container(cfg, resolve=True),
-        git_commit=records.git_commit(), versions=records.package_versions(), started_at=records.now_iso(),
+        git_commit=records.git_commit(), versions=records.package_versions(),
+        started_at=checkpoint["started_at"] if checkpoint else records.now_iso(),
     )
     lr, lr_source = resolve_lr(cfg)
     device = pick_device(cfg.trainer.device, cfg.get("num_gpus"))
@@ -63,7 +80,7 @@ def _record_run(cfg: DictConfig, method: Method, budget: int | None, out_dir: Pa
     print(f"[dora-bench] {cfg.task.name} / {cfg.backbone.name} / {cfg.method.name} budget={budget} seed={cfg.seed} "
           f"-> {out_dir}")
     try:
-        return _run(cfg, method, record, record_path, out_dir, lr, lr_source, device)
+        return _run(cfg, method, record, record_path, out_dir, lr, lr_source, device, checkpoint)
     except BaseException as err:
         if not cfg.dry_run:  # keep what was learnt about the failure (user errors too); a rerun replaces it
             record.update(status="failed", error=f"{type(err).__name__}: {err}", finished_at=records.now_iso())
@@ -73,7 +90,7 @@ def _record_run(cfg: DictConfig, method: Method, budget: int | None, out_dir: Pa
 
 
 def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: float, lr_source: str,
-         device: torch.device) -> dict[str, Any]:
+         device: torch.device, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     backbone_cfg = BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True))
     model_kind = cfg.task.get("model_kind") or MODEL_KIND_BY_FAMILY.get(cfg.task.family, "sequence_classification")
@@ -122,15 +139,31 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
     print(f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), lr {lr:g} from {lr_source}, "
           f"device {record['device']}, precision {'bf16' if autocast is not contextlib.nullcontext else 'fp32'}")
     record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps}
-    with MetricsLog(out_dir / "metrics.jsonl", wandb_run=start_wandb(cfg, record)) as log:
+    checkpoint_path = out_dir / records.CHECKPOINT_NAME
+    done_epochs, step = 0, 0
+    if checkpoint is not None:
+        done_epochs, step = restore_training_state(checkpoint, checkpoint_path, total_steps, model, method,
+                                                   optimizer, scheduler)
+        record["epochs"] = checkpoint["epochs"]
+        record["best"], record["last"] = select_epochs(record["epochs"], task.main_metric)
+        record["extras"]["resumed"] = [*checkpoint["resumed"], {"epoch": done_epochs + 1, "step": step,
+                                                                 "at": records.now_iso()}]
+        print(f"[dora-bench] resuming from epoch {done_epochs + 1} (step {step})")
+    with MetricsLog(out_dir / METRICS_NAME, wandb_run=start_wandb(cfg, record),
+                    after_step=step if checkpoint is not None else None) as log:
         train_peak_mib = 0.0  # Table 9 compares training memory: evaluation is left out
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        if checkpoint is not None:  # last, so nothing between here and the loop draws from it
+            set_rng_state(checkpoint["rng"])
 
         # -- the loop -----------------------------------------------------------------------
-        step, bar = 0, tqdm(total=total_steps, disable=not cfg.trainer.progress, dynamic_ncols=True, desc="train")
-        for epoch in range(1, num_epochs + 1):
+        bar = tqdm(total=total_steps, initial=step, disable=not cfg.trainer.progress, dynamic_ncols=True, desc="train")
+        for epoch in range(done_epochs + 1, num_epochs + 1):
             model.train()
+            # Epoch e shuffles with (seed, e - 1) (batching.ShuffledBatches counts the epochs it has
+            # served from 0): set it, since a resumed run starts its loader at a later epoch.
+            loader.batch_sampler.set_epoch(epoch - 1)
             epoch_start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
             for batch in loader:
                 step += 1
@@ -175,6 +208,9 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
                       + ("" if entry["countable"] else "  (budget not final yet: not eligible as best)"))
             record["best"], record["last"] = select_epochs(record["epochs"], task.main_metric)
             records.write_json_atomic(record_path, record)  # the epochs so far survive a crash
+            if cfg.trainer.checkpoint:
+                save_checkpoint(checkpoint_path, record=record, epoch=epoch, step=step, total_steps=total_steps,
+                                model=model, method=method, optimizer=optimizer, scheduler=scheduler)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
         bar.close()
@@ -196,6 +232,7 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         record.update(status="complete", finished_at=records.now_iso())
         records.write_json_atomic(record_path, record)
+        checkpoint_path.unlink(missing_ok=True)  # the exported adapter is the result; keep the folder small
     best = record["best"]
     print(f"[dora-bench] done: best epoch {best['epoch']} {task.main_metric} {best['metrics'][task.main_metric]:.4f}; "
           f"record {record_path}")
@@ -301,11 +338,17 @@ def _cache_dir(cfg: DictConfig) -> Path | None:
 
 class MetricsLog:
     """Append-only JSONL of training metrics (and the same lines to wandb when enabled);
-    a context manager, so a crashed run still closes its wandb run."""
+    a context manager, so a crashed run still closes its wandb run.
 
-    def __init__(self, path: Path, wandb_run=None):
+    ``after_step``: resuming after that many steps; the lines up to it are kept and lines
+    of later steps (logged before the crash, about to be redone) dropped."""
+
+    def __init__(self, path: Path, wandb_run=None, after_step: int | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = path.open("w")
+        if after_step is not None and path.is_file():
+            kept = [line for line in path.read_text().splitlines() if _logged_step(line) <= after_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self.handle = path.open("w" if after_step is None else "a")
         self.wandb_run = wandb_run
 
     def write(self, line: dict[str, Any]) -> None:
@@ -323,6 +366,14 @@ class MetricsLog:
         self.handle.close()
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=1 if exc[0] else 0)
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics line; a line cut short by a crash counts as after every step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 def start_wandb(cfg: DictConfig, record: dict[str, Any]):

@@ -20,6 +20,8 @@ BASE = ["task=demo", "backbone=tiny", "method=lora"]
         ("trainer.precision=fp8", "trainer.precision='fp8' is not known"),
         ("logger=tensorboard", "logger='tensorboard' is not known"),
         ("variant=a/b", "variant='a/b'"),
+        ("resume=no", "resume='no' must be true or false"),
+        ("trainer.log_every=0", "trainer.log_every=0"),
     ],
 )
 def test_bad_values_give_one_line_errors(override, words):

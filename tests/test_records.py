@@ -80,3 +80,26 @@ def test_clear_run_dir_keeps_only_the_claim(tmp_path):
     with records.claim(folder):
         records.clear_run_dir(folder)
         assert [p.name for p in folder.iterdir()] == [records.CLAIM_NAME]
+
+
+def test_clear_run_dir_keeps_what_a_resumed_attempt_continues_from(tmp_path):
+    folder = tmp_path / "seed0"
+    folder.mkdir()
+    for name in (records.CHECKPOINT_NAME, "metrics.jsonl", "traceback.txt", "record.json"):
+        (folder / name).write_text("x")
+    with records.claim(folder):
+        records.clear_run_dir(folder, keep=(records.CHECKPOINT_NAME, "metrics.jsonl"))
+        assert sorted(p.name for p in folder.iterdir()) == sorted([records.CLAIM_NAME, records.CHECKPOINT_NAME,
+                                                                   "metrics.jsonl"])
+
+
+def test_atomic_torch_save_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    import torch
+
+    path = tmp_path / records.CHECKPOINT_NAME
+    records.save_torch_atomic(path, {"step": 20, "weights": torch.arange(4.0)})
+    with pytest.raises(TypeError, match="pickle"):  # fails mid-write: the old checkpoint must survive
+        records.save_torch_atomic(path, {"step": 40, "unpicklable": (x for x in ())})
+    kept = torch.load(path, weights_only=True)
+    assert kept["step"] == 20 and torch.equal(kept["weights"], torch.arange(4.0))
+    assert os.listdir(tmp_path) == [records.CHECKPOINT_NAME]

@@ -154,6 +154,7 @@ class AdaLoRA(Method):
             total_step=1, tinit=0, tfinal=0,  # placeholders until on_train_begin knows T
         )
         model = get_peft_model(model, peft_config)
+        self.model = model  # state_dict needs the allocator and the masks, which live on the model
         self.schedule = [{"step": 0, "kept": sum(self.final_ranks(model).values())}]
         return model
 
@@ -211,6 +212,35 @@ class AdaLoRA(Method):
     def export(self, model: nn.Module, run_dir: Path) -> dict[str, str]:
         model.save_pretrained(str(run_dir / "adapter"))  # shrunk to the kept ranks by peft
         return {"adapter": "adapter"}
+
+    # -- checkpointing ------------------------------------------------------------------
+    _SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")  # the RankAllocator's per-parameter dicts
+
+    def state_dict(self) -> dict[str, Any]:
+        """The allocator's scores (sensitivity and its EMAs, by parameter name), the last mask
+        (peft's ``rank_pattern``, re-applied every step of the final phase) and the budget schedule
+        so far, as CPU copies. ``total_step``, ``tinit``, ``tfinal`` come back from ``on_train_begin``."""
+        allocator = self.model.base_model.rankallocator
+        state: dict[str, Any] = {
+            key: {name: value.to("cpu", copy=True) for name, value in getattr(allocator, key).items()}
+            for key in self._SCORES
+        }
+        pattern = self.model.peft_config[ADAPTER].rank_pattern
+        state["rank_pattern"] = {name: list(mask) for name, mask in pattern.items()} if pattern else None
+        state["schedule"] = [dict(entry) for entry in self.schedule]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        allocator = self.model.base_model.rankallocator
+        params = dict(self.model.base_model.model.named_parameters())  # the names the allocator uses
+        unknown = sorted(set().union(*(state[key] for key in self._SCORES)) - set(params))
+        if unknown:
+            raise ValueError(f"AdaLoRA state for parameters this model lacks (e.g. {unknown[0]}): "
+                             f"resume with the same backbone and budget")
+        for key in self._SCORES:
+            setattr(allocator, key, {name: value.to(params[name].device) for name, value in state[key].items()})
+        self.model.peft_config[ADAPTER].rank_pattern = state["rank_pattern"]
+        self.schedule = [dict(entry) for entry in state["schedule"]]
 
 
 def _svd_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -125,6 +125,11 @@ class ShuffledBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch`` (0-based): a resumed run replays the order
+        the interrupted one would have seen."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         self.epoch += 1
