@@ -165,35 +165,28 @@ def clear_run_dir(folder: str | Path, keep: tuple[str, ...] = ()) -> None:
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``:
-    a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=_json_default)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write JSON so that a reader sees the old file or the new one, never half of one."""
+    def dump(handle) -> None:
+        handle.write((json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
+
+    return _write_atomic(path, dump)
 
 
 def save_torch_atomic(path: str | Path, payload: Any) -> Path:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``: a crash
-    mid-save leaves the previous checkpoint whole."""
+    """``torch.save`` atomically: a crash mid-save leaves the previous checkpoint whole."""
     import torch
 
+    return _write_atomic(path, lambda handle: torch.save(payload, handle))
+
+
+def _write_atomic(path: str | Path, write) -> Path:
+    """``write(binary handle)`` into a temp file in the same folder, fsync, rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
