@@ -31,17 +31,12 @@ from dora_bench.checkpoints import load_checkpoint, restore_training_state, save
 from dora_bench.checks import check_config, resolve_lr
 from dora_bench.errors import ConfigError, RecordExistsError, UserError
 from dora_bench.methods import Method, build_method
-from dora_bench.tasks import load_task
+from dora_bench.tasks import load_task, task_model_kind
 
 METRICS_NAME = "metrics.jsonl"
 
 # Config keys that say where or how a run executes, not what it learns: an attempt may change
 # them and still resume (a dotted key covers everything below it).
-MODEL_KIND_BY_FAMILY = {"glue": "sequence_classification", "demo": "sequence_classification",
-                        "files": "sequence_classification", "squad": "question_answering",
-                        "summarization": "seq2seq_lm"}
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its record (also written to ``record.json``)."""
     check_config(cfg)
@@ -93,7 +88,7 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
          device: torch.device, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     backbone_cfg = BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True))
-    model_kind = cfg.task.get("model_kind") or MODEL_KIND_BY_FAMILY.get(cfg.task.family, "sequence_classification")
+    model_kind = task_model_kind(cfg.task)
     target = adapt_target(backbone_cfg, model_kind)
 
     # -- data (skipped by dry runs: parameter counts need only the label count) ----------

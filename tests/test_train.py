@@ -270,3 +270,13 @@ def test_resume_false_starts_over_and_checkpoint_false_saves_nothing(tiny_cfg, m
                            "lora", crash_step=6)
     assert not (unsaved / records.CHECKPOINT_NAME).exists()
     assert json.loads((unsaved / "metrics.jsonl").read_text().splitlines()[0]) == first_line
+
+
+def test_every_task_family_declares_the_model_its_task_builds():
+    from dora_bench.tasks import MODEL_KINDS
+    from dora_bench.tasks.classification import SequenceClassificationTask
+    from dora_bench.tasks.squad import SquadTask
+    from dora_bench.tasks.summarization import SummarizationTask
+
+    built = {SequenceClassificationTask.model_kind, SquadTask.model_kind, SummarizationTask.model_kind}
+    assert set(MODEL_KINDS.values()) == built

@@ -39,6 +39,19 @@ def _loaders() -> dict[str, Callable[..., Task]]:
     }
 
 
+#: The head each family needs: the backbone is built (and a dry run counts it) before any data is read.
+MODEL_KINDS = {"glue": "sequence_classification", "files": "sequence_classification", "demo": "sequence_classification",
+               "squad": "question_answering", "summarization": "seq2seq_lm"}
+
+
+def task_model_kind(task_cfg: Mapping[str, Any]) -> str:
+    """``sequence_classification`` | ``question_answering`` | ``seq2seq_lm`` for a task config."""
+    family = task_cfg.get("family")
+    if family not in MODEL_KINDS:
+        raise ConfigError(f"task.family={family!r} is not known: use one of {', '.join(MODEL_KINDS)}")
+    return MODEL_KINDS[family]
+
+
 def load_task(task_cfg: Mapping[str, Any], tokenizer, *, cache_dir: Path | None = None) -> Task:
     """The task described by ``task_cfg`` (the resolved ``cfg.task`` as a plain dict),
     tokenised with ``tokenizer``; encodings are cached under ``cache_dir`` (None: no cache)."""
