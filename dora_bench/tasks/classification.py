@@ -160,6 +160,7 @@ def build_classification_task(
         "labels": [labels.num_labels, *labels.names],
         "max_length": positive_int(cfg, "max_length"),
         "tokenizer": cache.tokenizer_identity(tokenizer),
+        "segments": uses_segments(tokenizer),
     }
 
     def load(source: SplitSource) -> EncodedDataset:
@@ -168,7 +169,8 @@ def build_classification_task(
             return encode_split(tokenizer, split, settings["max_length"], regression=labels.num_labels == 1)
 
         state = cache.cached(cache_dir, f"{name}-{source.name}", {**settings, "data": source.identity}, build)
-        return EncodedDataset({"input_ids": Ragged.from_dict(state["input_ids"]), "labels": state["labels"]})
+        columns = {key: Ragged.from_dict(state[key]) for key in ("input_ids", "token_type_ids") if key in state}
+        return EncodedDataset({**columns, "labels": state["labels"]})
 
     return SequenceClassificationTask(
         name,
@@ -181,17 +183,31 @@ def build_classification_task(
     )
 
 
+def uses_segments(tokenizer) -> bool:
+    """BERT-family models read which sentence of a pair a token belongs to (``token_type_ids``);
+    RoBERTa and BART don't, and their tokenizers don't return them."""
+    return "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+
 def encode_split(tokenizer, split: TextSplit, max_length: int, *, regression: bool, chunk: int = 4096) -> dict:
-    """Token ids (truncated, special tokens added, unpadded) and a label tensor."""
+    """Token ids (truncated, special tokens added, unpadded), segment ids where the model
+    reads them, and a label tensor."""
     if not split.labels:
         raise DataError("a split has no examples: check the data files")
+    segments = uses_segments(tokenizer)
     ids: list[list[int]] = []
+    types: list[list[int]] = []
     for start in range(0, len(split.labels), chunk):
         columns = [col[start : start + chunk] for col in split.texts]
-        ids.extend(
-            tokenizer(*columns, truncation=True, max_length=max_length, return_attention_mask=False)["input_ids"]
-        )
-    return {
+        enc = tokenizer(*columns, truncation=True, max_length=max_length, return_attention_mask=False,
+                        return_token_type_ids=segments)
+        ids.extend(enc["input_ids"])
+        if segments:
+            types.extend(enc["token_type_ids"])
+    out = {
         "input_ids": Ragged.from_rows(ids).to_dict(),
         "labels": torch.tensor(split.labels, dtype=torch.float32 if regression else torch.long),
     }
+    if segments:
+        out["token_type_ids"] = Ragged.from_rows(types).to_dict()
+    return out
