@@ -42,7 +42,6 @@ boundaries truncate ``t - 0.15 T`` instead of flooring ``0.15 T`` (at most a ste
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -50,11 +49,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dora_bench.allocation import COLUMN_ORDER, allocation_grid, module_position
 from dora_bench.errors import ConfigError
 from dora_bench.methods.base import AdaptTarget, Method, register_method
+from dora_bench.methods.dropout import drop_input
+from dora_bench.methods.lora import export_peft_adapter, replace_linears
 
 SCHEDULES = ("reference", "adalora")
 EPS = 1e-8  # eq. 7's guard on the denominator
@@ -181,12 +183,12 @@ class DoRALinear(nn.Module):
         self.lora_A = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(rank, base.in_features, **kwargs)))
         self.lora_c = nn.Parameter(torch.zeros(rank, **kwargs))
         self.lora_B = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(base.out_features, rank, **kwargs)))
-        self.scaling = alpha / rank
-        self.dropout = nn.Dropout(dropout)
+        self.scaling, self.dropout = alpha / rank, float(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # s joins the r gates, not the (..., d_out) output: one full-size multiply fewer per layer
-        return self.base(x) + ((self.dropout(x) @ self.lora_A.T) * (self.scaling * self.lora_c)) @ self.lora_B.T
+        dropped, factor = drop_input(x, self.dropout, self.training)
+        # s and dropout's 1/(1-p) join the r gates, not the (..., d_out) output: one full-size multiply fewer
+        return self.base(x) + F.linear(F.linear(dropped, self.lora_A) * (self.scaling * factor * self.lora_c), self.lora_B)
 
     def delta_factors(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(A_kept, B_kept)`` with ``c`` and ``s`` folded into B: ``ΔW = B_kept @ A_kept``."""
@@ -201,19 +203,7 @@ class DoRA(Method):
 
     def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
         cfg = self.config
-        model.requires_grad_(False)
-        names = [n for n, m in model.named_modules()
-                 if isinstance(m, nn.Linear) and target.is_target(n) and not target.is_head(n)]
-        if not names:
-            raise ConfigError(f"no nn.Linear in the model matches {target.target_modules}: "
-                              f"check backbone.target_modules")
-        for name in names:
-            parent, _, child = name.rpartition(".")
-            holder = model.get_submodule(parent)
-            setattr(holder, child, DoRALinear(getattr(holder, child), cfg.init_budget, cfg.alpha, cfg.dropout))
-        for name, param in model.named_parameters():
-            if target.is_head(name):
-                param.requires_grad_(True)
+        names = replace_linears(model, target, lambda base: DoRALinear(base, cfg.init_budget, cfg.alpha, cfg.dropout))
         self.target, self.names = target, names
         self.layers = [model.get_submodule(n) for n in names]
         # Modules of one shape are scored together: a handful of batched kernels per step, not one per module
@@ -334,22 +324,10 @@ class DoRA(Method):
         """``adapter/``: a peft LoRA adapter holding only the kept components (per-module rank,
         c and s folded into B so peft's scaling is 1; rank-0 modules left out); ``merged/`` with
         ``export_merged``; ``dora_scores.pt``: Ŝ and the mask at every pruning step."""
-        from peft import LoraConfig, get_peft_model
-
         run_dir = Path(run_dir)
-        ranks = {n: int(k) for n, k in zip(self.names, self.mask.sum(1).tolist()) if k > 0}
-        peft_config = LoraConfig(r=max(ranks.values()), lora_alpha=max(ranks.values()), lora_dropout=0.0,
-                                 target_modules=list(ranks), rank_pattern=ranks, alpha_pattern=ranks,
-                                 modules_to_save=list(self.target.head_modules) or None)
-        peft_model = get_peft_model(self._unwrapped_copy(model), peft_config)
-        with torch.no_grad():
-            for name, layer, keep in zip(self.names, self.layers, self.mask.unbind(0)):
-                if name in ranks:
-                    a, b = layer.delta_factors(keep)
-                    lora = peft_model.base_model.model.get_submodule(name)
-                    lora.lora_A["default"].weight.copy_(a)
-                    lora.lora_B["default"].weight.copy_(b)
-        peft_model.save_pretrained(str(run_dir / "adapter"))
+        factors = {name: layer.delta_factors(keep)
+                   for name, layer, keep in zip(self.names, self.layers, self.mask.unbind(0)) if keep.any()}
+        peft_model = export_peft_adapter(model, self.names, factors, self.target, run_dir / "adapter")
         artifacts = {"adapter": "adapter"}
         if self.config.export_merged:
             peft_model.merge_and_unload().save_pretrained(str(run_dir / "merged"))
@@ -361,15 +339,6 @@ class DoRA(Method):
                     "final_scores": self.ema.cpu(), "final_mask": self.mask.cpu()}, run_dir / "dora_scores.pt")
         artifacts["scores"] = "dora_scores.pt"
         return artifacts
-
-    def _unwrapped_copy(self, model: nn.Module) -> nn.Module:
-        """A copy of the model with every DoRALinear replaced by its base linear."""
-        plain = copy.deepcopy(model)
-        for name in self.names:
-            parent, _, child = name.rpartition(".")
-            holder = plain.get_submodule(parent)
-            setattr(holder, child, getattr(holder, child).base)
-        return plain
 
     # -- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,19 +1,27 @@
-"""LoRA (Hu et al., 2022) through peft: ``y = W0 x + (alpha / r) * B A dropout(x)``.
+"""LoRA (Hu et al., 2022): ``y = W0 x + b + (α / r) · B A dropout(x)``.
 
-``A`` (r x d_in) and ``B`` (d_out x r) train on the six module types of SPEC §1,
-``B = 0`` at start; the task head trains fully (peft ``modules_to_save``). Rank
-``r = budget``: 331,776 parameters at r = 2 and 1,327,104 at r = 8 on roberta-base.
+``A`` (r x d_in) and ``B`` (d_out x r) train on the six module types of SPEC §1; the backbone is
+frozen and the task head trains fully. Rank ``r = budget``: 331,776 parameters at r = 2 and
+1,327,104 at r = 8 on roberta-base. The layer is ours (loralib's shape), numerically peft's
+``LoraLayer`` (same init, same forward; ``tests/methods/test_lora.py`` compares them) but with the
+scaling and dropout's ``1/(1-p)`` folded into the rank-r side and dropout's mask drawn by
+``dropout.drop_input``: the cheaper step on a CPU. ``export`` writes an ordinary peft adapter.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
+from dora_bench.errors import ConfigError
 from dora_bench.methods.base import AdaptTarget, Method, register_method
+from dora_bench.methods.dropout import drop_input
 
 
 @dataclass
@@ -29,25 +37,87 @@ class LoRAConfig:
             raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
 
 
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus ``B A``: ``y = base(x) + s · (dropout(x) Aᵀ) Bᵀ``, ``s = α / r``.
+
+    ``lora_A``: (r, d_in), Kaiming-uniform with a = sqrt(5) (nn.Linear's and peft's init);
+    ``lora_B``: (d_out, r), zero, so the layer starts equal to the base. x: (..., d_in) -> (..., d_out).
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        kwargs = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **kwargs))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **kwargs))
+        self.scaling, self.dropout = alpha / rank, float(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dropped, factor = drop_input(x, self.dropout, self.training)
+        # s and 1/(1-p) scale the r-wide activations, not the (..., d_out) output
+        return self.base(x) + F.linear(F.linear(dropped, self.lora_A) * (self.scaling * factor), self.lora_B)
+
+
+def replace_linears(model: nn.Module, target: AdaptTarget, make) -> list[str]:
+    """Swap every targeted ``nn.Linear`` outside the head for ``make(linear)``; freeze the rest
+    of the backbone, unfreeze the head. Returns the swapped modules' names, in model order."""
+    model.requires_grad_(False)
+    names = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Linear) and target.is_target(n) and not target.is_head(n)]
+    if not names:
+        raise ConfigError(f"no nn.Linear in the model matches {target.target_modules}: check backbone.target_modules")
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        holder = model.get_submodule(parent)
+        setattr(holder, child, make(getattr(holder, child)))
+    for name, param in model.named_parameters():
+        if target.is_head(name):
+            param.requires_grad_(True)
+    return names
+
+
+def export_peft_adapter(model: nn.Module, names: list[str], factors: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                        target: AdaptTarget, out_dir: Path) -> nn.Module:
+    """Save ``{module: (A, B)}`` (``ΔW = B A``, any scaling folded in) as a peft LoRA adapter that
+    plain ``PeftModel.from_pretrained`` loads onto the base model; returns the peft model.
+    Per-module ranks go in ``rank_pattern`` with ``alpha = rank``, so peft's scaling is 1."""
+    from peft import LoraConfig, get_peft_model
+
+    ranks = {name: int(a.shape[0]) for name, (a, _) in factors.items()}
+    plain = copy.deepcopy(model)
+    for name in names:  # the adapted layers back to their frozen base linears
+        parent, _, child = name.rpartition(".")
+        holder = plain.get_submodule(parent)
+        setattr(holder, child, getattr(holder, child).base)
+    top = max(ranks.values())
+    config = LoraConfig(r=top, lora_alpha=top, lora_dropout=0.0, target_modules=list(ranks),
+                        rank_pattern=ranks, alpha_pattern=ranks, modules_to_save=list(target.head_modules) or None)
+    peft_model = get_peft_model(plain, config)
+    with torch.no_grad():
+        for name, (a, b) in factors.items():
+            layer = peft_model.base_model.model.get_submodule(name)
+            layer.lora_A["default"].weight.copy_(a)
+            layer.lora_B["default"].weight.copy_(b)
+    peft_model.save_pretrained(str(out_dir))
+    return peft_model
+
+
 class LoRA(Method):
     Config = LoRAConfig
-    use_dora: ClassVar[bool] = False  # peft's weight decomposition (dora_wd.py), not the paper's DoRA
 
     def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(
-            r=int(self.config.r),
-            lora_alpha=self.config.alpha,
-            lora_dropout=self.config.dropout,
-            use_dora=self.use_dora,
-            target_modules=list(target.target_modules),
-            modules_to_save=list(target.head_modules) or None,
-        )
-        return get_peft_model(model, config)
+        cfg = self.config
+        self.target = target
+        self.names = replace_linears(model, target, lambda base: LoRALinear(base, int(cfg.r), cfg.alpha, cfg.dropout))
+        return model
 
     def export(self, model: nn.Module, run_dir: Path) -> dict[str, str]:
-        model.save_pretrained(str(run_dir / "adapter"))
+        factors = {}
+        for name in self.names:
+            layer = model.get_submodule(name)
+            factors[name] = (layer.lora_A.detach(), layer.lora_B.detach() * layer.scaling)
+        export_peft_adapter(model, self.names, factors, self.target, Path(run_dir) / "adapter")
         return {"adapter": "adapter"}
 
 

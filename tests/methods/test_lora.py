@@ -1,0 +1,82 @@
+"""Our LoRA layer against peft's: the same function and gradients for the same weights; the
+cheap input dropout keeps nn.Dropout's mathematics; the export loads with plain peft."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from dora_bench.backbones import BackboneConfig, adapt_target, load_model
+from dora_bench.methods import build_method
+from dora_bench.methods.dropout import InputDropout, drop_input
+from dora_bench.methods.lora import LoRALinear
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def test_lora_linear_matches_peft_lora_in_output_and_gradients():
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(12, 7))
+    ours = LoRALinear(nn.Linear(12, 7), rank=3, alpha=8.0, dropout=0.0)
+    ours.base.load_state_dict(base[0].state_dict())
+    theirs = get_peft_model(base, LoraConfig(r=3, lora_alpha=8.0, lora_dropout=0.0, target_modules=["0"]))
+    layer = theirs.base_model.model[0]
+    with torch.no_grad():
+        nn.init.normal_(ours.lora_B)  # B = 0 at init would hide a wrong scaling
+        layer.lora_A["default"].weight.copy_(ours.lora_A)
+        layer.lora_B["default"].weight.copy_(ours.lora_B)
+    x = torch.randn(4, 5, 12)
+    torch.testing.assert_close(ours(x), theirs(x))
+    ours(x).square().sum().backward()
+    theirs(x).square().sum().backward()
+    torch.testing.assert_close(ours.lora_A.grad, layer.lora_A["default"].weight.grad)
+    torch.testing.assert_close(ours.lora_B.grad, layer.lora_B["default"].weight.grad)
+
+
+def test_lora_init_is_peft_s():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(384, 384), rank=8, alpha=8.0, dropout=0.1)
+    bound = 1 / 384**0.5  # kaiming_uniform_ with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert layer.lora_A.abs().max() <= bound and layer.lora_A.abs().max() > 0.9 * bound
+    assert not layer.lora_B.any() and layer.scaling == 1.0
+
+
+def test_input_dropout_keeps_with_probability_one_minus_p_and_rescales():
+    torch.manual_seed(0)
+    x = torch.ones(400_000)
+    dropped, factor = drop_input(x, 0.1, training=True)
+    kept = (dropped != 0).float().mean().item()
+    assert abs(kept - 0.9) < 0.003  # 6 standard errors of a binomial mean at n = 400k
+    assert factor == 1 / 0.9
+    module = InputDropout(0.1)
+    assert abs(module(x).mean().item() - 1.0) < 0.004  # unbiased, as nn.Dropout
+    module.eval()
+    assert torch.equal(module(x), x) and drop_input(x, 0.0, True) == (x, 1.0)
+
+
+def test_lora_export_reloads_with_plain_peft_and_gives_the_same_logits(tmp_path):
+    from peft import PeftModel
+
+    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF / "backbone" / "tiny.yaml").read_text()))
+    torch.manual_seed(0)
+    base = load_model(cfg, "sequence_classification", num_labels=2)
+    pristine = {k: v.clone() for k, v in base.state_dict().items()}
+    method = build_method({"name": "lora", "r": 2})
+    model = method.apply(base, adapt_target(cfg, "sequence_classification"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    ids = torch.randint(3, 259, (3, 9))
+    expected = model(input_ids=ids).logits
+    method.export(model, tmp_path)
+    fresh = load_model(cfg, "sequence_classification", num_labels=2)
+    fresh.load_state_dict(pristine)
+    reloaded = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter")).eval()
+    torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
