@@ -26,7 +26,8 @@ config object the allocator reads (the same object: peft passes it by reference)
 Pitfalls checked against peft 0.21's source and its issue tracker:
 
 - Orthogonality penalty ``R = mean over P and Q matrices of ||PᵀP - I||_F, ||QQᵀ - I||_F``
-  (the released AdaLoRA code's form; the paper writes squared norms), weight 0.1.
+  (the released AdaLoRA code's form; the paper writes squared norms), weight 0.1 (0.3 on RTE
+  and STS-B, as the scripts).
   ``AdaLoraModel.forward`` adds it to ``outputs.loss`` when labels are given, but a
   ``PeftModel`` built without ``task_type`` (as here, and in our LoRA) calls the transformers
   model directly and skips that forward, so the penalty would silently vanish (peft issue
@@ -41,7 +42,7 @@ Pitfalls checked against peft 0.21's source and its issue tracker:
   (a boolean mask per module), not from shapes; ``save_pretrained`` writes the shrunk adapter.
 - The scaling is ``α / init_r`` for every module (peft's ``ranknum``), whatever it keeps: the
   AdaLoRA authors found that rescaling after masking hurt (QingruZhang/AdaLoRA issue #12).
-  With α = 8 this is DoRA's ``s = α / b0`` (SPEC §1); AdaLoRA's own scripts use α = 16-32.
+  α follows AdaLoRA's scripts per task (16 or 32, with their learning rates), not DoRA's 8.
 - ``init_r`` must exceed ``target_r``: with nothing to prune, peft's ``mask_to_budget`` asks
   ``torch.kthvalue`` for k = 0 and fails, so the config refuses it up front.
 - Masking keeps triplets whose score is strictly above the k-th smallest, so exact ties at
@@ -69,6 +70,7 @@ from torch import nn
 from dora_bench.allocation import allocation_grid
 from dora_bench.errors import ConfigError
 from dora_bench.methods.base import AdaptTarget, Method, register_method
+from dora_bench.methods.dropout import use_cheap_dropout
 
 ADAPTER = "default"  # peft's name for the one adapter of a run
 
@@ -82,8 +84,8 @@ class AdaLoRAConfig:
     deltaT: int = 10  # steps between re-allocations in the budget phase (the task's pruning interval)
     beta1: float = 0.85  # EMA of sensitivity (AdaLoRA default)
     beta2: float = 0.85  # EMA of uncertainty (AdaLoRA default)
-    orth_reg_weight: float = 0.1  # weight of the orthogonality penalty on P and Q (AdaLoRA's GLUE scripts)
-    alpha: float = 8.0  # scaling alpha / init_r: DoRA's s = alpha / b0 with the same alpha
+    orth_reg_weight: float = 0.1  # weight of the orthogonality penalty on P and Q (the yaml: per task, as the scripts)
+    alpha: float = 32.0  # scaling alpha / init_r (the yaml: per task, as the scripts whose lr we use)
     dropout: float = 0.1  # on the adapter's input only
 
     def __post_init__(self):
@@ -154,6 +156,7 @@ class AdaLoRA(Method):
             total_step=1, tinit=0, tfinal=0,  # placeholders until on_train_begin knows T
         )
         model = get_peft_model(model, peft_config)
+        use_cheap_dropout(model, cfg.dropout)
         self.model = model  # state_dict needs the allocator and the masks, which live on the model
         self.schedule = [{"step": 0, "kept": sum(self.final_ranks(model).values())}]
         return model

@@ -1,38 +1,25 @@
 """Bottleneck adapters: Houlsby et al. (2019) and Pfeiffer et al. (2021). What trains: the adapters + the task head.
 
-An adapter is a small residual MLP inserted after a frozen sub-layer's output projection:
+An adapter is a small MLP ``f(h) = W_up · act(W_down · h + b_down) + b_up`` (``W_down``: m x d,
+``W_up``: d x m, width ``m``) placed inside a frozen Transformer layer. Each follows its own
+reference implementation, inside a post-LN block ``LayerNorm(dropout(dense(h)) + x)``:
 
-    adapter(h) = h + W_up · act(W_down · h + b_down) + b_up,   W_down: m x d,  W_up: d x m
+- ``houlsby`` (google-research/adapter-bert, ``feedforward_adapter``), after the attention
+  sub-layer and after the FFN: ``LayerNorm(a + f(a) + x)`` with ``a = dropout(dense(h))``;
+  GELU; both projections truncated-normal with std 1e-3 (near identity), biases zero.
+- ``pfeiffer`` (AdapterHub's Pfeiffer / ``SeqBnConfig``: ``original_ln_before``,
+  ``residual_before_ln``, ``original_ln_after``), after the FFN only:
+  ``LayerNorm(f(LayerNorm(a + x)) + a + x)``, the block's own LayerNorm applied twice;
+  ReLU; both projections N(0, 0.02) (AdapterHub's "bert" init), biases zero.
 
-with ``d`` the model width and ``m`` the bottleneck width. ``W_up`` and ``b_up`` start at
-zero, so every adapter is the identity at initialisation and the adapted model computes
-exactly what the backbone computes (Houlsby's near-identity init); ``W_down`` is drawn
-from a normal with std 1e-2 truncated at two std, as Houlsby et al. describe.
+On BART, whose layers apply dropout, residual and LayerNorm inline, the adapter follows the
+output projection (``out_proj``, ``fc2``) as ``a + f(a)`` before them: an approximation of both
+arrangements, noted in the README. Houlsby et al. also train the LayerNorms; we don't, so that
+the counts stay the paper's (every LayerNorm of roberta-base would add 38,400, +12% at budget 2).
 
-The two methods differ only in where the adapters sit:
-
-- ``houlsby``: after every attention sub-layer and after every feed-forward sub-layer
-  (roberta-base: 2 per layer, 24 adapters);
-- ``pfeiffer``: after the feed-forward sub-layer only (roberta-base: 12 adapters).
-
-Exact insertion point. RoBERTa's ``RobertaSelfOutput`` and ``RobertaOutput`` both compute
-``LayerNorm(dropout(dense(h)) + residual)``; we wrap ``attention.output.dense`` and the
-FFN's ``output.dense`` so the adapter acts on the projection's output, before dropout,
-the residual sum and the LayerNorm. BART's layers compute the same thing around
-``self_attn.out_proj`` / ``encoder_attn.out_proj`` and ``fc2``. In the BART decoder
-Houlsby also gets an adapter after cross-attention (``encoder_attn.out_proj``): the rule
-is "one adapter after each sub-layer", and cross-attention is a sub-layer. Pfeiffer's
-AdapterHub configuration also changes where the residual and LayerNorm sit around the
-adapter; we keep one insertion rule for both so that only placement and width differ.
-
-Size from the one ``budget`` knob (SPEC §2): Houlsby's width is ``4 · budget`` and
-Pfeiffer's ``8 · budget``, close to LoRA's count at the same budget. Each adapter
-holds ``2·d·m + m + d`` parameters; on roberta-base (d = 768) that is 313,536 / 1,198,848
-(Houlsby) and 304,320 / 1,189,632 (Pfeiffer) at budgets 2 / 8, the paper's 0.31M / 1.20M
-and 0.30M / 1.19M. The nonlinearity is ReLU, AdapterHub's default for Pfeiffer adapters,
-kept for both so the two methods differ only in placement (``activation=gelu`` switches).
-Houlsby et al. also trained the LayerNorms; we train adapters + head only, so the count
-above is everything that trains besides the head.
+Size from the one ``budget`` knob (SPEC §2): Houlsby's width is ``4 · budget`` and Pfeiffer's
+``8 · budget``. Each adapter holds ``2·d·m + m + d``: on roberta-base 313,536 / 1,198,848
+(Houlsby, 24 adapters) and 304,320 / 1,189,632 (Pfeiffer, 12) at budgets 2 / 8.
 """
 
 from __future__ import annotations
@@ -48,11 +35,14 @@ from torch import nn
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+INITS = ("truncated_normal", "normal")
 
-#: Output projections an adapter follows, by architecture and sub-layer kind. The RoBERTa FFN
-#: pattern needs the layer index right before ``output`` so that it skips ``attention.output.dense``.
+#: The sub-layer blocks an adapter joins, by architecture. RoBERTa/BERT: the output block that
+#: holds ``dense``, ``dropout`` and ``LayerNorm`` (the FFN pattern needs the layer index right before
+#: ``output`` so that it skips ``attention.output``). BART: the output projection itself.
 SITES: dict[str, dict[str, str]] = {
-    "roberta": {"attention": r"attention\.output\.dense$", "ffn": r"layer\.\d+\.output\.dense$"},
+    "roberta": {"attention": r"attention\.output$", "ffn": r"layer\.\d+\.output$"},
+    "bert": {"attention": r"attention\.output$", "ffn": r"layer\.\d+\.output$"},
     "bart": {"attention": r"(self_attn|encoder_attn)\.out_proj$", "ffn": r"\bfc2$"},
 }
 
@@ -61,14 +51,17 @@ SITES: dict[str, dict[str, str]] = {
 class AdapterConfig:
     budget: int  # bT, the CLI's budget; the bottleneck width is width_per_budget * budget
     width_per_budget: int  # Houlsby 4, Pfeiffer 8: either lands near LoRA's count at the same budget
-    activation: str = "relu"  # relu | gelu
-    init_std: float = 1e-2  # std of the down-projection's truncated normal init (Houlsby et al.)
+    activation: str  # relu | gelu
+    init: str  # truncated_normal (adapter-bert) | normal (AdapterHub)
+    init_std: float  # std of both projections' init
 
     def __post_init__(self):
         if int(self.budget) < 1 or int(self.width_per_budget) < 1:
             raise ValueError(f"budget={self.budget} and width_per_budget={self.width_per_budget} must be >= 1: set budget=2")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r} is not known: use one of {', '.join(ACTIVATIONS)}")
+        if self.init not in INITS or not self.init_std > 0:
+            raise ValueError(f"init={self.init!r}, init_std={self.init_std}: use one of {', '.join(INITS)} with init_std > 0")
 
     @property
     def width(self) -> int:
@@ -78,58 +71,90 @@ class AdapterConfig:
 @dataclass
 class HoulsbyConfig(AdapterConfig):
     width_per_budget: int = 4
+    activation: str = "gelu"
+    init: str = "truncated_normal"
+    init_std: float = 1e-3
 
 
 @dataclass
 class PfeifferConfig(AdapterConfig):
     width_per_budget: int = 8
+    activation: str = "relu"
+    init: str = "normal"
+    init_std: float = 0.02
 
 
 class Bottleneck(nn.Module):
-    """``h + up(act(down(h)))`` on the last dimension; shapes ``(..., d) -> (..., d)``."""
+    """``f(h) = up(act(down(h)))`` on the last dimension, (..., d) -> (..., d); no residual inside."""
 
-    def __init__(self, dim: int, width: int, activation: str = "relu", init_std: float = 1e-2):
+    def __init__(self, dim: int, cfg: AdapterConfig):
         super().__init__()
-        self.down = nn.Linear(dim, width)
-        self.act = ACTIVATIONS[activation]()
-        self.up = nn.Linear(width, dim)
-        nn.init.trunc_normal_(self.down.weight, std=init_std, a=-2 * init_std, b=2 * init_std)
-        nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)  # identity at init: the backbone's output is unchanged
-        nn.init.zeros_(self.up.bias)
+        self.down, self.act, self.up = nn.Linear(dim, cfg.width), ACTIVATIONS[cfg.activation](), nn.Linear(cfg.width, dim)
+        for proj in (self.down, self.up):
+            if cfg.init == "truncated_normal":  # TensorFlow's truncated_normal_initializer: cut at 2 std
+                nn.init.trunc_normal_(proj.weight, std=cfg.init_std, a=-2 * cfg.init_std, b=2 * cfg.init_std)
+            else:
+                nn.init.normal_(proj.weight, std=cfg.init_std)
+            nn.init.zeros_(proj.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.up(self.act(self.down(h)))
+        return self.up(self.act(self.down(h)))
+
+
+class HoulsbyOutput(nn.Module):
+    """A frozen post-LN output block with Houlsby's adapter: ``LN(a + f(a) + x)``, ``a = dropout(dense(h))``."""
+
+    def __init__(self, block: nn.Module, adapter: Bottleneck):
+        super().__init__()
+        self.block, self.adapter = block, adapter
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        a = self.block.dropout(self.block.dense(hidden_states))
+        return self.block.LayerNorm(a + self.adapter(a) + input_tensor)
+
+
+class PfeifferOutput(nn.Module):
+    """A frozen post-LN output block with Pfeiffer's adapter: ``LN(f(LN(a + x)) + a + x)``."""
+
+    def __init__(self, block: nn.Module, adapter: Bottleneck):
+        super().__init__()
+        self.block, self.adapter = block, adapter
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        summed = self.block.dropout(self.block.dense(hidden_states)) + input_tensor
+        return self.block.LayerNorm(self.adapter(self.block.LayerNorm(summed)) + summed)
 
 
 class AdaptedProjection(nn.Module):
-    """A frozen output projection followed by its adapter: ``adapter(projection(x))``."""
+    """BART: a frozen output projection followed by its adapter, ``a + f(a)`` with ``a = projection(x)``."""
 
     def __init__(self, projection: nn.Linear, adapter: Bottleneck):
         super().__init__()
-        self.projection = projection
-        self.adapter = adapter
+        self.projection, self.adapter = projection, adapter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.projection(x))
+        a = self.projection(x)
+        return a + self.adapter(a)
 
 
 class BottleneckAdapters(Method):
-    """Shared by Houlsby and Pfeiffer; a subclass names the sub-layers that get an adapter."""
+    """Shared by Houlsby and Pfeiffer; a subclass names the sub-layers and the block arrangement."""
 
     sites: ClassVar[tuple[str, ...]] = ()
+    block: ClassVar[type[nn.Module]] = nn.Module
 
     def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
         for name, p in model.named_parameters():
             p.requires_grad_(target.is_head(name))
         pattern = re.compile("|".join(f"(?:{SITES[target.architecture][s]})" for s in self.sites))
-        places = [(name, m) for name, m in model.named_modules() if pattern.search(name) and isinstance(m, nn.Linear)]
-        cfg = self.config
-        for name, projection in places:
-            adapter = Bottleneck(projection.out_features, cfg.width, cfg.activation, cfg.init_std)
-            adapter.to(device=projection.weight.device, dtype=projection.weight.dtype)
+        places = [(name, m) for name, m in model.named_modules() if pattern.search(name)]
+        for name, module in places:
+            inline = isinstance(module, nn.Linear)  # BART: the projection, not a block
+            weight = module.weight if inline else module.dense.weight
+            adapter = Bottleneck(weight.shape[0], self.config).to(device=weight.device, dtype=weight.dtype)
             parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, AdaptedProjection(projection, adapter))
+            wrapped = AdaptedProjection(module, adapter) if inline else self.block(module, adapter)
+            setattr(model.get_submodule(parent_name), child, wrapped)
         self.sites_found = len(places)
         return model
 
@@ -147,11 +172,13 @@ class BottleneckAdapters(Method):
 class Houlsby(BottleneckAdapters):
     Config = HoulsbyConfig
     sites = ("attention", "ffn")
+    block = HoulsbyOutput
 
 
 class Pfeiffer(BottleneckAdapters):
     Config = PfeifferConfig
     sites = ("ffn",)
+    block = PfeifferOutput
 
 
 register_method("houlsby", Houlsby)

@@ -123,7 +123,8 @@ class Method:
 _REGISTRY: dict[str, type[Method]] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
-#: Keys of ``conf/method/*.yaml`` read by the training loop, not by the method's Config.
+#: Keys of ``conf/method/*.yaml`` read by the training loop, not by the method's Config. Keys ending
+#: in ``_by_task`` are per-task tables that the yaml's own interpolations read (AdaLoRA's alpha).
 LOOP_KEYS = ("name", "lr", "lr_by_task")
 
 
@@ -151,7 +152,7 @@ def method_class(name: str) -> type[Method]:
 def build_method(method_cfg: dict[str, Any]) -> Method:
     """Build a method from its resolved config group (``cfg.method`` as a plain dict)."""
     cls = method_class(method_cfg["name"])
-    args = {k: v for k, v in method_cfg.items() if k not in LOOP_KEYS}
+    args = {k: v for k, v in method_cfg.items() if k not in LOOP_KEYS and not k.endswith("_by_task")}
     fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
     unknown = sorted(set(args) - fields)
     if unknown:

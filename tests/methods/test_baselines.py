@@ -58,8 +58,8 @@ def trainable(model) -> set[str]:
 
 PLACEMENT = {
     ("houlsby", "tiny"): {f"roberta.encoder.layer.{i}.{m}.adapter" for i in (0, 1)
-                          for m in ("attention.output.dense", "output.dense")},
-    ("pfeiffer", "tiny"): {f"roberta.encoder.layer.{i}.output.dense.adapter" for i in (0, 1)},
+                          for m in ("attention.output", "output")},
+    ("pfeiffer", "tiny"): {f"roberta.encoder.layer.{i}.output.adapter" for i in (0, 1)},
     ("houlsby", "tiny-bart"): {"model.encoder.layers.0.self_attn.out_proj.adapter", "model.encoder.layers.0.fc2.adapter",
                                "model.decoder.layers.0.self_attn.out_proj.adapter",
                                "model.decoder.layers.0.encoder_attn.out_proj.adapter",
@@ -82,23 +82,76 @@ def test_adapters_sit_after_the_named_projections_and_only_they_train(method, ba
     assert any(target.is_head(n) for n in trainable(model)) == bool(target.head_modules)
 
 
-@pytest.mark.parametrize("method", ["houlsby", "pfeiffer", "adalora", "dora_wd", "lora"])
-@pytest.mark.parametrize("backbone", ["tiny", "tiny-bart"])
-def test_adapted_model_computes_what_the_backbone_computes_at_init(method, backbone):
-    model, target = tiny(backbone)
-    model.eval()
+def _logits(model, backbone: str) -> torch.Tensor:
     inputs = {k: v for k, v in batch(backbone).items() if k != "labels"}
     if backbone == "tiny-bart":
         inputs["decoder_input_ids"] = batch(backbone)["labels"]
+    model.eval()
     with torch.no_grad():
-        before = model(**inputs).logits.clone()
-    sizes = {"houlsby": {"budget": 2}, "pfeiffer": {"budget": 2}, "adalora": {"target_r": 2},
-             "dora_wd": {"r": 2}, "lora": {"r": 2}}[method]
+        return model(**inputs).logits.clone()
+
+
+@pytest.mark.parametrize("method", ["adalora", "dora_wd", "lora"])
+@pytest.mark.parametrize("backbone", ["tiny", "tiny-bart"])
+def test_adapted_model_computes_what_the_backbone_computes_at_init(method, backbone):
+    model, target = tiny(backbone)
+    before = _logits(model, backbone)
+    sizes = {"adalora": {"target_r": 2}, "dora_wd": {"r": 2}, "lora": {"r": 2}}[method]
     adapted = build_method({"name": method, **sizes}).apply(model, target)
-    adapted.eval()
+    torch.testing.assert_close(_logits(adapted, backbone), before, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["houlsby", "pfeiffer"])
+@pytest.mark.parametrize("backbone", ["tiny", "tiny-bart"])
+def test_an_adapter_whose_up_projection_is_zero_leaves_the_block_as_it_was(method, backbone):
+    """f = 0 must give back the frozen block exactly: the wrapper re-implements it faithfully
+    (Pfeiffer's LN(f(LN(a + x)) + a + x) is LN(a + x) again)."""
+    model, target = tiny(backbone)
+    before = _logits(model, backbone)
+    adapted = build_method({"name": method, "budget": 2}).apply(model, target)
+    assert not torch.equal(_logits(adapted, backbone), before)  # a random f changes it, if only a little
     with torch.no_grad():
-        after = adapted(**inputs).logits
-    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+        for name, module in adapted.named_modules():
+            if name.endswith(".adapter.up"):
+                module.weight.zero_()
+                module.bias.zero_()
+    torch.testing.assert_close(_logits(adapted, backbone), before, atol=1e-6, rtol=0)
+
+
+def test_houlsby_and_pfeiffer_blocks_compute_their_reference_arrangements():
+    """Against the formulas written out by hand on one RoBERTa output block (eval: no dropout).
+    Houlsby (adapter-bert): LN(a + f(a) + x); Pfeiffer (AdapterHub): LN(f(LN(a + x)) + a + x)."""
+    import torch.nn.functional as F
+
+    from dora_bench.methods.adapters import Bottleneck, HoulsbyConfig, HoulsbyOutput, PfeifferConfig, PfeifferOutput
+
+    model, _ = tiny()
+    block = model.roberta.encoder.layer[0].output.eval()
+    torch.manual_seed(3)
+    h, x = torch.randn(2, 5, 64), torch.randn(2, 5, 32)
+    a = h @ block.dense.weight.T + block.dense.bias
+    norm = block.LayerNorm
+    for config, wrapper, act in ((HoulsbyConfig(budget=1, init_std=0.3), HoulsbyOutput, F.gelu),
+                                 (PfeifferConfig(budget=1), PfeifferOutput, F.relu)):
+        adapter = Bottleneck(32, config)
+        f = lambda v: act(v @ adapter.down.weight.T + adapter.down.bias) @ adapter.up.weight.T + adapter.up.bias  # noqa: E731
+        expected = norm(a + f(a) + x) if wrapper is HoulsbyOutput else norm(f(norm(a + x)) + a + x)
+        with torch.no_grad():
+            torch.testing.assert_close(wrapper(block, adapter)(h, x), expected, atol=1e-5, rtol=1e-5)
+            assert f(a).abs().max() > 1e-3  # the adapter's term is not negligible, so the test can fail
+
+
+def test_adapter_inits_follow_their_references():
+    from dora_bench.methods.adapters import Bottleneck, HoulsbyConfig, PfeifferConfig
+
+    torch.manual_seed(0)
+    houlsby, pfeiffer = Bottleneck(768, HoulsbyConfig(budget=8)), Bottleneck(768, PfeifferConfig(budget=8))
+    for proj in (houlsby.down, houlsby.up):  # truncated normal, std 1e-3, cut at 2 std
+        assert proj.weight.abs().max() <= 2e-3 and 0.8e-3 < proj.weight.std() < 1e-3
+        assert not proj.bias.any()
+    for proj in (pfeiffer.down, pfeiffer.up):  # N(0, 0.02)
+        assert 0.019 < proj.weight.std() < 0.021 and proj.weight.abs().max() > 0.04
+    assert isinstance(houlsby.act, torch.nn.GELU) and isinstance(pfeiffer.act, torch.nn.ReLU)
 
 
 def test_adapter_learns_a_nonzero_update():
@@ -107,7 +160,7 @@ def test_adapter_learns_a_nonzero_update():
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model(**batch("tiny")).loss.backward()
     optimizer.step()
-    up = model.get_submodule("roberta.encoder.layer.0.output.dense.adapter.up")
+    up = model.get_submodule("roberta.encoder.layer.0.output.adapter.up")
     assert up.weight.abs().sum() > 0  # the zero init does not trap it at the identity
 
 
