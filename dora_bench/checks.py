@@ -60,10 +60,13 @@ def check_config(cfg: DictConfig) -> None:
 
 def resolve_lr(cfg: DictConfig) -> tuple[float, str]:
     """The learning rate and where it came from, in order of precedence:
-    ``trainer.lr`` (the command line) > the method's published lr for this task
+    ``trainer.lr`` (the command line) > a rate picked for the method by a sweep (``lr_picks``,
+    with ``lr_picks_source`` saying which) > the method's published lr for this task
     (``method.lr_by_task``) > the method's lr (``method.lr``) > the task's (Table 8)."""
+    picks = cfg.get("lr_picks") or {}
     candidates: list[tuple[Any, str]] = [
         (cfg.trainer.lr, "trainer.lr"),
+        (picks.get(cfg.method.name), f"lr_picks.{cfg.method.name} ({cfg.get('lr_picks_source') or 'source not given'})"),
         ((cfg.method.get("lr_by_task") or {}).get(cfg.task.name), f"method.lr_by_task.{cfg.task.name}"),
         (cfg.method.get("lr"), "method.lr"),
         (cfg.task.get("lr"), "task.lr"),

@@ -19,6 +19,10 @@ class OfflineError(UserError):
     """A model or tokenizer that is neither cached nor reachable."""
 
 
+class TrainingDiverged(UserError):
+    """The loss or the gradient norm stopped being finite: the run stops there (a sweep goes on)."""
+
+
 class RunSkipped(UserError):
     """Not an error for a sweep: the run is done or under way elsewhere; the CLI says why and exits 0."""
 

@@ -29,7 +29,7 @@ from dora_bench import records
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_tokenizer
 from dora_bench.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
 from dora_bench.checks import check_config, resolve_lr
-from dora_bench.errors import ConfigError, RecordExistsError, UserError
+from dora_bench.errors import ConfigError, RecordExistsError, TrainingDiverged, UserError
 from dora_bench.methods import Method, build_method
 from dora_bench.tasks import load_task, task_model_kind
 
@@ -131,8 +131,9 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
     optimizer = build_optimizer(model, lr, cfg.trainer.weight_decay, device)
     scheduler = linear_warmup_decay(optimizer, round(cfg.trainer.warmup_ratio * total_steps), total_steps)
     autocast = autocast_factory(device, cfg.trainer.precision)
+    record["precision"] = "fp32" if autocast is contextlib.nullcontext else "bf16-autocast"
     print(f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {steps_per_epoch}), lr {lr:g} from {lr_source}, "
-          f"device {record['device']}, precision {'bf16' if autocast is not contextlib.nullcontext else 'fp32'}")
+          f"device {record['device']}, precision {record['precision']}")
     record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps}
     checkpoint_path = out_dir / records.CHECKPOINT_NAME
     done_epochs, step = 0, 0
@@ -153,6 +154,7 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
             set_rng_state(checkpoint["rng"])
 
         # -- the loop -----------------------------------------------------------------------
+        last_finite = None  # named in the error if the loss stops being finite
         bar = tqdm(total=total_steps, initial=step, disable=not cfg.trainer.progress, dynamic_ncols=True, desc="train")
         for epoch in range(done_epochs + 1, num_epochs + 1):
             model.train()
@@ -169,12 +171,16 @@ def _run(cfg, method: Method, record, record_path: Path, out_dir: Path, lr: floa
                 loss = task_loss if extra is None else task_loss + extra
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), cfg.trainer.max_grad_norm)
+                loss_value = loss.item()  # one GPU sync per step; the check, the bar and the log need it
+                if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+                    raise TrainingDiverged(f"step {step}: loss {loss_value}, gradient norm {float(grad_norm)} "
+                                           f"(last finite loss {last_finite}): lower the lr, then rerun")
                 optimizer.step()
                 scheduler.step()
                 method.after_step(model, step)  # gradients are still there (AdaLoRA's sensitivity needs them)
                 optimizer.zero_grad(set_to_none=True)
 
-                loss_value = loss.item()  # one GPU sync per step; the bar and log need the number anyway
+                last_finite = loss_value
                 loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", epoch=epoch)

@@ -30,11 +30,16 @@ EXPERIMENTS = {
     "table6_init_budget": (3 * 5 * 5, 3 * 5 * 5),
     "figure2_allocation": (1 * 2 * 4 * 5, 1 * 2 * 4 * 5),
     "table9_efficiency": (7 * 5, 7 * 5),
+    # MiniLM study: 5 seeds x 5 tasks x 8 methods at one budget; the lr sweep: 2 tasks x 8 methods x 3 rates
+    "minilm_glue": (5 * 5 * 8, 5 * 5 * 8),
+    "minilm_lr_sweep": (2 * 8 * 3, 2 * 8 * 3),
 }
+SEEDS = {"minilm_lr_sweep": {"100"}}  # the sweep's own seed, apart from the main grid's 0-4
 
 # debug=smoke: the demo task in place of the paper's tasks, seeds 0 and 1; methods, budgets, arms kept
 SMOKE_JOBS = {"table2": 2 * 7 * 2, "table3": 2 * 7 * 2, "table4": 2 * 4 * 2, "table5_dem": 2 * 2,
-              "table6_init_budget": 5 * 2, "figure2_allocation": 2 * 4 * 2, "table9_efficiency": 7 * 2}
+              "table6_init_budget": 5 * 2, "figure2_allocation": 2 * 4 * 2, "table9_efficiency": 7 * 2,
+              "minilm_glue": 8 * 2, "minilm_lr_sweep": 8 * 3 * 2}
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +99,13 @@ def test_experiment_sweeps_the_paper_grid_and_every_job_composes(hydra_compose, 
     assert cfg.hydra.mode.name == "MULTIRUN"  # `dora-bench experiment=...` sweeps without -m
     jobs = sweep_jobs(cfg)
     assert (len(jobs), len({run_identity(job) for job in jobs})) == EXPERIMENTS[name]
-    assert {item.split("=")[1] for job in jobs for item in job if item.startswith("seed=")} == {"0", "1", "2", "3", "4"}
+    seeds = {item.split("=")[1] for job in jobs for item in job if item.startswith("seed=")}
+    assert seeds == SEEDS.get(name, {"0", "1", "2", "3", "4"})
     for overrides in covering_jobs(jobs):  # every task, method, budget and arm in some job that composes
         job = hydra_compose(f"experiment={name}", *overrides)
         OmegaConf.to_container(OmegaConf.masked_copy(job, [k for k in job if k != "hydra"]), resolve=True)
-        assert job.backbone.name == ("bart-base" if name == "table4" else "roberta-base")
+        expected = "bart-base" if name == "table4" else "minilm" if name.startswith("minilm") else "roberta-base"
+        assert job.backbone.name == expected
 
 
 def test_ablation_arms_set_their_variant_and_knob(hydra_compose):

@@ -1,0 +1,143 @@
+"""The MiniLM study (issue 8): real pretrained weights on real GLUE, every method, on a CPU box.
+
+    python scripts/minilm_study.py sweep --data-dir ../shared/data/glue_data   # experiment=minilm_lr_sweep
+    python scripts/minilm_study.py pick                                        # -> results/minilm/lr_picks.yaml
+    python scripts/minilm_study.py main --data-dir ... --seeds 0,1,2           # experiment=minilm_glue
+    python scripts/minilm_study.py dem --data-dir ... --seeds 0,1,2            # DoRA without DEM, STS-B + CoLA
+    python scripts/minilm_study.py all --data-dir ...                          # the whole study, in priority order
+
+Each stage starts ``--workers`` copies of the same ``dora-bench -m`` sweep: every run claims its folder,
+so each is trained once, by whichever worker reaches it first, and a stage (or the whole study)
+started again skips the complete records and goes on where it stopped. Logs: results/minilm/logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+RESULTS = Path("results/minilm")
+SWEEP = RESULTS / "lr_sweep"
+PICKS = RESULTS / "lr_picks.yaml"
+SWEEP_TASKS = ("stsb", "cola")
+METHODS = "dora,lora,adalora,houlsby,pfeiffer,bitfit,full_ft,dora_wd"
+
+
+def run_workers(stage: str, overrides: list[str], workers: int) -> int:
+    """``workers`` copies of one sweep, side by side; the exit status of the worst."""
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "dora_bench.cli", "-m", *overrides]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    print(f"[study] {stage}: {workers} x dora-bench -m {' '.join(overrides)}", flush=True)
+    procs = []
+    for k in range(workers):
+        log = (logs / f"{stage}-w{k}.log").open("a")
+        procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+        time.sleep(20)  # the second worker starts on the job after the first one's claim
+    return max(p.wait() for p in procs)
+
+
+def sweep(args) -> int:
+    return run_workers("sweep", ["experiment=minilm_lr_sweep", f"task.data_dir={args.data_dir}"], args.workers)
+
+
+def pick(args) -> int:
+    """One rate per method: the best mean main metric over the sweep's tasks (ties: the lower rate)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from dora_bench.records import read_record
+
+    scores: dict[str, dict[float, dict[str, float | None]]] = {}
+    for path in sorted(SWEEP.glob("runs/*/minilm/*/b*/seed*/record.json")):
+        record = read_record(path)
+        method = record["method"]
+        lr = float(record["extras"].get("lr") or record["config"]["trainer"]["lr"])
+        ok = record["status"] == "complete" and record["best"]
+        value = record["best"]["metrics"][record["main_metric"]] if ok else None
+        scores.setdefault(method, {}).setdefault(lr, {})[record["task"]] = value
+    picks, lines = {}, ["| method | lr | " + " | ".join(SWEEP_TASKS) + " | mean | picked |", "|---|---:|" + "---:|" * (len(SWEEP_TASKS) + 2)]
+    missing = []
+    for method in METHODS.split(","):
+        rates = scores.get(method, {})
+        means = {}
+        for lr, by_task in sorted(rates.items()):
+            values = [by_task.get(t) for t in SWEEP_TASKS]
+            if all(v is not None for v in values):
+                means[lr] = sum(values) / len(values)
+            else:
+                missing.append(f"{method} lr {lr:g}: " + ", ".join(t for t, v in zip(SWEEP_TASKS, values) if v is None))
+        if len(means) < 3:
+            missing.append(f"{method}: {3 - len(means)} of 3 rates without a complete score on every task")
+        if means:
+            best = max(sorted(means), key=lambda lr: means[lr])  # sorted: on a tie the lower rate wins
+            picks[method] = best
+        for lr, by_task in sorted(rates.items()):
+            cells = " | ".join("failed" if by_task.get(t) is None else f"{100 * by_task[t]:.2f}" for t in SWEEP_TASKS)
+            mean = f"{100 * means[lr]:.2f}" if lr in means else "-"
+            edge = " (grid edge)" if means and picks.get(method) == lr and lr in (min(rates), max(rates)) else ""
+            lines.append(f"| {method} | {lr:g} | {cells} | {mean} | {'**yes**' + edge if picks.get(method) == lr else ''} |")
+    table = "\n".join(lines)
+    print(table)
+    if missing:
+        print("[study] incomplete sweep:\n  " + "\n  ".join(missing))
+    source = (f"minilm_lr_sweep: seed 100, best mean of {' + '.join(SWEEP_TASKS)} main metrics over 3 rates; "
+              f"{PICKS}")
+    PICKS.write_text(yaml.safe_dump({"lr_picks": picks, "lr_picks_source": source, "complete": not missing,
+                                     "sweep_table": table.splitlines()}, sort_keys=False))
+    print(f"[study] wrote {PICKS}")
+    return 0 if picks and not missing else 1
+
+
+def picked_overrides() -> list[str]:
+    if not PICKS.is_file():
+        raise SystemExit(f"no {PICKS}: run `python scripts/minilm_study.py sweep` and `pick` first")
+    saved = yaml.safe_load(PICKS.read_text())
+    rates = ",".join(f"{method}:{lr}" for method, lr in saved["lr_picks"].items())
+    return [f"lr_picks={{{rates}}}", f"lr_picks_source='{saved['lr_picks_source']}'"]
+
+
+def main_grid(args) -> int:
+    return run_workers("main", ["experiment=minilm_glue", f"task.data_dir={args.data_dir}", f"seed={args.seeds}",
+                                f"method={args.methods}", *picked_overrides()], args.workers)
+
+
+def dem(args) -> int:
+    """Table 5's shape: DoRA with gamma = 0 (variant nodem) beside the main grid's DoRA runs."""
+    return run_workers("dem", ["experiment=minilm_glue", f"task.data_dir={args.data_dir}", f"seed={args.seeds}",
+                               "task=stsb,cola", "method=dora", "method.dem_coef=0", "variant=nodem",
+                               *picked_overrides()], args.workers)
+
+
+def everything(args) -> int:
+    """Priority order, so that a study cut short has the most useful part: rates, then three seeds of
+    every cell, then the DEM ablation, then seeds 3 and 4."""
+    status = sweep(args)
+    if pick(args) != 0:
+        print("[study] the sweep is incomplete; picks use the rates that finished", file=sys.stderr)
+    for seeds, stage in (("0,1,2", main_grid), ("0,1,2", dem), ("3,4", main_grid), ("3,4", dem)):
+        args.seeds = seeds
+        status = max(status, stage(args))
+    return status
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", choices=("sweep", "pick", "main", "dem", "all"))
+    parser.add_argument("--data-dir", default="../shared/data/glue_data", help="the GLUE TSV folder")
+    parser.add_argument("--workers", type=int, default=2, help="runs at a time (default: one per core)")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--methods", default=METHODS)
+    args = parser.parse_args()
+    if args.stage != "pick" and not Path(args.data_dir, "RTE", "dev.tsv").is_file():
+        parser.error(f"--data-dir {args.data_dir} holds no RTE/dev.tsv: point it at the GLUE TSV folder")
+    return {"sweep": sweep, "pick": pick, "main": main_grid, "dem": dem, "all": everything}[args.stage](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
