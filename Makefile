@@ -10,7 +10,7 @@ STAMP     := $(dir $(PY)).dora-bench-installed
 RESULTS   ?= results
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-all tables params bench clean
+.PHONY: help setup demo test test-all lint tables params bench clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -27,17 +27,21 @@ $(STAMP): pyproject.toml
 demo: setup  ## the main job on the embedded default: demo task, tiny backbone, every method, 2 seeds (CPU, offline)
 	$(PY) scripts/demo.py --results-dir $(RESULTS)/demo
 
+lint: setup  ## ruff check + ruff format --check (CI runs it before the tests)
+	$(dir $(PY))ruff check dora_bench tests scripts
+	$(dir $(PY))ruff format --check dora_bench tests scripts
+
 test: setup  ## the test suite, slow tests left out (CPU, offline)
 	$(PY) -m pytest -q
 
 test-all: setup  ## every test, slow ones included
 	$(PY) -m pytest -q -m "slow or not slow"
 
-tables: setup  ## the paper's tables and figures from $(RESULTS)/runs (stat=mean|median epoch=best|last)
-	$(PY) -m dora_bench.tables results_dir=$(RESULTS) $(ARGS)
+tables: setup  ## the paper's tables and figures from $(RESULTS)/runs (ARGS="--stat median --epoch last ...")
+	$(dir $(PY))dora-bench-tables --results-dir $(RESULTS) $(ARGS)
 
 params: setup  ## trainable parameters of every method at budgets 2 and 8 vs the paper (roberta-base, bart-base; random init)
-	$(PY) -m dora_bench.params
+	$(dir $(PY))dora-bench-params
 
 bench: setup  ## one training step: DoRA vs LoRA vs naive scoring (roberta-base, random init; ARGS="--device cuda")
 	$(PY) scripts/bench_step.py $(ARGS)

@@ -63,10 +63,12 @@ class BackboneConfig:
         if not self.name_or_path and not self.package:
             raise ConfigError(f"backbone {self.name!r} names no weights: set backbone.name_or_path=<Hub id or folder>")
         if self.init == "random" and not self.random_config:
-            raise ConfigError(f"backbone {self.name!r} has no random_config: set backbone.random_config=<file in {CONFIG_DIR}>")
+            raise ConfigError(
+                f"backbone {self.name!r} has no random_config: set backbone.random_config=<file in {CONFIG_DIR}>"
+            )
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "BackboneConfig":
+    def from_dict(cls, raw: dict) -> BackboneConfig:
         raw = dict(raw)
         raw["target_modules"] = tuple(raw["target_modules"])
         return cls(**raw)
@@ -101,12 +103,18 @@ def load_tokenizer(cfg: BackboneConfig):
     if local.is_dir():
         # A bare BPE folder (vocab.json + merges.txt, no tokenizer_config.json) carries no
         # class name, so the backbone's architecture picks the class.
-        if (local / "vocab.json").is_file() and (local / "merges.txt").is_file() and not (local / "tokenizer_config.json").is_file():
+        if (
+            (local / "vocab.json").is_file()
+            and (local / "merges.txt").is_file()
+            and not (local / "tokenizer_config.json").is_file()
+        ):
             cls = RobertaTokenizer if cfg.architecture == "roberta" else BartTokenizer
             return cls.from_pretrained(str(local))
         return _from_pretrained(AutoTokenizer, str(local), "tokenizer")
     if source.startswith((".", "/", "~")):
-        raise ConfigError(f"tokenizer folder {source!r} does not exist: pass an existing folder or a Hub id to backbone.tokenizer")
+        raise ConfigError(
+            f"tokenizer folder {source!r} does not exist: pass an existing folder or a Hub id to backbone.tokenizer"
+        )
     return _from_pretrained(AutoTokenizer, source, "tokenizer")
 
 
@@ -145,7 +153,9 @@ def adapt_target(cfg: BackboneConfig, model_kind: str) -> AdaptTarget:
     try:
         heads = HEADS[(cfg.architecture, model_kind)]
     except KeyError:
-        raise ConfigError(f"backbone {cfg.name!r} has no {model_kind} head: pick another backbone for this task") from None
+        raise ConfigError(
+            f"backbone {cfg.name!r} has no {model_kind} head: pick another backbone for this task"
+        ) from None
     return AdaptTarget(architecture=cfg.architecture, target_modules=cfg.target_modules, head_modules=heads)
 
 
@@ -157,9 +167,15 @@ def _from_pretrained(auto, source: str, what: str, **kwargs):
         return auto.from_pretrained(source, local_files_only=not is_local and not hub_reachable(), **kwargs)
     except OSError as err:
         if is_local:
-            raise ConfigError(f"{what} folder {source!r} can't be loaded ({first_line(err)}): check its files") from None
+            raise ConfigError(
+                f"{what} folder {source!r} can't be loaded ({first_line(err)}): check its files"
+            ) from None
         raise OfflineError(
             f"can't load {what} {source!r}: not cached and the Hugging Face Hub is unreachable; "
             f"offline options: backbone.name_or_path=/local/dir (a saved checkpoint) or backbone.init=random"
-            + (" with backbone.tokenizer=/dir/with/vocab.json+merges.txt or backbone.tokenizer=bytes" if what == "tokenizer" else "")
+            + (
+                " with backbone.tokenizer=/dir/with/vocab.json+merges.txt or backbone.tokenizer=bytes"
+                if what == "tokenizer"
+                else ""
+            )
         ) from None

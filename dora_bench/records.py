@@ -34,21 +34,62 @@ RECORD_NAME = "record.json"
 CHECKPOINT_NAME = "checkpoint.pt"
 
 RECORD_KEYS = (
-    "schema_version", "task", "method", "variant", "budget", "seed", "backbone",
-    "status", "error", "config", "git_commit", "versions", "device", "precision", "started_at", "finished_at",
-    "trainable_params", "eval_examples", "main_metric", "epochs", "best", "last",
-    "peak_gpu_mib", "extras", "artifacts",
+    "schema_version",
+    "task",
+    "method",
+    "variant",
+    "budget",
+    "seed",
+    "backbone",
+    "status",
+    "error",
+    "config",
+    "git_commit",
+    "versions",
+    "device",
+    "precision",
+    "started_at",
+    "finished_at",
+    "trainable_params",
+    "eval_examples",
+    "main_metric",
+    "epochs",
+    "best",
+    "last",
+    "peak_gpu_mib",
+    "extras",
+    "artifacts",
 )
 
 
 #: Config keys that say where or how a run executed, not what it learnt: a resumed run may
 #: change them, and records that differ only in them (and the seed) pool into one table cell.
-EXECUTION_KEYS = frozenset({
-    "results_dir", "cache_dir", "overwrite", "resume", "dry_run", "logger", "wandb_project", "wandb_group",
-    "num_gpus", "runs_per_gpu", "hydra", "trainer.device", "trainer.progress", "trainer.num_workers",
-    "trainer.cpu_threads", "trainer.log_every", "trainer.eval_batch_size", "trainer.checkpoint",
-    "task.data_dir", "task.train_file", "task.dev_file", "backbone.name_or_path",
-})
+EXECUTION_KEYS = frozenset(
+    {
+        "results_dir",
+        "cache_dir",
+        "overwrite",
+        "resume",
+        "dry_run",
+        "logger",
+        "wandb_project",
+        "wandb_group",
+        "num_gpus",
+        "runs_per_gpu",
+        "hydra",
+        "trainer.device",
+        "trainer.progress",
+        "trainer.num_workers",
+        "trainer.cpu_threads",
+        "trainer.log_every",
+        "trainer.eval_batch_size",
+        "trainer.checkpoint",
+        "task.data_dir",
+        "task.train_file",
+        "task.dev_file",
+        "backbone.name_or_path",
+    }
+)
 
 
 def is_execution_key(key: str) -> bool:
@@ -66,8 +107,16 @@ def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run_dir(results_dir: str | Path, *, task: str, backbone: str, method: str, variant: str | None,
-            budget: int | None, seed: int) -> Path:
+def run_dir(
+    results_dir: str | Path,
+    *,
+    task: str,
+    backbone: str,
+    method: str,
+    variant: str | None,
+    budget: int | None,
+    seed: int,
+) -> Path:
     """The folder of one run, built from its settings."""
     method_part = method if not variant else f"{method}-{variant}"
     budget_part = "b-" if budget is None else f"b{budget}"
@@ -126,8 +175,10 @@ def claim(folder: str | Path) -> Iterator[Path]:
             if attempt == 1 and _claim_is_stale(holder):
                 path.unlink(missing_ok=True)
                 continue
-            raise RunInProgressError(f"{folder} is being trained by {holder or 'another process'}: skipped; "
-                                     f"if no such process runs, delete {path}") from None
+            raise RunInProgressError(
+                f"{folder} is being trained by {holder or 'another process'}: skipped; "
+                f"if no such process runs, delete {path}"
+            ) from None
     with os.fdopen(fd, "w") as handle:
         handle.write(owner)
     try:
@@ -166,10 +217,16 @@ def clear_run_dir(folder: str | Path, keep: tuple[str, ...] = ()) -> None:
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON so that a reader sees the old file or the new one, never half of one."""
+
     def dump(handle) -> None:
         handle.write((json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
 
     return _write_atomic(path, dump)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file (a table, a note) so that a reader never sees half of it."""
+    return _write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
 def save_torch_atomic(path: str | Path, payload: Any) -> Path:
@@ -216,8 +273,13 @@ def git_commit() -> str | None:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

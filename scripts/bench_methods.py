@@ -21,9 +21,10 @@ import warnings
 import torch
 
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model
+from dora_bench.configs import conf_dir
 from dora_bench.methods import build_method, method_names
-from dora_bench.params import CONF_DIR, method_config
-from dora_bench.train import build_optimizer, optimizer_params
+from dora_bench.report.params import method_config
+from dora_bench.run.train import build_optimizer, optimizer_params
 
 DEFAULT_METHODS = "full_ft,bitfit,houlsby,pfeiffer,lora,adalora,dora,dora_wd"
 
@@ -34,7 +35,7 @@ class Runner:
     def __init__(self, name: str, args: argparse.Namespace, device: torch.device):
         import yaml
 
-        raw = yaml.safe_load((CONF_DIR / "backbone" / f"{args.backbone}.yaml").read_text())
+        raw = yaml.safe_load((conf_dir() / "backbone" / f"{args.backbone}.yaml").read_text())
         backbone = BackboneConfig.from_dict({**raw, **({"init": "random"} if args.random_init else {})})
         torch.manual_seed(0)
         model = load_model(backbone, "sequence_classification", num_labels=2)
@@ -54,9 +55,11 @@ class Runner:
     def step(self) -> float:
         self.steps += 1
         shape = (self.args.batch_size, self.args.seq_len)
-        batch = {"input_ids": torch.randint(1000, self.vocab, shape, generator=self.generator),
-                 "attention_mask": torch.ones(shape, dtype=torch.long),
-                 "labels": torch.randint(0, 2, (shape[0],), generator=self.generator)}
+        batch = {
+            "input_ids": torch.randint(1000, self.vocab, shape, generator=self.generator),
+            "attention_mask": torch.ones(shape, dtype=torch.long),
+            "labels": torch.randint(0, 2, (shape[0],), generator=self.generator),
+        }
         batch = {k: v.to(self.device) for k, v in batch.items()}
         self.sync()
         start = time.perf_counter()
@@ -102,9 +105,12 @@ def main(argv: list[str] | None = None) -> None:
             if i >= args.warmup:
                 times[name].append(seconds)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"### step time: {args.backbone}{' (random init)' if args.random_init else ''}, budget {args.budget}, "
-          f"batch {args.batch_size} x {args.seq_len}, {where}, fp32{' + bf16 autocast' if device.type == 'cuda' else ''}, "
-          f"median of {args.steps} steps (round robin)\n")
+    print(
+        f"### step time: {args.backbone}{' (random init)' if args.random_init else ''}, budget {args.budget}, "
+        f"batch {args.batch_size} x {args.seq_len}, {where}, fp32{' + bf16 autocast' if device.type == 'cuda' else ''}"
+        f", "
+        f"median of {args.steps} steps (round robin)\n"
+    )
     reference = statistics.median(times["full_ft"]) if "full_ft" in times else None
     print("| method | s / step (median) | min | max | / Full FT |")
     print("|---|---:|---:|---:|---:|")

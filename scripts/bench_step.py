@@ -18,16 +18,16 @@ import argparse
 import statistics
 import time
 import warnings
-from pathlib import Path
 
 import torch
 import yaml
 
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model
+from dora_bench.configs import conf_dir
 from dora_bench.methods import build_method
 from dora_bench.methods.dora import EPS, DoRA, DoRAConfig
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
+CONF = conf_dir() / "backbone"
 
 
 def materialised_scores(A: torch.Tensor, B: torch.Tensor, c: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -120,10 +120,12 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_size, args.seq_len = min(args.batch_size, 4), min(args.seq_len, 32)
     device = torch.device(args.device)
     name = "tiny" if args.tiny else "roberta-base"
-    print(f"{name} random init, batch {args.batch_size} x {args.seq_len}, {args.steps} timed steps after "
-          f"{args.warmup} warm-up, device {device}, {'bf16 autocast' if device.type == 'cuda' else 'fp32'}, "
-          f"budget {args.budget} (b0 = {DoRAConfig(final_budget=args.budget).init_budget}), "
-          f"pruning interval {args.pruning_interval}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{name} random init, batch {args.batch_size} x {args.seq_len}, {args.steps} timed steps after "
+        f"{args.warmup} warm-up, device {device}, {'bf16 autocast' if device.type == 'cuda' else 'fp32'}, "
+        f"budget {args.budget} (b0 = {DoRAConfig(final_budget=args.budget).init_budget}), "
+        f"pruning interval {args.pruning_interval}, torch threads {torch.get_num_threads()}"
+    )
     # Round robin, one step of each variant in turn: a machine whose load drifts (a shared
     # CPU, a GPU clocking down) then slows every variant alike.
     runners = {v: Runner(v, args, device) for v in ("lora", "dora", "dora-materialised")}
@@ -137,8 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     means = {}
     for variant, (steps, books) in times.items():
         means[variant] = (statistics.mean(steps), statistics.mean(books))
-        print(f"  {variant:<18} step {means[variant][0] * 1e3:9.2f} ms (median {statistics.median(steps) * 1e3:9.2f})"
-              f"   method bookkeeping {means[variant][1] * 1e3:8.3f} ms")
+        print(
+            f"  {variant:<18} step {means[variant][0] * 1e3:9.2f} ms (median {statistics.median(steps) * 1e3:9.2f})"
+            f"   method bookkeeping {means[variant][1] * 1e3:8.3f} ms"
+        )
     print(f"DoRA / LoRA step time:                    {means['dora'][0] / means['lora'][0]:.3f}")
     print(f"materialised / closed-form step time:     {means['dora-materialised'][0] / means['dora'][0]:.3f}")
     print(f"materialised / closed-form bookkeeping:   {means['dora-materialised'][1] / means['dora'][1]:.2f}")

@@ -26,13 +26,27 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(method_names()), help="comma-separated methods (default: all)")
     parser.add_argument("--budget", type=int, default=2, help="budget= for every method (default: %(default)s)")
     # The methods' own rates are published for roberta-base; the 32-wide random model wants one larger rate.
-    parser.add_argument("--lr", type=float, default=5e-3, help="one learning rate for every method (default: %(default)s)")
+    parser.add_argument(
+        "--lr", type=float, default=5e-3, help="one learning rate for every method (default: %(default)s)"
+    )
     args = parser.parse_args()
 
-    sweep = [sys.executable, "-m", "dora_bench.cli", "-m", "task=demo", "backbone=tiny", f"method={args.methods}",
-             f"seed={args.seeds}", f"budget={args.budget}", f"results_dir={args.results_dir}",
-             f"trainer.lr={args.lr}", "trainer.progress=false", "trainer.cpu_threads=1"]
-    print("$ " + " ".join(sweep[2:]).replace("dora_bench.cli", "dora-bench", 1), flush=True)
+    sweep = [
+        sys.executable,
+        "-m",
+        "dora_bench.run.cli",
+        "-m",
+        "task=demo",
+        "backbone=tiny",
+        f"method={args.methods}",
+        f"seed={args.seeds}",
+        f"budget={args.budget}",
+        f"results_dir={args.results_dir}",
+        f"trainer.lr={args.lr}",
+        "trainer.progress=false",
+        "trainer.cpu_threads=1",
+    ]
+    print("$ " + " ".join(sweep[2:]).replace("dora_bench.run.cli", "dora-bench", 1), flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if subprocess.run(sweep, env=env).returncode != 0:
         print("demo: the sweep failed (see above); records written so far are kept", file=sys.stderr)
@@ -43,7 +57,7 @@ def main() -> int:
 
 def print_summary(results_dir: Path, seeds: int) -> None:
     """The demo's cells as `make tables` renders them, plus size and time per method."""
-    from dora_bench.tables import Settings, all_cells, load_runs, to_markdown
+    from dora_bench.report.tables import Settings, all_cells, load_runs, to_markdown
 
     runs = [run for run in load_runs(results_dir) if run.record.get("task") == "demo"]
     print("\n" + to_markdown(all_cells(runs, Settings(seeds=seeds))))
@@ -57,10 +71,14 @@ def print_summary(results_dir: Path, seeds: int) -> None:
         seen.add((record["method"], record["budget"]))
         seconds = sum(e["seconds"] + e.get("eval_seconds", 0) for e in record["epochs"])
         picture = run.path.parent / "rank_allocation.png"
-        print(f"| {record['method']} | {record['budget'] if record['budget'] is not None else '-'} | "
-              f"{record['trainable_params']['paper']:,} | {seconds:.1f} | {picture if picture.exists() else ''} |")
-    print(f"\nrecords: {results_dir}/runs/demo/ (one record.json per run; "
-          f"`python -m dora_bench.tables results_dir={results_dir}` writes the tables and figures)")
+        print(
+            f"| {record['method']} | {record['budget'] if record['budget'] is not None else '-'} | "
+            f"{record['trainable_params']['paper']:,} | {seconds:.1f} | {picture if picture.exists() else ''} |"
+        )
+    print(
+        f"\nrecords: {results_dir}/runs/demo/ (one record.json per run; "
+        f"`dora-bench-tables --results-dir {results_dir}` writes the tables and figures)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def run_workers(stage: str, overrides: list[str], workers: int) -> int:
     """``workers`` copies of one sweep, side by side; the exit status of the worst."""
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "dora_bench.cli", "-m", *overrides]
+    command = [sys.executable, "-m", "dora_bench.run.cli", "-m", *overrides]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     print(f"[study] {stage}: {workers} x dora-bench -m {' '.join(overrides)}", flush=True)
     procs = []
@@ -61,7 +61,13 @@ def pick(args) -> int:
         ok = record["status"] == "complete" and record["best"]
         value = record["best"]["metrics"][record["main_metric"]] if ok else None
         scores.setdefault(method, {}).setdefault(lr, {})[record["task"]] = value
-    picks, lines = {}, ["| method | lr | " + " | ".join(SWEEP_TASKS) + " | mean | picked |", "|---|---:|" + "---:|" * (len(SWEEP_TASKS) + 2)]
+    picks, lines = (
+        {},
+        [
+            "| method | lr | " + " | ".join(SWEEP_TASKS) + " | mean | picked |",
+            "|---|---:|" + "---:|" * (len(SWEEP_TASKS) + 2),
+        ],
+    )
     missing = []
     for method in METHODS.split(","):
         rates = scores.get(method, {})
@@ -81,15 +87,20 @@ def pick(args) -> int:
             cells = " | ".join("failed" if by_task.get(t) is None else f"{100 * by_task[t]:.2f}" for t in SWEEP_TASKS)
             mean = f"{100 * means[lr]:.2f}" if lr in means else "-"
             edge = " (grid edge)" if means and picks.get(method) == lr and lr in (min(rates), max(rates)) else ""
-            lines.append(f"| {method} | {lr:g} | {cells} | {mean} | {'**yes**' + edge if picks.get(method) == lr else ''} |")
+            lines.append(
+                f"| {method} | {lr:g} | {cells} | {mean} | {'**yes**' + edge if picks.get(method) == lr else ''} |"
+            )
     table = "\n".join(lines)
     print(table)
     if missing:
         print("[study] incomplete sweep:\n  " + "\n  ".join(missing))
-    source = (f"minilm_lr_sweep: seed 100, best mean of {' + '.join(SWEEP_TASKS)} main metrics over 3 rates; "
-              f"{PICKS}")
-    PICKS.write_text(yaml.safe_dump({"lr_picks": picks, "lr_picks_source": source, "complete": not missing,
-                                     "sweep_table": table.splitlines()}, sort_keys=False))
+    source = f"minilm_lr_sweep: seed 100, best mean of {' + '.join(SWEEP_TASKS)} main metrics over 3 rates; {PICKS}"
+    PICKS.write_text(
+        yaml.safe_dump(
+            {"lr_picks": picks, "lr_picks_source": source, "complete": not missing, "sweep_table": table.splitlines()},
+            sort_keys=False,
+        )
+    )
     print(f"[study] wrote {PICKS}")
     return 0 if picks and not missing else 1
 
@@ -103,15 +114,35 @@ def picked_overrides() -> list[str]:
 
 
 def main_grid(args) -> int:
-    return run_workers("main", ["experiment=minilm_glue", f"task.data_dir={args.data_dir}", f"seed={args.seeds}",
-                                f"method={args.methods}", *picked_overrides()], args.workers)
+    return run_workers(
+        "main",
+        [
+            "experiment=minilm_glue",
+            f"task.data_dir={args.data_dir}",
+            f"seed={args.seeds}",
+            f"method={args.methods}",
+            *picked_overrides(),
+        ],
+        args.workers,
+    )
 
 
 def dem(args) -> int:
     """Table 5's shape: DoRA with gamma = 0 (variant nodem) beside the main grid's DoRA runs."""
-    return run_workers("dem", ["experiment=minilm_glue", f"task.data_dir={args.data_dir}", f"seed={args.seeds}",
-                               "task=stsb,cola", "method=dora", "method.dem_coef=0", "variant=nodem",
-                               *picked_overrides()], args.workers)
+    return run_workers(
+        "dem",
+        [
+            "experiment=minilm_glue",
+            f"task.data_dir={args.data_dir}",
+            f"seed={args.seeds}",
+            "task=stsb,cola",
+            "method=dora",
+            "method.dem_coef=0",
+            "variant=nodem",
+            *picked_overrides(),
+        ],
+        args.workers,
+    )
 
 
 def everything(args) -> int:

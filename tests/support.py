@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# The one place the tests derive paths from.
 REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"
 SHARED = REPO.parent / "shared"  # the developers' reference files; absent in a user's clone
+GLUE_DATA = SHARED / "data" / "glue_data"
+ROBERTA_BPE = SHARED / "data" / "tokenizers" / "roberta-base"
 
 # Small enough that a whole run takes a few seconds on one CPU core.
 TINY = ["task=demo", "backbone=tiny", "trainer.progress=false", "trainer.eval_batch_size=128", "trainer.cpu_threads=1"]
@@ -20,7 +23,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from dora_bench.launch import register_resolvers
+    from dora_bench.run.launch import register_resolvers
 
     register_resolvers()
     GlobalHydra.instance().clear()

@@ -7,9 +7,13 @@ from dora_bench import records
 
 
 def test_run_dir_names_every_setting(tmp_path):
-    path = records.run_dir(tmp_path, task="cola", backbone="roberta-base", method="dora", variant="nodem", budget=8, seed=3)
+    path = records.run_dir(
+        tmp_path, task="cola", backbone="roberta-base", method="dora", variant="nodem", budget=8, seed=3
+    )
     assert path == tmp_path / "runs" / "cola" / "roberta-base" / "dora-nodem" / "b8" / "seed3"
-    no_budget = records.run_dir(tmp_path, task="rte", backbone="tiny", method="full_ft", variant=None, budget=None, seed=0)
+    no_budget = records.run_dir(
+        tmp_path, task="rte", backbone="tiny", method="full_ft", variant=None, budget=None, seed=0
+    )
     assert no_budget.parts[-2:] == ("b-", "seed0") and no_budget.parts[-3] == "full_ft"
 
 
@@ -89,8 +93,9 @@ def test_clear_run_dir_keeps_what_a_resumed_attempt_continues_from(tmp_path):
         (folder / name).write_text("x")
     with records.claim(folder):
         records.clear_run_dir(folder, keep=(records.CHECKPOINT_NAME, "metrics.jsonl"))
-        assert sorted(p.name for p in folder.iterdir()) == sorted([records.CLAIM_NAME, records.CHECKPOINT_NAME,
-                                                                   "metrics.jsonl"])
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            [records.CLAIM_NAME, records.CHECKPOINT_NAME, "metrics.jsonl"]
+        )
 
 
 def test_atomic_torch_save_replaces_whole_file_and_leaves_no_temp(tmp_path):

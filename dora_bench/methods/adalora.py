@@ -9,52 +9,9 @@ lowest-scoring triplets across all modules, so that the kept total follows the c
 schedule ``b(t) = b_T + (b_0 - b_T)(1 - p)^3`` (totals over modules) from ``M · b0`` down
 to ``M · bT``. What trains: ``P, λ, Q`` of the six module types of SPEC §1, and the head.
 
-Phases, in peft's terms (``RankAllocator.budget_schedule``; ``step`` = optimizer steps done):
-
-- ``step <= tinit``: warm-up, scores accumulate, nothing is masked;
-- ``tinit < step <= T - tfinal``: budget phase, progress ``p = (step - tinit) / (T - tfinal - tinit)``;
-  masks at ``step % deltaT == 0`` and, forced, at ``step == T - tfinal`` (budget reaches ``M · bT``);
-- ``step > T - tfinal``: the final mask is re-applied after every step.
-
-We set ``tinit = 0.15 T`` and ``tfinal = 0.5 T``, the same phases as DoRA (SPEC §1), and
-``deltaT`` = the task's pruning interval (peft masks when ``step % deltaT == 0``; DoRA counts
-the interval from the end of warm-up instead). ``T`` is known only in ``on_train_begin``, but
-``AdaLoraConfig`` insists on a ``total_step`` when built, so ``apply`` builds it with a
-placeholder and ``on_train_begin`` writes ``total_step``, ``tinit`` and ``tfinal`` into the
-config object the allocator reads (the same object: peft passes it by reference).
-
-Pitfalls checked against peft 0.21's source and its issue tracker:
-
-- Orthogonality penalty ``R = mean over P and Q matrices of ||PᵀP - I||_F, ||QQᵀ - I||_F``
-  (the released AdaLoRA code's form; the paper writes squared norms), weight 0.1 (0.3 on RTE
-  and STS-B, as the scripts).
-  ``AdaLoraModel.forward`` adds it to ``outputs.loss`` when labels are given, but a
-  ``PeftModel`` built without ``task_type`` (as here, and in our LoRA) calls the transformers
-  model directly and skips that forward, so the penalty would silently vanish (peft issue
-  #432). We therefore set peft's ``orth_reg_weight`` to 0 and add ``R`` in ``extra_loss``,
-  where the training loop can see it.
-- ``update_and_allocate(step)`` reads ``p.grad``: it must run after ``optimizer.step()`` and
-  before ``zero_grad()`` (peft's docstring), which is exactly our ``after_step`` hook.
-  Without the call nothing is pruned and nothing complains: users who forgot it saw
-  ``rank_pattern`` stay None or every rank stay at ``init_r`` (peft issues #1327, #1801).
-- peft never shrinks the matrices: a pruned rank is a zeroed ``λ_i``, so parameter shapes stay
-  at ``init_r`` during training (peft issue #1801). Ranks are read from ``rank_pattern``
-  (a boolean mask per module), not from shapes; ``save_pretrained`` writes the shrunk adapter.
-- The scaling is ``α / init_r`` for every module (peft's ``ranknum``), whatever it keeps: the
-  AdaLoRA authors found that rescaling after masking hurt (QingruZhang/AdaLoRA issue #12).
-  α follows AdaLoRA's scripts per task (16 or 32, with their learning rates), not DoRA's 8.
-- ``init_r`` must exceed ``target_r``: with nothing to prune, peft's ``mask_to_budget`` asks
-  ``torch.kthvalue`` for k = 0 and fails, so the config refuses it up front.
-- Masking keeps triplets whose score is strictly above the k-th smallest, so exact ties at
-  the threshold would prune more than scheduled; ``report`` records the count actually kept.
-
-Size: the paper counts kept triplets at the end, ``Σ_modules kept_i · (d_in + d_out + 1)``
-(SPEC §1). With ``bT`` kept everywhere that is 331,920 / 1,327,680 on roberta-base at budgets
-2 / 8, +3.7% / +4.5% over the paper's 0.32M / 1.27M. The paper's figures are what a run
-lands on when about 70% of the kept ranks sit in the 48 attention projections (1,537
-parameters per rank) rather than the 24 FFN layers (3,841): 101 of 144 ranks at budget 2,
-409 of 576 at budget 8, against 2/3 for a uniform allocation. Ours depends on the run too:
-``report`` gives ``final_trainable_params`` from the final allocation.
+Phases in peft's terms, the pitfalls checked against peft's source and issues (why the
+orthogonality penalty is added in ``extra_loss``; why ``after_step`` must come before
+``zero_grad``), and the parameter count: docs/methods.md.
 """
 
 from __future__ import annotations
@@ -67,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dora_bench.allocation import allocation_grid
 from dora_bench.errors import ConfigError
+from dora_bench.methods.allocation import allocation_grid
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 from dora_bench.methods.dropout import use_cheap_dropout
 
@@ -95,12 +52,19 @@ class AdaLoRAConfig:
             raise ValueError(f"target_r={self.target_r} must be >= 1: set budget=1 or more")
         if int(self.init_r) <= int(self.target_r):
             # with nothing to prune, peft's mask_to_budget asks torch.kthvalue for k = 0 and fails
-            raise ValueError(f"init_r={self.init_r} must exceed target_r={self.target_r} for AdaLoRA to prune: "
-                             f"set init_r > target_r (or null), or use method=lora for a fixed rank")
-        if not (0 <= self.tinit_fraction < 1 and 0 <= self.tfinal_fraction < 1
-                and self.tinit_fraction + self.tfinal_fraction < 1):
-            raise ValueError(f"tinit_fraction={self.tinit_fraction} + tfinal_fraction={self.tfinal_fraction} "
-                             f"must leave a budget phase: keep both in [0, 1) with a sum below 1")
+            raise ValueError(
+                f"init_r={self.init_r} must exceed target_r={self.target_r} for AdaLoRA to prune: "
+                f"set init_r > target_r (or null), or use method=lora for a fixed rank"
+            )
+        if not (
+            0 <= self.tinit_fraction < 1
+            and 0 <= self.tfinal_fraction < 1
+            and self.tinit_fraction + self.tfinal_fraction < 1
+        ):
+            raise ValueError(
+                f"tinit_fraction={self.tinit_fraction} + tfinal_fraction={self.tfinal_fraction} "
+                f"must leave a budget phase: keep both in [0, 1) with a sum below 1"
+            )
         if int(self.deltaT) < 1:
             raise ValueError(f"deltaT={self.deltaT} must be >= 1: use the task's pruning interval")
         if not (0 < self.beta1 < 1 and 0 < self.beta2 < 1):
@@ -120,8 +84,10 @@ def phases(total_steps: int, tinit_fraction: float, tfinal_fraction: float) -> t
     # at least one step, or a short run would silently skip warm-up or the fixed final phase
     if (tinit_fraction > 0 and tinit < 1) or (tfinal_fraction > 0 and tfinal < 1):
         shortest = math.ceil(1 / min(f for f in (tinit_fraction, tfinal_fraction) if f > 0))
-        raise ConfigError(f"AdaLoRA's phases need whole steps: T={total_steps} gives tinit={tinit}, "
-                          f"tfinal={tfinal}; train for at least {shortest} steps")
+        raise ConfigError(
+            f"AdaLoRA's phases need whole steps: T={total_steps} gives tinit={tinit}, "
+            f"tfinal={tfinal}; train for at least {shortest} steps"
+        )
     return tinit, tfinal
 
 
@@ -131,7 +97,9 @@ def orthogonality_penalty(model: nn.Module) -> torch.Tensor:
     for layer in _svd_layers(model).values():
         q, p = layer.lora_A[ADAPTER], layer.lora_B[ADAPTER]
         for gram in (q @ q.T, p.T @ p):
-            norms.append(torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)))
+            norms.append(
+                torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype))
+            )
     return torch.stack(norms).mean()
 
 
@@ -149,11 +117,19 @@ class AdaLoRA(Method):
 
         cfg = self.config
         peft_config = AdaLoraConfig(
-            init_r=int(cfg.init_r), target_r=int(cfg.target_r), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-            target_modules=list(target.target_modules), modules_to_save=list(target.head_modules) or None,
-            beta1=cfg.beta1, beta2=cfg.beta2, deltaT=int(cfg.deltaT),
+            init_r=int(cfg.init_r),
+            target_r=int(cfg.target_r),
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=list(target.target_modules),
+            modules_to_save=list(target.head_modules) or None,
+            beta1=cfg.beta1,
+            beta2=cfg.beta2,
+            deltaT=int(cfg.deltaT),
             orth_reg_weight=0.0,  # added in extra_loss instead (see the module docstring)
-            total_step=1, tinit=0, tfinal=0,  # placeholders until on_train_begin knows T
+            total_step=1,
+            tinit=0,
+            tfinal=0,  # placeholders until on_train_begin knows T
         )
         model = get_peft_model(model, peft_config)
         use_cheap_dropout(model, cfg.dropout)
@@ -203,13 +179,16 @@ class AdaLoRA(Method):
 
     def report(self, model: nn.Module) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "initial_trainable_params": _cost(model, {n: l.r[ADAPTER] for n, l in _svd_layers(model).items()}),
+            "initial_trainable_params": _cost(model, {n: layer.r[ADAPTER] for n, layer in _svd_layers(model).items()}),
             "budget_schedule": self.schedule,
         }
         if model.peft_config[ADAPTER].rank_pattern:
             ranks = self.final_ranks(model)
-            out.update(rank_allocation=ranks, rank_allocation_grid=allocation_grid(ranks),
-                       final_trainable_params=_cost(model, ranks))
+            out.update(
+                rank_allocation=ranks,
+                rank_allocation_grid=allocation_grid(ranks),
+                final_trainable_params=_cost(model, ranks),
+            )
         return out
 
     def export(self, model: nn.Module, run_dir: Path) -> dict[str, str]:
@@ -238,8 +217,10 @@ class AdaLoRA(Method):
         params = dict(self.model.base_model.model.named_parameters())  # the names the allocator uses
         unknown = sorted(set().union(*(state[key] for key in self._SCORES)) - set(params))
         if unknown:
-            raise ValueError(f"AdaLoRA state for parameters this model lacks (e.g. {unknown[0]}): "
-                             f"resume with the same backbone and budget")
+            raise ValueError(
+                f"AdaLoRA state for parameters this model lacks (e.g. {unknown[0]}): "
+                f"resume with the same backbone and budget"
+            )
         for key in self._SCORES:
             setattr(allocator, key, {name: value.to(params[name].device) for name, value in state[key].items()})
         self.model.peft_config[ADAPTER].rank_pattern = state["rank_pattern"]

@@ -57,11 +57,15 @@ class AdapterConfig:
 
     def __post_init__(self):
         if int(self.budget) < 1 or int(self.width_per_budget) < 1:
-            raise ValueError(f"budget={self.budget} and width_per_budget={self.width_per_budget} must be >= 1: set budget=2")
+            raise ValueError(
+                f"budget={self.budget} and width_per_budget={self.width_per_budget} must be >= 1: set budget=2"
+            )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r} is not known: use one of {', '.join(ACTIVATIONS)}")
         if self.init not in INITS or not self.init_std > 0:
-            raise ValueError(f"init={self.init!r}, init_std={self.init_std}: use one of {', '.join(INITS)} with init_std > 0")
+            raise ValueError(
+                f"init={self.init!r}, init_std={self.init_std}: use one of {', '.join(INITS)} with init_std > 0"
+            )
 
     @property
     def width(self) -> int:
@@ -89,7 +93,11 @@ class Bottleneck(nn.Module):
 
     def __init__(self, dim: int, cfg: AdapterConfig):
         super().__init__()
-        self.down, self.act, self.up = nn.Linear(dim, cfg.width), ACTIVATIONS[cfg.activation](), nn.Linear(cfg.width, dim)
+        self.down, self.act, self.up = (
+            nn.Linear(dim, cfg.width),
+            ACTIVATIONS[cfg.activation](),
+            nn.Linear(cfg.width, dim),
+        )
         for proj in (self.down, self.up):
             if cfg.init == "truncated_normal":  # TensorFlow's truncated_normal_initializer: cut at 2 std
                 nn.init.trunc_normal_(proj.weight, std=cfg.init_std, a=-2 * cfg.init_std, b=2 * cfg.init_std)

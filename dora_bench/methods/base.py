@@ -57,6 +57,13 @@ class AdaptTarget:
         return any(h in parts for h in self.head_modules)
 
 
+@dataclass
+class UnsizedConfig:
+    """The config of a method ``budget=`` does not size (Full FT, BitFit): nothing to set."""
+
+    budget: int | None = None  # accepted so that sweeps over budget compose; ignored
+
+
 class Method:
     """A PEFT method as the training loop sees it. Every hook but ``apply`` is optional."""
 

@@ -6,22 +6,13 @@ encoder and embeddings), the paper's 0.10M; the head is left out of that count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
-from dora_bench.methods.base import AdaptTarget, Method, register_method
-
-
-@dataclass
-class BitFitConfig:
-    """Nothing to size: ``budget=`` does not apply."""
-
-    budget: int | None = None  # accepted so sweeps over budget compose; ignored
+from dora_bench.methods.base import AdaptTarget, Method, UnsizedConfig, register_method
 
 
 class BitFit(Method):
-    Config = BitFitConfig
+    Config = UnsizedConfig
     uses_budget = False
 
     def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:

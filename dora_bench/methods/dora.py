@@ -16,28 +16,7 @@ regrow until the next ranking, where pruned components compete again). The DEM l
 (eq. 10) ``γ · (1/(2 M b0)) Σ_modules Σ_i [Var(A_i) + Var(B_i)]`` joins the task loss
 until pruning ends.
 
-Steps (``step`` = 1-based index of the optimizer step, 1..T)::
-
-    t_i = floor(warmup_ratio·T), t_f = floor(final_ratio·T), L = T - t_i - t_f, k = t - t_i
-    warm-up      1 .. t_i          score (EMA) only; DEM on
-    pruning      t_i+1 .. T-t_f    score; prune when k % pruning_interval == 0 or t == T-t_f; DEM on
-    final        T-t_f+1 .. T      the mask of step T-t_f is fixed (pruned c held at 0); no scoring, no DEM
-    pruned after step t (p = k/L, E = M (b0 - bT) = N (b0 - bT)/b0 surplus components):
-      schedule=reference  floor(E p^3)             (kept budget b0 - (b0-bT) p^3, the released code)
-      schedule=adalora    E - floor(E (1-p)^3)     (kept budget bT + (b0-bT)(1-p)^3, AdaLoRA's form)
-
-Worked example (roberta-base, M = 72, budget bT = 2 so b0 = 3 and N = 216; T = 1000,
-pruning_interval = 10): warm-up is steps 1..150, pruning steps are 160, 170, ..., 500
-(k = 10..350, L = 350), steps 501..1000 keep the final mask. Pruned after step 160: 0
-(reference) / 6 (adalora); after step 330 (p = 18/35, about half way): 9 / 64; after step 500: 72 / 72,
-i.e. 144 = bT·M components kept. Under the reference schedule the first component goes
-at step 240.
-
-Differences from the released code (noted, not copied): it prunes at ``k = 0`` and prunes
-``max(n, 1)`` components, so one component goes even when the schedule asks for none, and
-it prunes every component whose score ties the threshold; here exactly the scheduled
-number goes, ties broken by global index (module order, then component index). Its phase
-boundaries truncate ``t - 0.15 T`` instead of flooring ``0.15 T`` (at most a step apart).
+Phases, schedules, a worked example and the differences from the released code: docs/methods.md.
 """
 
 from __future__ import annotations
@@ -52,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dora_bench.allocation import COLUMN_ORDER, allocation_grid, module_position
 from dora_bench.errors import ConfigError
+from dora_bench.methods.allocation import COLUMN_ORDER, allocation_grid, module_position
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 from dora_bench.methods.dropout import drop_input
 from dora_bench.methods.lora import export_peft_adapter, replace_linears
@@ -83,12 +62,16 @@ class DoRAConfig:
         if self.init_budget is None:
             self.init_budget = math.ceil(1.5 * self.final_budget)
         if float(self.init_budget) != int(self.init_budget) or int(self.init_budget) < self.final_budget:
-            raise ValueError(f"init_budget={self.init_budget} must be a whole number >= final_budget="
-                             f"{self.final_budget}: raise method.init_budget or set it to null")
+            raise ValueError(
+                f"init_budget={self.init_budget} must be a whole number >= final_budget="
+                f"{self.final_budget}: raise method.init_budget or set it to null"
+            )
         self.init_budget = int(self.init_budget)
         if self.warmup_ratio < 0 or self.final_ratio < 0 or self.warmup_ratio + self.final_ratio >= 1:
-            raise ValueError(f"warmup_ratio={self.warmup_ratio} and final_ratio={self.final_ratio} must be >= 0 "
-                             f"with a sum < 1: lower one of them")
+            raise ValueError(
+                f"warmup_ratio={self.warmup_ratio} and final_ratio={self.final_ratio} must be >= 0 "
+                f"with a sum < 1: lower one of them"
+            )
         if not 0 <= self.beta < 1:
             raise ValueError(f"beta={self.beta} must lie in [0, 1): the paper uses 0.9")
         if int(self.pruning_interval) < 1:
@@ -97,11 +80,14 @@ class DoRAConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r} is not known: use one of {', '.join(SCHEDULES)}")
         if self.dem_coef < 0 or self.alpha <= 0 or not 0 <= self.dropout < 1:
-            raise ValueError(f"dem_coef={self.dem_coef}, alpha={self.alpha}, dropout={self.dropout}: "
-                             f"set dem_coef >= 0 (0: no DEM), alpha > 0 and dropout in [0, 1)")
+            raise ValueError(
+                f"dem_coef={self.dem_coef}, alpha={self.alpha}, dropout={self.dropout}: "
+                f"set dem_coef >= 0 (0: no DEM), alpha > 0 and dropout in [0, 1)"
+            )
 
 
 # -- schedule: pure functions of the step ------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Phases:
@@ -118,8 +104,10 @@ def training_phases(total_steps: int, warmup_ratio: float, final_ratio: float) -
     t_f = math.floor(final_ratio * total_steps + 1e-9)
     if total_steps < 1 or (warmup_ratio > 0 and t_i < 1) or (final_ratio > 0 and t_f < 1):
         need = max([1] + [math.ceil(1 / r - 1e-9) for r in (warmup_ratio, final_ratio) if r > 0])
-        raise ConfigError(f"DoRA needs at least {need} optimizer steps to give its warm-up ({warmup_ratio}) and "
-                          f"final ({final_ratio}) phases a step each, but the run has {total_steps}: train longer")
+        raise ConfigError(
+            f"DoRA needs at least {need} optimizer steps to give its warm-up ({warmup_ratio}) and "
+            f"final ({final_ratio}) phases a step each, but the run has {total_steps}: train longer"
+        )
     # warmup_ratio + final_ratio < 1 (checked by the config) leaves L = T - t_i - t_f >= 1 pruning steps
     return Phases(total=total_steps, warmup_end=t_i, prune_end=total_steps - t_f)
 
@@ -143,6 +131,7 @@ def scheduled_pruned(step: int, phases: Phases, n_modules: int, b0: int, bT: int
 
 # -- closed-form importance and DEM, batched over the modules of one shape -----------------------
 
+
 def importance_scores(A: torch.Tensor, B: torch.Tensor, c: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Eq. 7 for a stack of G modules: A (G, r, d_in), B (G, d_out, r), c (G, r) -> S (G, r).
 
@@ -163,6 +152,7 @@ def dem_variance_sum(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 
 # -- the layer -----------------------------------------------------------------------------------
+
 
 class DoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus ``r`` gated single-rank components (eq. 6):
@@ -188,7 +178,9 @@ class DoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dropped, factor = drop_input(x, self.dropout, self.training)
         # s and dropout's 1/(1-p) join the r gates, not the (..., d_out) output: one full-size multiply fewer
-        return self.base(x) + F.linear(F.linear(dropped, self.lora_A) * (self.scaling * factor * self.lora_c), self.lora_B)
+        return self.base(x) + F.linear(
+            F.linear(dropped, self.lora_A) * (self.scaling * factor * self.lora_c), self.lora_B
+        )
 
     def delta_factors(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(A_kept, B_kept)`` with ``c`` and ``s`` folded into B: ``ΔW = B_kept @ A_kept``."""
@@ -196,6 +188,7 @@ class DoRALinear(nn.Module):
 
 
 # -- the method ----------------------------------------------------------------------------------
+
 
 class DoRA(Method):
     Config = DoRAConfig
@@ -260,8 +253,15 @@ class DoRA(Method):
         self.mask = mask.view_as(self.ema)
         self._apply_mask()
         self.mask_final = step == self.phases.prune_end
-        self.history.append({"step": step, "kept": self.ema.numel() - n, "pruned": n,
-                             "ema": self.ema.clone(), "mask": self.mask.clone()})
+        self.history.append(
+            {
+                "step": step,
+                "kept": self.ema.numel() - n,
+                "pruned": n,
+                "ema": self.ema.clone(),
+                "mask": self.mask.clone(),
+            }
+        )
 
     def _apply_mask(self) -> None:
         gates = [layer.lora_c for layer in self.layers]
@@ -325,41 +325,59 @@ class DoRA(Method):
         c and s folded into B so peft's scaling is 1; rank-0 modules left out); ``merged/`` with
         ``export_merged``; ``dora_scores.pt``: Ŝ and the mask at every pruning step."""
         run_dir = Path(run_dir)
-        factors = {name: layer.delta_factors(keep)
-                   for name, layer, keep in zip(self.names, self.layers, self.mask.unbind(0)) if keep.any()}
+        factors = {
+            name: layer.delta_factors(keep)
+            for name, layer, keep in zip(self.names, self.layers, self.mask.unbind(0))
+            if keep.any()
+        }
         peft_model = export_peft_adapter(model, self.names, factors, self.target, run_dir / "adapter")
         artifacts = {"adapter": "adapter"}
         if self.config.export_merged:
             peft_model.merge_and_unload().save_pretrained(str(run_dir / "merged"))
             artifacts["merged"] = "merged"
-        torch.save({"modules": self.names, "steps": [e["step"] for e in self.history],
-                    "kept": [e["kept"] for e in self.history],
-                    "scores": torch.stack([e["ema"] for e in self.history]).cpu() if self.history else None,
-                    "masks": torch.stack([e["mask"] for e in self.history]).cpu() if self.history else None,
-                    "final_scores": self.ema.cpu(), "final_mask": self.mask.cpu()}, run_dir / "dora_scores.pt")
+        torch.save(
+            {
+                "modules": self.names,
+                "steps": [e["step"] for e in self.history],
+                "kept": [e["kept"] for e in self.history],
+                "scores": torch.stack([e["ema"] for e in self.history]).cpu() if self.history else None,
+                "masks": torch.stack([e["mask"] for e in self.history]).cpu() if self.history else None,
+                "final_scores": self.ema.cpu(),
+                "final_mask": self.mask.cpu(),
+            },
+            run_dir / "dora_scores.pt",
+        )
         artifacts["scores"] = "dora_scores.pt"
         return artifacts
 
     # -- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Scores, mask and history as CPU copies (the live tensors keep changing in place)."""
+
         def cpu(value):
             return value.to("cpu", copy=True) if torch.is_tensor(value) else value
 
-        return {"ema": cpu(self.ema), "mask": cpu(self.mask), "mask_final": self.mask_final,
-                "total_steps": self.phases.total if self.phases else None,
-                "history": [{k: cpu(v) for k, v in e.items()} for e in self.history]}
+        return {
+            "ema": cpu(self.ema),
+            "mask": cpu(self.mask),
+            "mask_final": self.mask_final,
+            "total_steps": self.phases.total if self.phases else None,
+            "history": [{k: cpu(v) for k, v in e.items()} for e in self.history],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if tuple(state["ema"].shape) != tuple(self.ema.shape):
-            raise ValueError(f"DoRA state for scores of shape {tuple(state['ema'].shape)} does not fit this "
-                             f"model's {tuple(self.ema.shape)}: resume with the same backbone and budget")
+            raise ValueError(
+                f"DoRA state for scores of shape {tuple(state['ema'].shape)} does not fit this "
+                f"model's {tuple(self.ema.shape)}: resume with the same backbone and budget"
+            )
         self.ema, self.mask, self.mask_final = state["ema"].clone(), state["mask"].clone(), state["mask_final"]
         if state["total_steps"] is not None:
             self.phases = training_phases(state["total_steps"], self.config.warmup_ratio, self.config.final_ratio)
         self._follow_device()
-        self.history = [{k: v.to(self.ema.device) if torch.is_tensor(v) else v for k, v in e.items()}
-                        for e in state["history"]]
+        self.history = [
+            {k: v.to(self.ema.device) if torch.is_tensor(v) else v for k, v in e.items()} for e in state["history"]
+        ]
 
 
 register_method("dora", DoRA)

@@ -32,9 +32,14 @@ class WeightDecomposedLoRA(Method):
         from peft import LoraConfig, get_peft_model
 
         cfg = self.config
-        config = LoraConfig(r=int(cfg.r), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, use_dora=True,
-                            target_modules=list(target.target_modules),
-                            modules_to_save=list(target.head_modules) or None)
+        config = LoraConfig(
+            r=int(cfg.r),
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            use_dora=True,
+            target_modules=list(target.target_modules),
+            modules_to_save=list(target.head_modules) or None,
+        )
         model = get_peft_model(model, config)
         use_cheap_dropout(model, cfg.dropout)
         return model

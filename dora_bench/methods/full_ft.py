@@ -6,22 +6,13 @@ The paper counts every parameter for this row (124.65M on roberta-base with a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
-from dora_bench.methods.base import AdaptTarget, Method, register_method
-
-
-@dataclass
-class FullFTConfig:
-    """Nothing to size: ``budget=`` does not apply."""
-
-    budget: int | None = None  # accepted so sweeps over budget compose; ignored
+from dora_bench.methods.base import AdaptTarget, Method, UnsizedConfig, register_method
 
 
 class FullFT(Method):
-    Config = FullFTConfig
+    Config = UnsizedConfig
     uses_budget = False
 
     def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:

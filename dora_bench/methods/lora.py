@@ -63,8 +63,11 @@ def replace_linears(model: nn.Module, target: AdaptTarget, make) -> list[str]:
     """Swap every targeted ``nn.Linear`` outside the head for ``make(linear)``; freeze the rest
     of the backbone, unfreeze the head. Returns the swapped modules' names, in model order."""
     model.requires_grad_(False)
-    names = [n for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) and target.is_target(n) and not target.is_head(n)]
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and target.is_target(n) and not target.is_head(n)
+    ]
     if not names:
         raise ConfigError(f"no nn.Linear in the model matches {target.target_modules}: check backbone.target_modules")
     for name in names:
@@ -77,8 +80,13 @@ def replace_linears(model: nn.Module, target: AdaptTarget, make) -> list[str]:
     return names
 
 
-def export_peft_adapter(model: nn.Module, names: list[str], factors: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                        target: AdaptTarget, out_dir: Path) -> nn.Module:
+def export_peft_adapter(
+    model: nn.Module,
+    names: list[str],
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    target: AdaptTarget,
+    out_dir: Path,
+) -> nn.Module:
     """Save ``{module: (A, B)}`` (``ΔW = B A``, any scaling folded in) as a peft LoRA adapter that
     plain ``PeftModel.from_pretrained`` loads onto the base model; returns the peft model.
     Per-module ranks go in ``rank_pattern`` with ``alpha = rank``, so peft's scaling is 1."""
@@ -91,8 +99,15 @@ def export_peft_adapter(model: nn.Module, names: list[str], factors: dict[str, t
         holder = plain.get_submodule(parent)
         setattr(holder, child, getattr(holder, child).base)
     top = max(ranks.values())
-    config = LoraConfig(r=top, lora_alpha=top, lora_dropout=0.0, target_modules=list(ranks),
-                        rank_pattern=ranks, alpha_pattern=ranks, modules_to_save=list(target.head_modules) or None)
+    config = LoraConfig(
+        r=top,
+        lora_alpha=top,
+        lora_dropout=0.0,
+        target_modules=list(ranks),
+        rank_pattern=ranks,
+        alpha_pattern=ranks,
+        modules_to_save=list(target.head_modules) or None,
+    )
     peft_model = get_peft_model(plain, config)
     with torch.no_grad():
         for name, (a, b) in factors.items():

@@ -1,4 +1,6 @@
-"""Prompt tuning (Lester et al., 2021) through peft: a trained soft prompt before the input. What trains: the prompt + the head.
+"""Prompt tuning (Lester et al., 2021) through peft: a trained soft prompt before the input.
+
+What trains: the prompt + the head.
 
 ``n`` virtual-token embeddings ``P`` (``n x d``) are prepended to the embedded input,
 ``[P; E(x)]``, and the attention mask gets ``n`` ones in front (peft's
@@ -59,11 +61,15 @@ class PromptTuning(Method):
         from peft import get_peft_model
 
         if not type(model).__name__.endswith("ForSequenceClassification"):
-            raise ConfigError(f"method=prompt_tuning supports classification tasks only, not {type(model).__name__}: "
-                              f"pick a GLUE task or another method")
+            raise ConfigError(
+                f"method=prompt_tuning supports classification tasks only, not {type(model).__name__}: "
+                f"pick a GLUE task or another method"
+            )
         n = self.config.num_virtual_tokens
         peft_config = PeftPromptTuningConfig(
-            task_type="SEQ_CLS", num_virtual_tokens=n, prompt_tuning_init=INITS[self.config.init],
+            task_type="SEQ_CLS",
+            num_virtual_tokens=n,
+            prompt_tuning_init=INITS[self.config.init],
             modules_to_save=list(target.head_modules) or None,
         )
         return get_peft_model(model, peft_config)

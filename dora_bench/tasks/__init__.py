@@ -19,8 +19,6 @@ from typing import Any
 from dora_bench.errors import ConfigError
 from dora_bench.tasks.base import Task
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "task"
-
 
 def _loaders() -> dict[str, Callable[..., Task]]:
     # imported here: a family's modules (datasets, rouge-score...) load only when used
@@ -40,8 +38,13 @@ def _loaders() -> dict[str, Callable[..., Task]]:
 
 
 #: The head each family needs: the backbone is built (and a dry run counts it) before any data is read.
-MODEL_KINDS = {"glue": "sequence_classification", "files": "sequence_classification", "demo": "sequence_classification",
-               "squad": "question_answering", "summarization": "seq2seq_lm"}
+MODEL_KINDS = {
+    "glue": "sequence_classification",
+    "files": "sequence_classification",
+    "demo": "sequence_classification",
+    "squad": "question_answering",
+    "summarization": "seq2seq_lm",
+}
 
 
 def task_model_kind(task_cfg: Mapping[str, Any]) -> str:
@@ -68,7 +71,9 @@ def load_task(task_cfg: Mapping[str, Any], tokenizer, *, cache_dir: Path | None 
 
 def task_names() -> list[str]:
     """The tasks shipped as conf/task/<name>.yaml."""
-    return sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+    from dora_bench.configs import conf_dir
+
+    return sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
 
 
 __all__ = ["Task", "load_task", "task_names"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,7 +46,7 @@ class Task:
         )
 
     def evaluate(
-        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], ContextManager]
+        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
     ) -> dict[str, float]:
         raise NotImplementedError
 

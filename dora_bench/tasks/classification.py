@@ -10,9 +10,10 @@ labels, the model's single logit is the prediction.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 from torch import nn
@@ -113,7 +114,7 @@ class SequenceClassificationTask(Task):
         *,
         batch_size: int,
         device: torch.device,
-        autocast: Callable[[], ContextManager],
+        autocast: Callable[[], AbstractContextManager],
     ) -> torch.Tensor:
         """Class ids (or regression values) for every row of ``dataset``, in row order."""
         out = torch.empty(len(dataset), dtype=torch.float32 if self.num_labels == 1 else torch.long)
@@ -199,8 +200,13 @@ def encode_split(tokenizer, split: TextSplit, max_length: int, *, regression: bo
     types: list[list[int]] = []
     for start in range(0, len(split.labels), chunk):
         columns = [col[start : start + chunk] for col in split.texts]
-        enc = tokenizer(*columns, truncation=True, max_length=max_length, return_attention_mask=False,
-                        return_token_type_ids=segments)
+        enc = tokenizer(
+            *columns,
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=segments,
+        )
         ids.extend(enc["input_ids"])
         if segments:
             types.extend(enc["token_type_ids"])

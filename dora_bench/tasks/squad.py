@@ -24,9 +24,10 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -290,7 +291,7 @@ class SquadTask(Task):
         self.eval_examples = len(dev_examples["id"])
 
     def evaluate(
-        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], ContextManager]
+        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
     ) -> dict[str, float]:
         n = len(self.dev)
         starts: list[np.ndarray | None] = [None] * n

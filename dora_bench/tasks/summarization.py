@@ -10,8 +10,9 @@ to ``max_length`` tokens and summaries to ``max_target_length``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ class SummarizationTask(Task):
         self.eval_examples = len(references)
 
     def generate(
-        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], ContextManager]
+        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
     ) -> list[str]:
         """The model's summary of every dev document, in dev order."""
         summaries = [""] * len(self.dev)
@@ -66,8 +67,11 @@ class SummarizationTask(Task):
         return summaries
 
     def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
-        return rouge(self.generate(model, batch_size=batch_size, device=device, autocast=autocast), self.references,
-                     stemmer=self.rouge_stemmer)
+        return rouge(
+            self.generate(model, batch_size=batch_size, device=device, autocast=autocast),
+            self.references,
+            stemmer=self.rouge_stemmer,
+        )
 
 
 def load_summarization(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) -> SummarizationTask:

@@ -5,7 +5,6 @@ every baseline's yaml composes into a method."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +15,8 @@ from dora_bench.backbones import BackboneConfig, adapt_target, load_model
 from dora_bench.errors import ConfigError
 from dora_bench.methods import build_method
 from dora_bench.methods.adalora import orthogonality_penalty, phases
+from support import CONF_DIR
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 TASKS = {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "squad_v1", "squad_v2", "xsum"}
 KIND = {"tiny": "sequence_classification", "tiny-bart": "seq2seq_lm"}
 
@@ -33,7 +32,7 @@ def one_thread():
 
 def tiny(backbone: str = "tiny", seed: int = 0):
     torch.manual_seed(seed)
-    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF / "backbone" / f"{backbone}.yaml").read_text()))
+    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF_DIR / "backbone" / f"{backbone}.yaml").read_text()))
     return load_model(cfg, KIND[backbone], num_labels=2), adapt_target(cfg, KIND[backbone])
 
 
@@ -57,13 +56,17 @@ def trainable(model) -> set[str]:
 # -- adapters ------------------------------------------------------------------------------
 
 PLACEMENT = {
-    ("houlsby", "tiny"): {f"roberta.encoder.layer.{i}.{m}.adapter" for i in (0, 1)
-                          for m in ("attention.output", "output")},
+    ("houlsby", "tiny"): {
+        f"roberta.encoder.layer.{i}.{m}.adapter" for i in (0, 1) for m in ("attention.output", "output")
+    },
     ("pfeiffer", "tiny"): {f"roberta.encoder.layer.{i}.output.adapter" for i in (0, 1)},
-    ("houlsby", "tiny-bart"): {"model.encoder.layers.0.self_attn.out_proj.adapter", "model.encoder.layers.0.fc2.adapter",
-                               "model.decoder.layers.0.self_attn.out_proj.adapter",
-                               "model.decoder.layers.0.encoder_attn.out_proj.adapter",
-                               "model.decoder.layers.0.fc2.adapter"},
+    ("houlsby", "tiny-bart"): {
+        "model.encoder.layers.0.self_attn.out_proj.adapter",
+        "model.encoder.layers.0.fc2.adapter",
+        "model.decoder.layers.0.self_attn.out_proj.adapter",
+        "model.decoder.layers.0.encoder_attn.out_proj.adapter",
+        "model.decoder.layers.0.fc2.adapter",
+    },
     ("pfeiffer", "tiny-bart"): {"model.encoder.layers.0.fc2.adapter", "model.decoder.layers.0.fc2.adapter"},
 }
 
@@ -131,10 +134,15 @@ def test_houlsby_and_pfeiffer_blocks_compute_their_reference_arrangements():
     h, x = torch.randn(2, 5, 64), torch.randn(2, 5, 32)
     a = h @ block.dense.weight.T + block.dense.bias
     norm = block.LayerNorm
-    for config, wrapper, act in ((HoulsbyConfig(budget=1, init_std=0.3), HoulsbyOutput, F.gelu),
-                                 (PfeifferConfig(budget=1), PfeifferOutput, F.relu)):
+    for config, wrapper, act in (
+        (HoulsbyConfig(budget=1, init_std=0.3), HoulsbyOutput, F.gelu),
+        (PfeifferConfig(budget=1), PfeifferOutput, F.relu),
+    ):
         adapter = Bottleneck(32, config)
-        f = lambda v: act(v @ adapter.down.weight.T + adapter.down.bias) @ adapter.up.weight.T + adapter.up.bias  # noqa: E731
+
+        def f(v, act=act, adapter=adapter):
+            return act(v @ adapter.down.weight.T + adapter.down.bias) @ adapter.up.weight.T + adapter.up.bias
+
         expected = norm(a + f(a) + x) if wrapper is HoulsbyOutput else norm(f(norm(a + x)) + a + x)
         with torch.no_grad():
             torch.testing.assert_close(wrapper(block, adapter)(h, x), expected, atol=1e-5, rtol=1e-5)
@@ -165,6 +173,7 @@ def test_adapter_learns_a_nonzero_update():
 
 
 # -- AdaLoRA -------------------------------------------------------------------------------
+
 
 def test_adalora_phases_follow_the_fractions_and_reject_runs_too_short():
     assert phases(40, 0.15, 0.5) == (6, 20)
@@ -208,9 +217,17 @@ def test_adalora_allocator_prunes_to_the_target_budget():
         if name in report["rank_allocation"]:
             assert int((layer.lora_E["default"] != 0).sum()) <= report["rank_allocation"][name]
     sizes = {"attention": 32 + 32 + 1, "intermediate": 32 + 64 + 1, "output": 64 + 32 + 1}
-    expected = sum(r * (sizes["attention"] if ("attention" in n or "self" in n) else
-                        sizes["intermediate"] if "intermediate" in n else sizes["output"])
-                   for n, r in report["rank_allocation"].items())
+    expected = sum(
+        r
+        * (
+            sizes["attention"]
+            if ("attention" in n or "self" in n)
+            else sizes["intermediate"]
+            if "intermediate" in n
+            else sizes["output"]
+        )
+        for n, r in report["rank_allocation"].items()
+    )
     assert report["final_trainable_params"] == expected
 
 
@@ -236,6 +253,7 @@ def test_adalora_needs_an_initial_rank_above_the_target(init_r):
 
 
 # -- prompt tuning -------------------------------------------------------------------------
+
 
 def test_prompt_tuning_trains_only_the_prompt_and_the_head():
     model, target = tiny()
@@ -264,6 +282,7 @@ def test_prompt_tuning_refuses_what_is_not_classification():
 
 # -- weight-decomposed LoRA ----------------------------------------------------------------
 
+
 def test_dora_wd_trains_a_magnitude_per_output_row():
     model, target = tiny()
     method = build_method({"name": "dora_wd", "r": 2})
@@ -287,8 +306,11 @@ OURS = ["full_ft", "bitfit", "lora", "adalora", "houlsby", "pfeiffer", "prompt_t
 
 
 def compose_method(name: str, budget: int) -> dict:
-    raw = {"budget": budget, "task": yaml.safe_load((CONF / "task" / "rte.yaml").read_text()),
-           "method": yaml.safe_load((CONF / "method" / f"{name}.yaml").read_text())}
+    raw = {
+        "budget": budget,
+        "task": yaml.safe_load((CONF_DIR / "task" / "rte.yaml").read_text()),
+        "method": yaml.safe_load((CONF_DIR / "method" / f"{name}.yaml").read_text()),
+    }
     return OmegaConf.to_container(OmegaConf.create(raw).method, resolve=True)
 
 
@@ -312,7 +334,16 @@ def test_method_yaml_sizes_follow_the_budget():
         "adalora": lambda m: (m.config.init_r, m.config.target_r),
     }
     got = {name: [size(build_method(compose_method(name, b))) for b in (2, 8)] for name, size in sizes.items()}
-    assert got == {"lora": [2, 8], "dora_wd": [2, 8], "houlsby": [8, 32], "pfeiffer": [16, 64],
-                   "prompt_tuning": [20, 80], "adalora": [(3, 2), (12, 8)]}
-    assert compose_method("adalora", 2)["deltaT"] == yaml.safe_load((CONF / "task" / "rte.yaml").read_text())["pruning_interval"]
+    assert got == {
+        "lora": [2, 8],
+        "dora_wd": [2, 8],
+        "houlsby": [8, 32],
+        "pfeiffer": [16, 64],
+        "prompt_tuning": [20, 80],
+        "adalora": [(3, 2), (12, 8)],
+    }
+    assert (
+        compose_method("adalora", 2)["deltaT"]
+        == yaml.safe_load((CONF_DIR / "task" / "rte.yaml").read_text())["pruning_interval"]
+    )
     assert math.ceil(1.5 * 5) == build_method(compose_method("adalora", 5)).config.init_r

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,13 +25,13 @@ from dora_bench.methods.dora import (
     scheduled_pruned,
     training_phases,
 )
+from support import CONF_DIR
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 TINY_MODULES = 12  # 2 layers x 6 module types
 
 
 def tiny_model(seed: int = 0) -> tuple[nn.Module, AdaptTarget]:
-    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF / "backbone" / "tiny.yaml").read_text()))
+    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF_DIR / "backbone" / "tiny.yaml").read_text()))
     torch.manual_seed(seed)
     return load_model(cfg, "sequence_classification", num_labels=2), adapt_target(cfg, "sequence_classification")
 
@@ -66,19 +65,23 @@ def train(model, method, steps, start=1, lr=1e-2, seed=0):
 
 # -- config ----------------------------------------------------------------------------------
 
+
 def test_init_budget_defaults_to_one_and_a_half_times_the_final_one_rounded_up():
     assert [dora(final_budget=b).config.init_budget for b in (1, 2, 8)] == [2, 3, 12]
     assert dora(final_budget=2, init_budget=6).config.init_budget == 6
 
 
-@pytest.mark.parametrize("bad, fix", [
-    ({"final_budget": 0}, "budget=1"),
-    ({"final_budget": 4, "init_budget": 3}, "init_budget"),
-    ({"warmup_ratio": 0.5, "final_ratio": 0.5}, "lower one"),
-    ({"beta": 1.0}, "0.9"),
-    ({"pruning_interval": 0}, ">= 1"),
-    ({"schedule": "linear"}, "reference, adalora"),
-])
+@pytest.mark.parametrize(
+    "bad, fix",
+    [
+        ({"final_budget": 0}, "budget=1"),
+        ({"final_budget": 4, "init_budget": 3}, "init_budget"),
+        ({"warmup_ratio": 0.5, "final_ratio": 0.5}, "lower one"),
+        ({"beta": 1.0}, "0.9"),
+        ({"pruning_interval": 0}, ">= 1"),
+        ({"schedule": "linear"}, "reference, adalora"),
+    ],
+)
 def test_bad_settings_are_refused_with_a_one_line_fix(bad, fix):
     with pytest.raises(ConfigError, match=fix) as err:
         dora(**bad)
@@ -93,6 +96,7 @@ def test_a_run_too_short_for_the_phases_is_refused():
 
 
 # -- schedule (pure functions) -----------------------------------------------------------------
+
 
 def test_phases_and_pruning_steps():
     phases = training_phases(1000, 0.15, 0.5)  # t_i = 150, t_f = 500
@@ -136,6 +140,7 @@ def test_schedules_are_monotone_and_end_exactly_at_the_final_budget(schedule, mo
 
 
 # -- the math -------------------------------------------------------------------------------------
+
 
 def test_closed_form_scores_equal_the_materialised_ones():
     gen = torch.Generator().manual_seed(0)
@@ -191,6 +196,7 @@ def test_layer_forward_is_eq_6():
 
 # -- the method on the tiny RoBERTa ---------------------------------------------------------
 
+
 def test_only_components_and_head_train_and_the_model_starts_unchanged():
     model, target = tiny_model()
     model.eval()
@@ -217,8 +223,14 @@ def test_ema_follows_eq_8_from_the_first_step():
         with torch.no_grad():
             for layer in method.layers:
                 layer.lora_c.copy_(torch.randn(3, generator=gen))
-        seen.append(torch.cat([materialised_scores(layer.lora_A[None], layer.lora_B[None], layer.lora_c[None])
-                               for layer in method.layers]))
+        seen.append(
+            torch.cat(
+                [
+                    materialised_scores(layer.lora_A[None], layer.lora_B[None], layer.lora_c[None])
+                    for layer in method.layers
+                ]
+            )
+        )
         method.after_step(model, step)
     torch.testing.assert_close(method.ema, 0.9 * 0.1 * seen[0] + 0.1 * seen[1], rtol=1e-5, atol=1e-6)
 
@@ -262,14 +274,17 @@ def test_training_ends_at_exactly_the_final_budget_and_masks_stay_fixed():
 
     report = method.report(model)
     sizes = {n: layer.base.in_features + layer.base.out_features + 1 for n, layer in zip(method.names, method.layers)}
-    assert report["rank_allocation"] == {n: int((layer.lora_c != 0).sum()) for n, layer in zip(method.names, method.layers)}
+    assert report["rank_allocation"] == {
+        n: int((layer.lora_c != 0).sum()) for n, layer in zip(method.names, method.layers)
+    }
     assert sum(report["rank_allocation"].values()) == 2 * TINY_MODULES
     assert report["final_trainable_params"] == sum(k * sizes[n] for n, k in report["rank_allocation"].items())
     assert method.paper_trainable_params(model, target) == report["final_trainable_params"]
     assert report["initial_trainable_params"] == 3 * sum(sizes.values())
     phases = method.phases
     assert report["budget_schedule"] == [
-        {"step": t, "kept": 36 - scheduled_pruned(t, phases, 12, 3, 2, "reference")} for t in (11, 16, 20)]
+        {"step": t, "kept": 36 - scheduled_pruned(t, phases, 12, 3, 2, "reference")} for t in (11, 16, 20)
+    ]
     assert report["budget_schedule"][-1]["kept"] == 24
     grid = report["rank_allocation_grid"]
     assert grid["rows"] == ["0", "1"] and len(grid["columns"]) == 6
@@ -336,8 +351,11 @@ def test_budget_goes_to_the_modules_a_teacher_changed():
     share of its own module's update, not by how much the module matters.)"""
     base, target = tiny_model()
     teacher = copy.deepcopy(base)
-    changed = ["roberta.encoder.layer.0.attention.self.value", "roberta.encoder.layer.1.intermediate.dense",
-               "roberta.encoder.layer.1.output.dense"]
+    changed = [
+        "roberta.encoder.layer.0.attention.self.value",
+        "roberta.encoder.layer.1.intermediate.dense",
+        "roberta.encoder.layer.1.output.dense",
+    ]
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name in changed:
@@ -366,6 +384,7 @@ def test_budget_goes_to_the_modules_a_teacher_changed():
 
 # -- export ---------------------------------------------------------------------------------------
 
+
 def test_export_is_an_ordinary_peft_lora_with_the_same_logits(tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -386,8 +405,11 @@ def test_export_is_an_ordinary_peft_lora_with_the_same_logits(tmp_path):
 
     ranks = method.report(model)["rank_allocation"]
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
-    lora_a = {k.removeprefix("base_model.model.").removesuffix(".lora_A.weight"): v.shape[0]
-              for k, v in saved.items() if k.endswith("lora_A.weight")}
+    lora_a = {
+        k.removeprefix("base_model.model.").removesuffix(".lora_A.weight"): v.shape[0]
+        for k, v in saved.items()
+        if k.endswith("lora_A.weight")
+    }
     assert lora_a == {n: k for n, k in ranks.items() if k > 0}  # only kept components, rank-0 modules left out
 
     model.eval()
@@ -404,13 +426,15 @@ def test_export_is_an_ordinary_peft_lora_with_the_same_logits(tmp_path):
 
 # -- the real size --------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("budget, initial, final", [(2, 497_880, 331_920), (8, 1_991_520, 1_327_680)])
 def test_roberta_base_counts(budget, initial, final):
     """b0 x 72 components at the start; bT x 72 at the end, nominally (uniform allocation):
     per layer 4 x (768 + 768 + 1) + 2 x (768 + 3072 + 1) = 13,830 per component rank."""
-    cfg = BackboneConfig.from_dict({**yaml.safe_load((CONF / "backbone" / "roberta-base.yaml").read_text()),
-                                    "init": "random"})
+    cfg = BackboneConfig.from_dict(
+        {**yaml.safe_load((CONF_DIR / "backbone" / "roberta-base.yaml").read_text()), "init": "random"}
+    )
     model, target = load_model(cfg, "sequence_classification", 2), adapt_target(cfg, "sequence_classification")
     method = dora(final_budget=budget)
     model = method.apply(model, target)

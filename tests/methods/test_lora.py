@@ -3,8 +3,6 @@ cheap input dropout keeps nn.Dropout's mathematics; the export loads with plain 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import yaml
 from torch import nn
@@ -13,8 +11,7 @@ from dora_bench.backbones import BackboneConfig, adapt_target, load_model
 from dora_bench.methods import build_method
 from dora_bench.methods.dropout import InputDropout, drop_input
 from dora_bench.methods.lora import LoRALinear
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from support import CONF_DIR
 
 
 def test_lora_linear_matches_peft_lora_in_output_and_gradients():
@@ -62,14 +59,14 @@ def test_input_dropout_keeps_with_probability_one_minus_p_and_rescales():
 def test_lora_export_reloads_with_plain_peft_and_gives_the_same_logits(tmp_path):
     from peft import PeftModel
 
-    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF / "backbone" / "tiny.yaml").read_text()))
+    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF_DIR / "backbone" / "tiny.yaml").read_text()))
     torch.manual_seed(0)
     base = load_model(cfg, "sequence_classification", num_labels=2)
     pristine = {k: v.clone() for k, v in base.state_dict().items()}
     method = build_method({"name": "lora", "r": 2})
     model = method.apply(base, adapt_target(cfg, "sequence_classification"))
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)
     model.eval()

@@ -9,11 +9,10 @@ import pytest
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-TASK_CONF = REPO / "conf" / "task"
-BACKBONE_CONF = REPO / "conf" / "backbone"
-GLUE_DATA = REPO.parent / "shared" / "data" / "glue_data"  # developers' reference copy; absent elsewhere
-ROBERTA_BPE = REPO.parent / "shared" / "data" / "tokenizers" / "roberta-base"
+from support import CONF_DIR, GLUE_DATA, ROBERTA_BPE  # noqa: F401  (the task tests import them from here)
+
+TASK_CONF = CONF_DIR / "task"
+BACKBONE_CONF = CONF_DIR / "backbone"
 CPU = torch.device("cpu")
 
 

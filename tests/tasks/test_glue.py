@@ -9,8 +9,7 @@ import yaml
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import load_task
-
-REPO = Path(__file__).resolve().parents[2]
+from support import CONF_DIR, REPO
 
 # CoLA: no header, columns source, label, orig-label, sentence; dev.tsv ends without a newline.
 COLA_TRAIN = "gj04\t1\t\tOur friends won't buy this analysis.\nclc95\t0\t*\tThe more you eat \"the less.\n"
@@ -197,9 +196,9 @@ TABLE8_ROW = {
 
 @pytest.mark.parametrize("name", sorted(TABLE8_ROW))
 def test_yaml_hyperparameters_are_table8(name):
-    with open(REPO / "dora_bench" / "paper" / "table8_hyperparameters.csv") as f:
+    with open(REPO / "dora_bench" / "report" / "paper" / "table8_hyperparameters.csv") as f:
         row = {r["task"]: r for r in csv.DictReader(f)}[TABLE8_ROW[name]]
-    cfg = yaml.safe_load((REPO / "conf" / "task" / f"{name}.yaml").read_text())
+    cfg = yaml.safe_load((CONF_DIR / "task" / f"{name}.yaml").read_text())
     assert cfg["name"] == name
     assert (cfg["max_length"], cfg["batch_size"], cfg["epochs"], cfg["pruning_interval"]) == (
         int(row["max_length"]),
@@ -213,7 +212,7 @@ def test_yaml_hyperparameters_are_table8(name):
 
 @pytest.mark.parametrize("name", GLUE)
 def test_glue_yaml_is_consistent(name):
-    cfg = yaml.safe_load((REPO / "conf" / "task" / f"{name}.yaml").read_text())
+    cfg = yaml.safe_load((CONF_DIR / "task" / f"{name}.yaml").read_text())
     assert cfg["family"] == "glue" and cfg["hub_id"] == "nyu-mll/glue" and cfg["data_dir"] is None
     assert cfg["main_metric"] in cfg["metrics"]
     assert (cfg["label_names"] is None) == (cfg["num_labels"] == 1)

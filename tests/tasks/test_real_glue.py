@@ -1,13 +1,10 @@
 """The real GLUE files of the developers' reference copy (skipped where that folder is absent)."""
 
-from pathlib import Path
-
 import pytest
 
 from dora_bench.tasks import load_task
 from dora_bench.tasks.readers import read_tsv
-
-GLUE_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "glue_data"
+from support import GLUE_DATA
 
 pytestmark = pytest.mark.skipif(not GLUE_DATA.is_dir(), reason=f"no GLUE files at {GLUE_DATA}")
 

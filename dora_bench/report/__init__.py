@@ -1,0 +1,1 @@
+"""The report side: tables, figures and parameter counts, pure functions of the run records."""

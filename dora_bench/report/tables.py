@@ -1,0 +1,434 @@
+"""The paper's tables, as a pure function of the run records under ``<results_dir>/runs/``.
+
+    python -m dora_bench.report.tables [results_dir=results] [stat=mean|median] [epoch=best|last] [seeds=5]
+                                [backbone=<name>] [figures=true|false]
+
+writes ``<results_dir>/tables/<table>.{md,tex,csv}`` for Tables 2, 3, 4, 5, 6 and 9, plus
+``all_cells.{md,csv}`` (every task/backbone/method/variant/budget found, paper grid or not)
+and ``all_runs.csv`` (one line per record); then the figures (``dora_bench.report.figures``).
+
+One cell pools the seeds of one (task, backbone, method, variant, budget) (``cells.py``:
+mean ± sample std or median [min, max] of each seed's best or last dev epoch, x100).
+Nothing is filled in: a cell without records prints "—", one whose runs all failed
+"failed (k)", one with fewer complete seeds than ``seeds`` says "n=3/5", and one whose
+records were made with different settings is refused, with the differing keys and the
+record paths in the table's notes. Each caption says which learning rate every method ran
+at and which config key set it: only DoRA's come tuned from the paper.
+
+Each paper table is one small function below (rows and paper numbers from
+``dora_bench/paper/*.csv``) feeding the shared ``build_table``; ``render.py`` writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from dora_bench.errors import ConfigError, UserError
+from dora_bench.records import write_text_atomic
+from dora_bench.report.cells import (
+    EPOCH_CHOICES,
+    METHODS,
+    PAPER_DIR,
+    PAPER_NAMES,
+    Run,
+    Settings,
+    aggregate,
+    by_cell,
+    load_runs,
+    metric,
+    minutes_per_epoch,
+    peak_gpu_mib,
+    trainable_params,
+)
+from dora_bench.report.render import Column, Row, Table, all_runs_csv, to_csv, to_latex, to_markdown
+
+GLUE = {
+    "RTE": "rte",
+    "MRPC": "mrpc",
+    "STS-B": "stsb",
+    "CoLA": "cola",
+    "SST-2": "sst2",
+    "QNLI": "qnli",
+    "QQP": "qqp",
+    "MNLI": "mnli",
+}
+
+#: What each ``extras.lr_source`` means (``checks.resolve_lr``), for the captions.
+LR_SOURCES = {
+    "trainer.lr": "trainer.lr (command line)",
+    "method.lr_by_task": "method.lr_by_task (per task)",
+    "method.lr": "method.lr (one rate for every task)",
+    "task.lr": "task.lr (DoRA's, paper Table 8)",
+}
+
+
+def build_table(
+    name: str,
+    title: str,
+    runs: list[Run],
+    rows: list[Row],
+    columns: list[Column],
+    settings: Settings,
+    backbone: str,
+    *,
+    row_header: tuple[str, ...],
+    what: str,
+    higher_is_better: bool = True,
+    average: str | None = None,
+    with_params: bool = False,
+) -> Table:
+    cells_of = by_cell(runs)
+    cells = [
+        [
+            aggregate(cells_of.get((c.task, backbone, r.method, r.variant, r.budget), []), c.value, settings)
+            for c in columns
+        ]
+        for r in rows
+    ]
+    caption = (
+        f"{title}, {backbone}. {what}; {settings.describe()}. Paper: Mao et al. (ACL 2024); "
+        f"Δ = ours − paper. Bold: the {'highest' if higher_is_better else 'lowest'} per column "
+        f"among cells with all seeds."
+    )
+    table = Table(name, title, caption, row_header, columns, rows, cells, settings, backbone, higher_is_better, average)
+    if with_params:
+        table.params = [
+            (
+                median_params(
+                    [
+                        run
+                        for c in columns
+                        for run in cells_of.get((c.task, backbone, r.method, r.variant, r.budget), [])
+                    ]
+                ),
+                (r.paper or {}).get("trainable_params"),
+            )
+            for r in rows
+        ]
+    add_learning_rates(table)
+    add_refusals(table)
+    return table
+
+
+def median_params(runs: list[Run]) -> int | None:
+    """The median paper-style parameter count over a row's complete runs (counts differ between
+    tasks only by a head size or so; a failed run may have stopped before its final count)."""
+    counts = sorted(p for run in runs if run.complete and (p := trainable_params(run.record)))
+    return counts[len(counts) // 2] if counts else None
+
+
+def add_learning_rates(table: Table) -> None:
+    """Append to the caption, per method, the learning rates its scored runs trained at and the
+    config key that set each (``extras.lr_source``); nothing if no record says."""
+    rates: dict[str, dict[str, set[float]]] = {}  # method -> source -> rates
+    for row, row_cells in zip(table.rows, table.cells):
+        for cell in row_cells:
+            for source, lr in cell.lrs:
+                source = "method.lr_by_task" if source.startswith("method.lr_by_task.") else source
+                rates.setdefault(PAPER_NAMES.get(row.method, row.method), {}).setdefault(source, set()).add(lr)
+    if not rates:
+        return
+    per_method = "; ".join(
+        name
+        + " "
+        + ", ".join(f"{LR_SOURCES.get(source, source)} {_rates(values)}" for source, values in sorted(sources.items()))
+        for name, sources in rates.items()
+    )
+    table.caption += (
+        f" Learning rates (extras.lr_source): {per_method}. Only task.lr is tuned (for DoRA, by its "
+        f"authors); every other rate is as configured in conf/method (sources in its comments), "
+        f"not tuned here."
+    )
+
+
+def _rates(values: set[float]) -> str:
+    ordered = sorted(values)
+    if len(ordered) > 3:
+        return f"{_lr_text(ordered[0])} to {_lr_text(ordered[-1])}"
+    return "/".join(_lr_text(v) for v in ordered)
+
+
+def _lr_text(lr: float) -> str:
+    """``0.0012`` -> ``1.2e-3``."""
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def add_refusals(table: Table) -> None:
+    for row, row_cells in zip(table.rows, table.cells):
+        for column, cell in zip(table.columns, row_cells):
+            if cell.refused:
+                table.notes.append(f"{' '.join(row.labels)} / {column.label}: refused, {cell.refused}")
+
+
+def _paper(filename: str) -> list[dict[str, str]]:
+    with (PAPER_DIR / filename).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _method_rows(paper: list[dict[str, str]]) -> list[Row]:
+    return [
+        Row((p["method"], p["budget"] or "—"), METHODS[p["method"]], int(p["budget"]) if p["budget"] else None, paper=p)
+        for p in paper
+    ]
+
+
+# -- the paper's tables -----------------------------------------------------------------------
+
+
+def table2(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
+    """GLUE dev: 7 methods x budgets 2/8 x 8 tasks, and the average of the 8 as the paper's Avg."""
+    columns = [Column(label, task, metric(), label) for label, task in GLUE.items()]
+    return build_table(
+        "table2",
+        "Table 2: GLUE",
+        runs,
+        _method_rows(_paper("table2_glue.csv")),
+        columns,
+        settings,
+        backbone,
+        row_header=("Method", "bT"),
+        average="Avg",
+        with_params=True,
+        what=(
+            "dev score x100 (MNLI: matched accuracy; STS-B: Pearson; CoLA: Matthews; others: "
+            "accuracy); Avg: mean of the 8 task scores, as the paper computes it"
+        ),
+    )
+
+
+def table3(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
+    """SQuAD v1.1 / v2.0 dev: exact match and F1."""
+    columns = [
+        Column(f"{label} {m.upper()}", task, metric("exact_match" if m == "em" else "f1"), f"{task}_{m}")
+        for label, task in (("v1.1", "squad_v1"), ("v2.0", "squad_v2"))
+        for m in ("em", "f1")
+    ]
+    return build_table(
+        "table3",
+        "Table 3: SQuAD",
+        runs,
+        _method_rows(_paper("table3_squad.csv")),
+        columns,
+        settings,
+        backbone,
+        row_header=("Method", "bT"),
+        with_params=True,
+        what="dev exact match / F1 x100 (official normalisation; v2.0 with no-answer handling)",
+    )
+
+
+def table4(runs: list[Run], settings: Settings, backbone: str = "bart-base") -> Table:
+    """XSum: ROUGE-1/2/L on bart-base."""
+    columns = [
+        Column(label, "xsum", metric(key), key)
+        for label, key in (("R-1", "rouge1"), ("R-2", "rouge2"), ("R-L", "rougeL"))
+    ]
+    return build_table(
+        "table4",
+        "Table 4: XSum",
+        runs,
+        _method_rows(_paper("table4_xsum.csv")),
+        columns,
+        settings,
+        backbone,
+        row_header=("Method", "bT"),
+        with_params=True,
+        what="ROUGE-1/2/L x100 (beam 3, summaries up to 64 tokens)",
+    )
+
+
+def table5(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
+    """DoRA at budget 8 with and without the DEM regulariser (variant ``nodem``: gamma = 0)."""
+    paper = {p["variant"]: p for p in _paper("table5_dem_ablation.csv")}
+    rows = [
+        Row(("with DEM",), "dora", 8, None, paper["with DEM"]),
+        Row(("without DEM",), "dora", 8, "nodem", paper["without DEM"]),
+    ]
+    columns = [Column(label, GLUE[label], metric(), label) for label in ("STS-B", "CoLA", "SST-2")]
+    return build_table(
+        "table5",
+        "Table 5: DEM ablation",
+        runs,
+        rows,
+        columns,
+        settings,
+        backbone,
+        row_header=("DoRA, bT = 8",),
+        what="dev score x100 (STS-B: Pearson; CoLA: Matthews; SST-2: "
+        "accuracy); without DEM: gamma = 0, records variant=nodem",
+    )
+
+
+#: Table 6's initial budgets and where their records are: b0 = 3 = ceil(1.5 x 2) is plain DoRA.
+INIT_BUDGET_VARIANTS = {2: "b0_2", 3: None, 4: "b0_4", 6: "b0_6", 8: "b0_8"}
+
+
+def table6(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
+    """DoRA at final budget 2 from initial budgets 2..8 (b0 = 2: no pruning)."""
+    paper = {int(p["initial_budget"]): p for p in _paper("table6_initial_budget.csv")}
+    rows = [Row((str(b0),), "dora", 2, variant, paper.get(b0)) for b0, variant in INIT_BUDGET_VARIANTS.items()]
+    columns = [Column(label, GLUE[label], metric(), label) for label in ("MRPC", "STS-B", "SST-2")]
+    table = build_table(
+        "table6",
+        "Table 6: initial budget",
+        runs,
+        rows,
+        columns,
+        settings,
+        backbone,
+        row_header=("b0",),
+        what=(
+            "dev score x100 at final budget bT = 2 (MRPC: accuracy; STS-B: "
+            "Pearson; SST-2: accuracy); b0 = 3 is DoRA's default, plain "
+            "DoRA records; the others variant=b0_<k>"
+        ),
+    )
+    for row in rows:  # a record in row b0=k must have started from k components per module
+        for run in runs:
+            started = (run.record.get("extras") or {}).get("init_budget")
+            if (
+                run.key in {(c.task, backbone, "dora", row.variant, 2) for c in columns}
+                and started is not None
+                and started != int(row.labels[0])
+            ):
+                table.notes.append(f"{run.path} is in row b0={row.labels[0]} but started from b0={started}")
+    return table
+
+
+def table9(runs: list[Run], settings: Settings, backbone: str = "roberta-base", budget: int = 8) -> Table:
+    """Minutes per training epoch and peak GPU memory on QNLI (one-epoch runs, variant ``epoch1``)."""
+    rows = [
+        Row(
+            (p["method"],),
+            METHODS[p["method"]],
+            None if METHODS[p["method"]] in ("full_ft", "bitfit") else budget,
+            "epoch1",
+            p,
+        )
+        for p in _paper("table9_efficiency_qnli_rtx3090.csv")
+    ]
+    columns = [
+        Column("min/epoch", "qnli", minutes_per_epoch, "minutes_per_epoch"),
+        Column("GPU MiB", "qnli", peak_gpu_mib, "gpu_memory_mib"),
+    ]
+    return build_table(
+        "table9",
+        "Table 9: efficiency on QNLI",
+        runs,
+        rows,
+        columns,
+        settings,
+        backbone,
+        row_header=("Method",),
+        higher_is_better=False,
+        what=(
+            f"minutes per training epoch (dev evaluation excluded) and peak GPU memory allocated "
+            f"by torch, one epoch of QNLI, budget {budget}; paper: an RTX 3090 (its memory figure "
+            f"is likely nvidia-smi's, which also counts the CUDA context and cache); not x100, "
+            f"lower is better; epoch= does not apply"
+        ),
+    )
+
+
+PAPER_TABLES = (table2, table3, table4, table5, table6, table9)
+
+
+def all_cells(runs: list[Run], settings: Settings) -> Table:
+    """Every (task, backbone, method, variant, budget) in the records with its main metric:
+    covers runs outside the paper's grid (the demo task, other backbones, new ablations)."""
+    cells_of = by_cell(runs)
+    keys = sorted(cells_of, key=lambda key: tuple("" if v is None else str(v) for v in key))
+    rows = []
+    for task, backbone, method, variant, budget in keys:
+        main = cells_of[(task, backbone, method, variant, budget)][0].record.get("main_metric") or "?"
+        rows.append(
+            Row(
+                (task, backbone, method, variant or "", "—" if budget is None else str(budget), main),
+                method,
+                budget,
+                variant,
+            )
+        )
+    cells = [[aggregate(cells_of[key], metric(), settings)] for key in keys]
+    table = Table(
+        "all_cells",
+        "Every setting found",
+        f"Main dev metric x100; {settings.describe()}.",
+        ("task", "backbone", "method", "variant", "budget", "metric"),
+        [Column("score", "", metric())],
+        rows,
+        cells,
+        settings,
+        backbone="(any)",
+        higher_is_better=None,
+    )
+    add_learning_rates(table)
+    for row, row_cells in zip(rows, cells):
+        if row_cells[0].refused:
+            table.notes.append(f"{' / '.join(row.labels)}: refused, {row_cells[0].refused}")
+    return table
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def write_tables(results_dir: str | Path, settings: Settings, backbone: str | None = None) -> list[Path]:
+    """Write every table under ``<results_dir>/tables/``; returns the paths written."""
+    results_dir = Path(results_dir)
+    runs = load_runs(results_dir)
+    out_dir = results_dir / "tables"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for make in PAPER_TABLES:
+        table = make(runs, settings, **({"backbone": backbone} if backbone else {}))
+        for suffix, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
+            written.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", render(table)))
+        for note in table.notes:
+            print(f"dora-bench-tables: {table.name}: {note}", file=sys.stderr)
+    cells = all_cells(runs, settings)
+    written.append(write_text_atomic(out_dir / "all_cells.md", to_markdown(cells)))
+    written.append(write_text_atomic(out_dir / "all_cells.csv", to_csv(cells)))
+    written.append(write_text_atomic(out_dir / "all_runs.csv", all_runs_csv(runs, results_dir)))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dora-bench-tables", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", default="results", help="the folder holding runs/ (default: %(default)s)")
+    parser.add_argument(
+        "--stat",
+        default="mean",
+        choices=("mean", "median"),
+        help="mean ± sample std, or median [min, max] over seeds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epoch", default="best", choices=EPOCH_CHOICES, help="which epoch of each run counts (default: %(default)s)"
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="complete seeds a cell should have (default: %(default)s)")
+    parser.add_argument("--backbone", default=None, help="the backbone whose runs fill the paper tables")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings(stat=args.stat, epoch=args.epoch, seeds=args.seeds)
+        results_dir = Path(args.results_dir)
+        if not (results_dir / "runs").is_dir():
+            raise ConfigError(f"no runs at {results_dir / 'runs'}: run a sweep first or pass --results-dir <dir>")
+        written = write_tables(results_dir, settings, args.backbone)
+        print(f"dora-bench-tables: {len(written)} files in {results_dir / 'tables'} ({settings.describe()})")
+        if not args.no_figures:
+            from dora_bench.report.figures import write_figures  # matplotlib only when figures are wanted
+
+            figures = write_figures(results_dir)
+            print(f"dora-bench-tables: {len(figures)} figures in {results_dir / 'figures'}")
+    except UserError as err:
+        print(f"dora-bench-tables: error: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Epoch checkpoints: what a crashed or killed run needs to go on where it stopped.
+
+Saved after every evaluated epoch (``trainer.checkpoint``), removed when the run completes;
+a rerun of the same settings resumes from it (``resume``). Only trainable weights are kept:
+the frozen backbone is rebuilt from the config. Settings must match except the keys that
+say where or how a run executes (``records.EXECUTION_KEYS``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dora_bench import records
+from dora_bench.errors import ConfigError
+from dora_bench.methods import Method
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    record: dict[str, Any],
+    epoch: int,
+    step: int,
+    total_steps: int,
+    model: torch.nn.Module,
+    method: Method,
+    optimizer,
+    scheduler,
+) -> None:
+    """Everything the loop needs to go on after ``epoch`` (``step`` optimizer steps done), written
+    atomically. Only trainable weights: the frozen backbone is rebuilt from the config."""
+    records.save_torch_atomic(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "step": step,
+            "total_steps": total_steps,
+            "config": record["config"],
+            "started_at": record["started_at"],
+            "epochs": record["epochs"],
+            "resumed": record["extras"].get("resumed", []),
+            "params": {
+                name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad
+            },
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "method": method.state_dict(),
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        },
+    )
+
+
+def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if there is one, refused unless made with the same settings
+    (``config``: the resolved config of this attempt; bookkeeping keys may differ)."""
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(
+            f"checkpoint at {path} can't be read ({type(err).__name__}): delete it or pass resume=false"
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(
+            f"checkpoint at {path} is not a dora-bench checkpoint of format {CHECKPOINT_FORMAT}: "
+            f"delete it or pass resume=false"
+        )
+    differences = setting_differences(checkpoint["config"], config)
+    if differences:
+        _refuse_checkpoint(path, differences)
+    return checkpoint
+
+
+def setting_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"key: saved -> current"`` for every setting that differs, bookkeeping keys left out."""
+    before, after = records.flatten_config(saved), records.flatten_config(current)
+    keys = sorted(
+        key
+        for key in before.keys() | after.keys()
+        if not records.is_execution_key(key) and before.get(key, _ABSENT) != after.get(key, _ABSENT)
+    )
+    return [f"{key}: {before.get(key, _ABSENT)} -> {after.get(key, _ABSENT)}" for key in keys]
+
+
+def restore_training_state(
+    checkpoint: dict[str, Any],
+    path: Path,
+    total_steps: int,
+    model: torch.nn.Module,
+    method: Method,
+    optimizer,
+    scheduler,
+) -> tuple[int, int]:
+    """Load weights, optimizer, schedule and method state; return (epochs done, steps done).
+    The RNG is restored separately (``set_rng_state``), right before the loop."""
+    if checkpoint["total_steps"] != total_steps:  # same config, different data
+        _refuse_checkpoint(path, [f"total_steps: {checkpoint['total_steps']} -> {total_steps}"])
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if checkpoint["params"].keys() != trainable.keys():
+        changed = sorted(checkpoint["params"].keys() ^ trainable.keys())
+        _refuse_checkpoint(path, [f"trainable parameters: {len(changed)} names differ, e.g. {changed[0]}"])
+    with torch.no_grad():
+        for name, param in trainable.items():
+            param.copy_(checkpoint["params"][name])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    method.load_state_dict(checkpoint["method"])
+    return int(checkpoint["epoch"]), int(checkpoint["step"])
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore torch's generators (dropout masks, the loader's base seed) as they were when saved."""
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        for index, device_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
+
+
+def _refuse_checkpoint(path: Path, differences: list[str]) -> None:
+    shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+    raise ConfigError(
+        f"checkpoint at {path} was made with different settings ({shown}): delete it or pass resume=false"
+    )
+
+
+_ABSENT = "(absent)"

@@ -1,0 +1,514 @@
+"""The one training loop every method runs through: ``train(cfg) -> record``.
+
+``train`` reads as set-up -> epochs (``train_epoch``, ``evaluate_epoch``) -> ``finish``; a dry run
+is one early return. The optimizer step is written out in full in ``train_epoch``. Methods act only
+through the hooks of ``methods/base.py``; anything that touches the loss is visible there
+(``method.extra_loss``): AdaLoRA's orthogonality penalty included, which adalora.py computes
+itself rather than leave to peft's forward.
+
+Resuming: after every evaluated epoch the loop saves ``checkpoint.pt`` (trainable weights,
+optimizer, schedule, method state, RNG, the epochs so far); a rerun of an unfinished run
+loads it and goes on with the next epoch, which then sees the same batches and dropout
+masks as an uninterrupted run would have. The checkpoint goes once the run completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from dora_bench import records
+from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_tokenizer
+from dora_bench.errors import ConfigError, RecordExistsError, TrainingDiverged, UserError
+from dora_bench.methods import AdaptTarget, Method, build_method
+from dora_bench.methods.allocation import save_allocation_heatmap
+from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
+from dora_bench.run.checks import check_config, resolve_lr
+from dora_bench.tasks import load_task, task_model_kind
+
+METRICS_NAME = "metrics.jsonl"
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment and return its record (also written to ``record.json``)."""
+    check_config(cfg)
+    method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
+    budget = int(cfg.budget) if method.uses_budget else None
+    out_dir = records.run_dir(
+        cfg.results_dir,
+        task=cfg.task.name,
+        backbone=cfg.backbone.name,
+        method=cfg.method.name,
+        variant=cfg.variant,
+        budget=budget,
+        seed=cfg.seed,
+    )
+    record = start_record(cfg, budget)
+    if cfg.dry_run:
+        return dry_run(cfg, method, record, out_dir / "dry_run.json")
+    with records.claim(out_dir):  # a parallel sweep that names this run twice runs it once
+        record_path = out_dir / records.RECORD_NAME
+        if records.is_complete(record_path) and not cfg.overwrite:
+            raise RecordExistsError(
+                f"a complete record exists at {record_path}: kept; pass overwrite=true to run again"
+            )
+        checkpoint = None
+        if cfg.resume and not cfg.overwrite:
+            checkpoint = load_checkpoint(out_dir / records.CHECKPOINT_NAME, record["config"])
+        # A failed attempt's traceback or an old adapter must not outlive it; a resumed attempt
+        # keeps what it continues from.
+        records.clear_run_dir(out_dir, keep=(records.CHECKPOINT_NAME, METRICS_NAME) if checkpoint else ())
+        try:
+            run = setup(cfg, method, record, out_dir, checkpoint)
+            with MetricsLog(
+                out_dir / METRICS_NAME, wandb_run=start_wandb(cfg, record), after_step=run.step if checkpoint else None
+            ) as log:
+                if checkpoint is not None:  # last, so nothing between here and the loop draws from it
+                    set_rng_state(checkpoint["rng"])
+                for epoch in range(run.done_epochs + 1, run.num_epochs + 1):
+                    seconds, train_loss = train_epoch(run, epoch, log)
+                    if epoch % cfg.trainer.eval_every_epochs == 0 or epoch == run.num_epochs:
+                        evaluate_epoch(run, epoch, seconds, train_loss, log)
+            return finish(run)
+        except BaseException as err:  # keep what was learnt about the failure; a rerun replaces it
+            record.update(status="failed", error=f"{type(err).__name__}: {err}", finished_at=records.now_iso())
+            records.write_json_atomic(record_path, record)
+            (out_dir / "traceback.txt").write_text(traceback.format_exc())
+            raise
+
+
+@dataclass
+class Run:
+    """What the steps of one run share; built by ``setup``."""
+
+    cfg: DictConfig
+    method: Method
+    record: dict[str, Any]
+    out_dir: Path
+    device: torch.device
+    task: Any
+    model: torch.nn.Module
+    target: AdaptTarget
+    loader: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    autocast: Callable[[], Any]
+    total_steps: int
+    num_epochs: int
+    bar: Any
+    step: int = 0  # optimizer steps done
+    done_epochs: int = 0
+    last_finite_loss: float | None = None  # named in the error if the loss stops being finite
+    train_peak_mib: float = 0.0  # Table 9 compares training memory: evaluation is left out
+
+
+# -- set-up ----------------------------------------------------------------------------------------
+
+
+def start_record(cfg: DictConfig, budget: int | None) -> dict[str, Any]:
+    return records.new_record(
+        task=cfg.task.name,
+        method=cfg.method.name,
+        variant=cfg.variant,
+        budget=budget,
+        seed=cfg.seed,
+        backbone=cfg.backbone.name,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        git_commit=records.git_commit(),
+        versions=records.package_versions(),
+        started_at=records.now_iso(),
+    )
+
+
+def build_model(cfg: DictConfig, method: Method, record: dict[str, Any], num_labels: int):
+    """The backbone with the method applied; its parameter counts go into the record."""
+    backbone_cfg = BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True))
+    target = adapt_target(backbone_cfg, task_model_kind(cfg.task))
+    model = load_model(backbone_cfg, task_model_kind(cfg.task), num_labels)
+    check_input_length(int(cfg.task.max_length), method.extra_input_positions(), model, backbone_cfg.name)
+    model = method.apply(model, target)
+    counts = record["trainable_params"] = count_parameters(model, method, target)
+    print(
+        f"[dora-bench] parameters: {counts['model']:,} in the model, {counts['total']:,} trainable, "
+        f"{counts['paper']:,} as the paper counts them"
+    )
+    return model, target
+
+
+def dry_run(cfg: DictConfig, method: Method, record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Build the model and count what trains; no data, no training (the label count comes from the config)."""
+    torch.manual_seed(cfg.seed)
+    model, _ = build_model(cfg, method, record, int(cfg.task.get("num_labels", 2)))
+    record.update(status="dry_run", extras=method.report(model), finished_at=records.now_iso())
+    if "initial_trainable_params" in record["extras"]:  # budget-moving methods start larger
+        print(
+            f"[dora-bench] at the start (initial budget): {record['extras']['initial_trainable_params']:,}; "
+            f"at the end (budget={cfg.budget}, if every module kept bT): {record['trainable_params']['paper']:,}"
+        )
+    records.write_json_atomic(path, record)
+    print(f"[dora-bench] dry run: nothing trained; counts written to {path}")
+    return record
+
+
+def setup(cfg: DictConfig, method: Method, record: dict[str, Any], out_dir: Path, checkpoint) -> Run:
+    """Data, model + method, optimizer and schedule; the state of a resumed run restored."""
+    lr, lr_source = resolve_lr(cfg)
+    device = pick_device(cfg.trainer.device, cfg.get("num_gpus"))
+    record["device"] = describe_device(device)
+    if checkpoint is not None:
+        record["started_at"] = checkpoint["started_at"]
+    print(
+        f"[dora-bench] {cfg.task.name} / {cfg.backbone.name} / {cfg.method.name} budget={record['budget']} "
+        f"seed={cfg.seed} -> {out_dir}"
+    )
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True)))
+    task = load_task(OmegaConf.to_container(cfg.task, resolve=True), tokenizer, cache_dir=_cache_dir(cfg))
+    record.update(eval_examples=task.eval_examples, main_metric=task.main_metric)
+    model, target = build_model(cfg, method, record, task.num_labels)
+    if device.type == "cpu" and cfg.trainer.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.trainer.cpu_threads))
+    model.to(device)
+
+    trainer = cfg.trainer
+    loader = task.train_loader(
+        trainer.batch_size, seed=cfg.seed, group_by_length=trainer.group_by_length, num_workers=trainer.num_workers
+    )
+    total_steps = len(loader) * trainer.epochs
+    if trainer.max_steps is not None:
+        total_steps = min(total_steps, trainer.max_steps)
+    num_epochs = math.ceil(total_steps / len(loader))
+    method.on_train_begin(model, total_steps)
+    optimizer = build_optimizer(model, lr, trainer.weight_decay, device)
+    scheduler = linear_warmup_decay(optimizer, round(trainer.warmup_ratio * total_steps), total_steps)
+    autocast = autocast_factory(device, trainer.precision)
+    record["precision"] = "fp32" if autocast is contextlib.nullcontext else "bf16-autocast"
+    record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps}
+    print(
+        f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {len(loader)}), lr {lr:g} from {lr_source}, "
+        f"device {record['device']}, precision {record['precision']}"
+    )
+    run = Run(
+        cfg,
+        method,
+        record,
+        out_dir,
+        device,
+        task,
+        model,
+        target,
+        loader,
+        optimizer,
+        scheduler,
+        autocast,
+        total_steps,
+        num_epochs,
+        bar=None,
+    )
+    if checkpoint is not None:
+        run.done_epochs, run.step = restore_training_state(
+            checkpoint, out_dir / records.CHECKPOINT_NAME, total_steps, model, method, optimizer, scheduler
+        )
+        record["epochs"] = checkpoint["epochs"]
+        record["best"], record["last"] = select_epochs(record["epochs"], task.main_metric)
+        record["extras"]["resumed"] = [
+            *checkpoint["resumed"],
+            {"epoch": run.done_epochs + 1, "step": run.step, "at": records.now_iso()},
+        ]
+        print(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    run.bar = tqdm(total=total_steps, initial=run.step, disable=not trainer.progress, dynamic_ncols=True, desc="train")
+    return run
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+
+
+def train_epoch(run: Run, epoch: int, log: MetricsLog) -> tuple[float, float]:
+    """One epoch of optimizer steps, every hook in sight; returns (seconds, mean training loss)."""
+    model, method, optimizer, scheduler = run.model, run.method, run.optimizer, run.scheduler
+    model.train()
+    # Epoch e shuffles with (seed, e - 1) (batching.ShuffledBatches counts the epochs it has
+    # served from 0): set it, since a resumed run starts its loader at a later epoch.
+    run.loader.batch_sampler.set_epoch(epoch - 1)
+    start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
+    for batch in run.loader:
+        run.step += 1
+        step = run.step
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+        with run.autocast():
+            task_loss = model(**batch).loss
+        extra = method.extra_loss(model, step)
+        loss = task_loss if extra is None else task_loss + extra
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), run.cfg.trainer.max_grad_norm)
+        loss_value = loss.item()  # one GPU sync per step; the check, the bar and the log need it
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            raise TrainingDiverged(
+                f"step {step}: loss {loss_value}, gradient norm {float(grad_norm)} "
+                f"(last finite loss {run.last_finite_loss}): lower the lr, then rerun"
+            )
+        optimizer.step()
+        scheduler.step()
+        method.after_step(model, step)  # gradients are still there (AdaLoRA's sensitivity needs them)
+        optimizer.zero_grad(set_to_none=True)
+
+        run.last_finite_loss = loss_value
+        loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", epoch=epoch)
+        if step % run.cfg.trainer.log_every == 0 or step == run.total_steps:
+            log.write(
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": loss_value,
+                    "task_loss": task_loss.item(),
+                    "extra_loss": None if extra is None else extra.item(),
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                }
+            )
+        if step >= run.total_steps:
+            break
+    return time.perf_counter() - start, loss_sum / max(loss_count, 1)
+
+
+def evaluate_epoch(run: Run, epoch: int, seconds: float, train_loss: float, log: MetricsLog) -> None:
+    """Score the dev split(s), record the epoch, save the record and the checkpoint."""
+    if run.device.type == "cuda":
+        run.train_peak_mib = max(run.train_peak_mib, torch.cuda.max_memory_allocated(run.device) / 2**20)
+    start = time.perf_counter()
+    metrics = run.task.evaluate(
+        run.model, batch_size=run.cfg.trainer.eval_batch_size, device=run.device, autocast=run.autocast
+    )
+    entry = {
+        "epoch": epoch,
+        "step": run.step,
+        "seconds": round(seconds, 3),
+        "eval_seconds": round(time.perf_counter() - start, 3),
+        "train_loss": train_loss,
+        "countable": run.step >= run.method.first_countable_step(),
+        "metrics": metrics,
+    }
+    record = run.record
+    record["epochs"].append(entry)
+    log.write({"step": run.step, "epoch": epoch, "eval": metrics})
+    run.bar.write(
+        f"[dora-bench] epoch {epoch}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        + ("" if entry["countable"] else "  (budget not final yet: not eligible as best)")
+    )
+    record["best"], record["last"] = select_epochs(record["epochs"], run.task.main_metric)
+    records.write_json_atomic(run.out_dir / records.RECORD_NAME, record)  # the epochs so far survive a crash
+    if run.cfg.trainer.checkpoint:
+        save_checkpoint(
+            run.out_dir / records.CHECKPOINT_NAME,
+            record=record,
+            epoch=epoch,
+            step=run.step,
+            total_steps=run.total_steps,
+            model=run.model,
+            method=run.method,
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+        )
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """The method's report and export, the per-run heatmap, the complete record."""
+    run.bar.close()
+    record, method, model, out_dir = run.record, run.method, run.model, run.out_dir
+    if run.device.type == "cuda":
+        record["peak_gpu_mib"] = round(run.train_peak_mib, 1)
+    record["extras"].update(method.report(model))
+    # Budget-moving methods (DoRA, AdaLoRA) only know their paper count once the budget is final.
+    record["trainable_params"]["paper"] = int(method.paper_trainable_params(model, run.target))
+    record["artifacts"] = {"metrics": METRICS_NAME, **method.export(model, out_dir)}
+    grid = record["extras"].get("rank_allocation_grid")
+    if grid:
+        title = f"{run.cfg.method.name} on {run.cfg.task.name}, budget {run.cfg.budget}, seed {run.cfg.seed}"
+        save_allocation_heatmap(grid, out_dir / "rank_allocation.png", title)
+        record["artifacts"]["rank_allocation"] = "rank_allocation.png"
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
+    record.update(status="complete", finished_at=records.now_iso())
+    records.write_json_atomic(out_dir / records.RECORD_NAME, record)
+    (out_dir / records.CHECKPOINT_NAME).unlink(missing_ok=True)  # the exported adapter is the result
+    best = record["best"]
+    print(
+        f"[dora-bench] done: best epoch {best['epoch']} {run.task.main_metric} "
+        f"{best['metrics'][run.task.main_metric]:.4f}; record {out_dir / records.RECORD_NAME}"
+    )
+    return record
+
+
+# -- helpers (each small enough to test alone) ----------------------------------------------
+
+
+def count_parameters(model: torch.nn.Module, method: Method, target) -> dict[str, int]:
+    """``paper``: as the paper counts (head excluded; Full FT: everything); ``paper_nominal``:
+    the same before training (DoRA, AdaLoRA: bT components in every module); ``total``: everything
+    that trains; ``model``: every parameter of the model."""
+    paper = int(method.paper_trainable_params(model, target))
+    return {
+        "paper": paper,  # updated at the end of training (DoRA, AdaLoRA: kept components)
+        "paper_nominal": paper,
+        "total": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "model": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def select_epochs(epochs: list[dict], main_metric: str) -> tuple[dict | None, dict | None]:
+    """Best (highest main metric among countable epochs; the earliest on ties) and last.
+
+    If no epoch is countable (a run shorter than the method's budget phase), the best is
+    the last epoch, marked ``countable: false`` so tables can say so."""
+    if not epochs:
+        return None, None
+    last = {"epoch": epochs[-1]["epoch"], "metrics": epochs[-1]["metrics"]}
+    countable = [e for e in epochs if e["countable"]]
+    if not countable:
+        return {**last, "countable": False}, last
+    best = max(countable, key=lambda e: (e["metrics"][main_metric], -e["epoch"]))
+    return {"epoch": best["epoch"], "metrics": best["metrics"], "countable": True}, last
+
+
+def check_input_length(max_length: int, extra: int, model: torch.nn.Module, backbone: str) -> None:
+    """Refuse inputs the backbone has no position embeddings for (they would crash mid-epoch
+    in an index error). ``extra``: positions the method adds (a soft prompt). RoBERTa's
+    positions start after its padding index."""
+    config = model.config
+    limit = config.max_position_embeddings
+    if config.model_type == "roberta":
+        limit -= config.pad_token_id + 1
+    if max_length + extra > limit:
+        added = f" + {extra} the method adds" if extra else ""
+        raise ConfigError(
+            f"task.max_length={max_length}{added} exceeds backbone {backbone!r}'s {limit} positions: "
+            f"set task.max_length={limit - extra} or less"
+        )
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device):
+    """AdamW; biases and LayerNorm weights take no weight decay (the BERT-family rule).
+    Everything else decays, DoRA's scalar gates ``c`` included, as in the released code."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            lowered = name.lower()
+            exempt = lowered.endswith("bias") or "layernorm" in lowered or "layer_norm" in lowered
+            (no_decay if exempt else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"  # the fused kernel is CUDA-only; on CPU the foreach path is the fast one
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
+
+
+def optimizer_params(optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up to the peak lr over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def pick_device(requested: str, num_gpus=None) -> torch.device:
+    from dora_bench.run.launch import pick_device as place
+
+    return torch.device(place(str(requested), num_gpus=num_gpus))
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
+    """bf16 autocast on GPU (``precision=auto``), fp32 on CPU; returns a context-manager factory."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _cache_dir(cfg: DictConfig) -> Path | None:
+    value = cfg.get("cache_dir")
+    return Path(str(value)).expanduser() if value else None
+
+
+class MetricsLog:
+    """Append-only JSONL of training metrics (and the same lines to wandb when enabled);
+    a context manager, so a crashed run still closes its wandb run.
+
+    ``after_step``: resuming after that many steps; the lines up to it are kept and lines
+    of later steps (logged before the crash, about to be redone) dropped."""
+
+    def __init__(self, path: Path, wandb_run=None, after_step: int | None = None):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if after_step is not None and path.is_file():
+            kept = [line for line in path.read_text().splitlines() if _logged_step(line) <= after_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self.handle = path.open("w" if after_step is None else "a")
+        self.wandb_run = wandb_run
+
+    def write(self, line: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(line) + "\n")
+        self.handle.flush()
+        if self.wandb_run is not None:
+            flat = {f"eval/{k}": v for k, v in line.get("eval", {}).items()} or {
+                f"train/{k}": v for k, v in line.items() if k not in ("step", "epoch") and v is not None
+            }
+            self.wandb_run.log(flat, step=line["step"])
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish(exit_code=1 if exc[0] else 0)
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics line; a line cut short by a crash counts as after every step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
+def start_wandb(cfg: DictConfig, record: dict[str, Any]):
+    """A wandb run when ``logger=wandb``: offline unless WANDB_MODE says otherwise."""
+    if cfg.logger != "wandb":
+        return None
+    import os
+
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("logger=wandb needs the wandb package: pip install 'dora-bench[wandb]'") from None
+    os.environ.setdefault("WANDB_MODE", "offline")
+    group = cfg.wandb_group or f"{cfg.task.name}-{cfg.method.name}-b{record['budget']}"
+    name = f"{cfg.task.name}-{cfg.method.name}-b{record['budget']}-s{cfg.seed}"
+    return wandb.init(project=cfg.wandb_project, group=group, name=name, config=record["config"])

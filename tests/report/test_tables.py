@@ -1,0 +1,322 @@
+"""Tables from hand-made records: the numbers, the switches, and what a gap looks like."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import pytest
+
+from dora_bench import records
+from dora_bench.errors import ConfigError
+from dora_bench.report.cells import Settings, load_runs
+from dora_bench.report.render import to_csv, to_latex, to_markdown
+from dora_bench.report.tables import main, table2, table5, table6, table9
+
+MAIN_METRIC = {"rte": "accuracy", "cola": "mcc", "mnli": "accuracy", "stsb": "pearson"}
+
+
+def write_run(
+    root,
+    *,
+    task,
+    method,
+    seed,
+    best,
+    last=None,
+    budget=8,
+    variant=None,
+    backbone="roberta-base",
+    status="complete",
+    lr=1e-3,
+    extras=None,
+    epochs=None,
+):
+    """A record as the loop writes it (records.new_record + the run_dir layout); scores are fractions."""
+    uses_budget = method not in ("full_ft", "bitfit")
+    budget = budget if uses_budget else None
+    main = MAIN_METRIC.get(task, "accuracy")
+    last = best if last is None else last
+    config = {
+        "task": {"name": task, "data_dir": f"/data/{seed}"},
+        "method": {"name": method, "lr": lr},
+        "backbone": {"name": backbone},
+        "budget": budget,
+        "seed": seed,
+        "variant": variant,
+        "results_dir": str(root),
+        "trainer": {"epochs": 3, "device": "cpu"},
+    }
+    record = records.new_record(
+        task=task,
+        method=method,
+        variant=variant,
+        budget=budget,
+        seed=seed,
+        backbone=backbone,
+        config=config,
+        main_metric=main,
+        status=status,
+    )
+    if status == "complete":
+        record.update(
+            epochs=epochs
+            or [
+                {
+                    "epoch": 1,
+                    "step": 10,
+                    "seconds": 30.0 + seed,
+                    "train_loss": 0.5,
+                    "countable": True,
+                    "metrics": {main: best},
+                },
+                {
+                    "epoch": 2,
+                    "step": 20,
+                    "seconds": 90.0 + seed,
+                    "train_loss": 0.4,
+                    "countable": True,
+                    "metrics": {main: last},
+                },
+            ],
+            best={"epoch": 1, "metrics": {main: best}, "countable": True},
+            last={"epoch": 2, "metrics": {main: last}},
+            trainable_params={"paper": 1_310_000, "total": 1_311_538},
+            extras=extras or {},
+        )
+    elif status == "failed":
+        record["error"] = "RuntimeError: CUDA out of memory"
+    folder = records.run_dir(
+        root, task=task, backbone=backbone, method=method, variant=variant, budget=budget, seed=seed
+    )
+    records.write_json_atomic(folder / records.RECORD_NAME, record)
+    return folder / records.RECORD_NAME
+
+
+@pytest.fixture
+def results(tmp_path):
+    """2 methods x 2 tasks at budget 8: LoRA and DoRA on RTE (3 seeds) and CoLA (2 seeds)."""
+    scores = {
+        ("lora", "rte"): [0.70, 0.72, 0.74],
+        ("dora", "rte"): [0.75, 0.76, 0.80],
+        ("lora", "cola"): [0.60, 0.64],
+        ("dora", "cola"): [0.62, 0.66],
+    }
+    for (method, task), values in scores.items():
+        for seed, value in enumerate(values):
+            write_run(tmp_path, task=task, method=method, seed=seed, best=value, last=value - 0.01)
+    return tmp_path
+
+
+def csv_cells(table) -> dict[tuple[str, str], dict]:
+    return {(line["row"], line["column"]): line for line in csv.DictReader(io.StringIO(to_csv(table)))}
+
+
+def test_mean_and_sample_std_in_all_three_formats(results):
+    table = table2(load_runs(results), Settings(seeds=3))
+    cells = csv_cells(table)
+    # LoRA RTE: 70, 72, 74 -> mean 72; deviations -2, 0, 2 -> var (4 + 0 + 4) / (3 - 1) = 4 -> std 2
+    lora = cells[("LoRA 8", "RTE")]
+    assert (float(lora["value"]), float(lora["spread"]), int(lora["n"])) == (72.0, 2.0, 3)
+    # DoRA RTE: 75, 76, 80 -> mean 77; deviations -2, -1, 3 -> var (4 + 1 + 9) / 2 = 7 -> std sqrt(7)
+    dora = cells[("DoRA 8", "RTE")]
+    assert float(dora["value"]) == 77.0 and float(dora["spread"]) == pytest.approx(math.sqrt(7), abs=1e-4)
+    # against the paper's 81.73: 77 - 81.73 = -4.73
+    assert float(dora["paper"]) == 81.73 and float(dora["diff"]) == pytest.approx(-4.73)
+    # DoRA CoLA: 62, 66 -> mean 64, std sqrt(((-2)^2 + 2^2) / 1) = 2.83; only 2 of the 3 seeds
+    assert float(cells[("DoRA 8", "CoLA")]["value"]) == 64.0 and cells[("DoRA 8", "CoLA")]["state"] == "incomplete"
+
+    markdown, latex = to_markdown(table), to_latex(table)
+    assert "72.00 ± 2.00" in markdown and "**77.00** ± 2.65" in markdown  # the best of a full column is bold
+    assert "72.00 $\\pm$ 2.00" in latex and "\\textbf{77.00} $\\pm$ 2.65" in latex
+    assert "81.73 (-4.73)" in markdown and "81.73 (-4.73)" in latex
+    assert "\\toprule" in latex and "\\bottomrule" in latex
+    assert "ddof=1" in markdown
+
+
+def test_fewer_seeds_than_expected_are_marked_not_bold(results):
+    markdown = to_markdown(table2(load_runs(results), Settings(seeds=3)))
+    # CoLA has 2 of 3 seeds: shown with its count and never bold, though DoRA's 64 beats LoRA's 62
+    assert "64.00 ± 2.83 (n=2/3)" in markdown and "**64.00**" not in markdown
+    assert "62.00 ± 2.83 (n=2/3)" in markdown
+
+
+def test_last_epoch_switch(results):
+    best = csv_cells(table2(load_runs(results), Settings(seeds=3, epoch="best")))
+    last = csv_cells(table2(load_runs(results), Settings(seeds=3, epoch="last")))
+    # every run's last epoch is 0.01 (1 point x100) below its best
+    assert float(last[("LoRA 8", "RTE")]["value"]) == pytest.approx(float(best[("LoRA 8", "RTE")]["value"]) - 1.0)
+    assert "last epoch" in to_markdown(table2(load_runs(results), Settings(seeds=3, epoch="last")))
+
+
+def test_median_with_range(tmp_path):
+    for seed, value in enumerate([0.70, 0.72, 0.78]):
+        write_run(tmp_path, task="rte", method="lora", seed=seed, best=value)
+    table = table2(load_runs(tmp_path), Settings(seeds=3, stat="median"))
+    line = csv_cells(table)[("LoRA 8", "RTE")]
+    assert (float(line["value"]), float(line["spread"]), float(line["spread_high"])) == (72.0, 70.0, 78.0)
+    assert "**72.00** [70.00, 78.00]" in to_markdown(table)  # the only full cell of its column: bold
+
+
+def test_missing_failed_and_unfinished_are_shown(tmp_path):
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70)
+    write_run(tmp_path, task="rte", method="lora", seed=1, best=0.0, status="failed")
+    write_run(tmp_path, task="cola", method="lora", seed=0, best=0.0, status="failed")
+    write_run(tmp_path, task="cola", method="lora", seed=1, best=0.0, status="failed")
+    write_run(tmp_path, task="mnli", method="lora", seed=0, best=0.0, status="running")
+    table = table2(load_runs(tmp_path), Settings(seeds=5))
+    markdown, cells = to_markdown(table), csv_cells(table)
+    assert "70.00 (n=1/5, 1 failed)" in markdown  # one seed: no std, and the failure is said
+    assert "failed (2)" in markdown  # CoLA: both runs failed, no number
+    assert "unfinished (1)" in markdown  # MNLI: a record still running (or killed)
+    assert cells[("LoRA 8", "QQP")]["state"] == "missing"
+    lora_row = next(line for line in markdown.splitlines() if line.startswith("| LoRA | 8 "))
+    assert lora_row.count("—") >= 5  # RTE, CoLA, MNLI have something; the other 5 tasks don't
+    assert "— |" in lora_row  # no Avg from incomplete rows
+
+
+def test_config_mismatch_is_refused_with_keys_and_paths(tmp_path):
+    first = write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70, lr=1e-3)
+    second = write_run(tmp_path, task="rte", method="lora", seed=1, best=0.72, lr=5e-4)
+    table = table2(load_runs(tmp_path), Settings(seeds=2))
+    markdown = to_markdown(table)
+    assert "refused (see notes)" in markdown and "71.00" not in markdown
+    note = next(n for n in table.notes if "refused" in n)
+    assert "method.lr" in note and str(first) in note and str(second) in note
+    assert "task.data_dir" not in note  # paths and bookkeeping differ too, and don't count
+
+
+def test_avg_is_the_mean_of_the_eight_tasks(tmp_path):
+    scores = {
+        "rte": 0.80,
+        "mrpc": 0.90,
+        "stsb": 0.91,
+        "cola": 0.64,
+        "sst2": 0.95,
+        "qnli": 0.93,
+        "qqp": 0.91,
+        "mnli": 0.88,
+    }
+    for task, value in scores.items():
+        write_run(tmp_path, task=task, method="dora", seed=0, best=value, budget=2)
+    table = table2(load_runs(tmp_path), Settings(seeds=1))
+    # (80 + 90 + 91 + 64 + 95 + 93 + 91 + 88) / 8 = 692 / 8 = 86.5; the paper's DoRA b2 Avg is 86.38
+    assert table.average_of(table.rows.index(next(r for r in table.rows if r.labels == ("DoRA", "2"))))[0] == 86.5
+    assert "**86.50**" in to_markdown(table) and "86.38 (+0.12)" in to_markdown(table)
+
+
+def test_budget_free_methods_read_budget_null_records(tmp_path):
+    write_run(tmp_path, task="rte", method="full_ft", seed=0, best=0.79)
+    cells = csv_cells(table2(load_runs(tmp_path), Settings(seeds=1)))
+    full_ft = cells[("Full FT —", "RTE")]
+    assert (float(full_ft["value"]), float(full_ft["paper"])) == (79.0, 78.63)
+
+
+def test_ablation_tables_read_their_variants(tmp_path):
+    write_run(tmp_path, task="cola", method="dora", seed=0, best=0.65)
+    write_run(tmp_path, task="cola", method="dora", seed=0, best=0.61, variant="nodem")
+    write_run(tmp_path, task="mrpc", method="dora", seed=0, best=0.88, budget=2, extras={"init_budget": 3})
+    write_run(
+        tmp_path, task="mrpc", method="dora", seed=0, best=0.77, budget=2, variant="b0_2", extras={"init_budget": 2}
+    )
+    runs = load_runs(tmp_path)
+    dem = csv_cells(table5(runs, Settings(seeds=1)))
+    assert float(dem[("with DEM", "CoLA")]["value"]) == 65.0 and float(dem[("without DEM", "CoLA")]["value"]) == 61.0
+    assert float(dem[("without DEM", "CoLA")]["paper"]) == 64.17
+    init = table6(runs, Settings(seeds=1))
+    cells = csv_cells(init)
+    assert float(cells[("3", "MRPC")]["value"]) == 88.0 and float(cells[("2", "MRPC")]["value"]) == 77.0
+    assert not init.notes
+    write_run(
+        tmp_path, task="mrpc", method="dora", seed=1, best=0.80, budget=2, variant="b0_2", extras={"init_budget": 4}
+    )
+    assert any("started from b0=4" in note for note in table6(load_runs(tmp_path), Settings(seeds=1)).notes)
+
+
+def test_efficiency_table_is_lower_better_and_not_scaled(tmp_path):
+    for method, peak in (("lora", 4000.0), ("dora", 4100.0)):
+        write_run(tmp_path, task="qnli", method=method, seed=0, best=0.9, variant="epoch1")
+        path = (
+            records.run_dir(
+                tmp_path, task="qnli", backbone="roberta-base", method=method, variant="epoch1", budget=8, seed=0
+            )
+            / records.RECORD_NAME
+        )
+        record = records.read_record(path)
+        record["peak_gpu_mib"] = peak
+        records.write_json_atomic(path, record)
+    table = table9(load_runs(tmp_path), Settings(seeds=1))
+    cells = csv_cells(table)
+    # seed 0's epochs took 30 s and 90 s: (30 + 90) / 2 / 60 = 1 minute per epoch
+    assert float(cells[("LoRA", "min/epoch")]["value"]) == 1.0
+    assert float(cells[("LoRA", "GPU MiB")]["value"]) == 4000.0 and cells[("LoRA", "GPU MiB")]["best"] == "True"
+    assert cells[("DoRA", "GPU MiB")]["best"] == "False"
+
+
+def test_main_writes_every_format_and_refuses_bad_arguments(results, capsys):
+    assert main(["--results-dir", str(results), "--seeds", "3", "--no-figures"]) == 0
+    names = {p.name for p in (results / "tables").iterdir()}
+    for table in ("table2", "table3", "table4", "table5", "table6", "table9"):
+        assert {f"{table}.md", f"{table}.tex", f"{table}.csv"} <= names
+    assert {"all_cells.md", "all_cells.csv", "all_runs.csv"} <= names
+    all_runs = list(csv.DictReader((results / "tables" / "all_runs.csv").open()))
+    assert len(all_runs) == 10 and {line["status"] for line in all_runs} == {"complete"}
+    with pytest.raises(SystemExit) as exit_:
+        main(["--results-dir", str(results), "--stat", "mode"])
+    assert exit_.value.code == 2 and "invalid choice: 'mode'" in capsys.readouterr().err
+    assert main(["--results-dir", str(results / "nowhere")]) == 2
+    assert "no runs at" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        Settings(epoch="first")
+
+
+def test_budget_free_runs_made_at_different_budgets_still_pool(tmp_path):
+    # Full FT's seed 0 came from a budget-2 sweep, seed 1 from a budget-8 one: the same run settings
+    for seed, budget in ((0, 2), (1, 8)):
+        path = write_run(tmp_path, task="rte", method="full_ft", seed=seed, best=0.78 + seed / 100)
+        record = records.read_record(path)
+        record["config"]["budget"] = budget
+        records.write_json_atomic(path, record)
+    cells = csv_cells(table2(load_runs(tmp_path), Settings(seeds=2)))
+    assert cells[("Full FT —", "RTE")]["state"] == "ok" and float(cells[("Full FT —", "RTE")]["value"]) == 78.5
+
+
+def test_params_column_counts_complete_records_only(tmp_path):
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70)  # paper count 1,310,000
+    for seed, status in ((1, "failed"), (2, "failed"), (3, "running")):
+        # a run that stopped early may hold another count (e.g. DoRA's before pruning): it must not count
+        path = write_run(tmp_path, task="rte", method="lora", seed=seed, best=0.70, status=status)
+        record = records.read_record(path)
+        record["trainable_params"] = {"paper": 5_000_000, "total": 5_001_538}
+        records.write_json_atomic(path, record)
+    table = table2(load_runs(tmp_path), Settings(seeds=1))
+    lora = next(i for i, row in enumerate(table.rows) if row.labels == ("LoRA", "8"))
+    assert table.params[lora][0] == 1_310_000  # with every record: the median of 1.31M, 5M, 5M, 5M is 5M
+    assert "| LoRA | 8 | 1.31M |" in to_markdown(table)
+
+
+def test_captions_say_which_learning_rate_each_method_ran_at(tmp_path):
+    rates = {"dora": (1.2e-3, "task.lr"), "lora": (5e-4, "method.lr_by_task.rte"), "houlsby": (3e-4, "method.lr")}
+    for method, (lr, source) in rates.items():
+        write_run(tmp_path, task="rte", method=method, seed=0, best=0.7, lr=lr, extras={"lr": lr, "lr_source": source})
+    write_run(
+        tmp_path,
+        task="cola",
+        method="lora",
+        seed=0,
+        best=0.6,
+        lr=4e-4,
+        extras={"lr": 4e-4, "lr_source": "method.lr_by_task.cola"},
+    )
+    table = table2(load_runs(tmp_path), Settings(seeds=1))
+    assert "DoRA task.lr (DoRA's, paper Table 8) 1.2e-3" in table.caption
+    assert "LoRA method.lr_by_task (per task) 4e-4/5e-4" in table.caption  # CoLA and RTE
+    assert "H-Adapter method.lr (one rate for every task) 3e-4" in table.caption
+    assert "method.lr\\_by\\_task (per task)" in to_latex(table)
+    cells = csv_cells(table)
+    assert (cells[("LoRA 8", "RTE")]["lr"], cells[("LoRA 8", "RTE")]["lr_source"]) == (
+        "0.0005",
+        "method.lr_by_task.rte",
+    )
+    assert "Learning rates" not in table2(load_runs(tmp_path), Settings(seeds=1), backbone="tiny").caption  # no runs

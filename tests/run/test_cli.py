@@ -1,0 +1,112 @@
+"""The command line: errors are one line with exit status 2; a run and a sweep work."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO
+
+
+def dora_bench(*args, cwd=REPO):
+    return subprocess.run(
+        [sys.executable, "-m", "dora_bench.run.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["method=nope"], "unknown method 'nope': choose one of"),
+        (["task=glue9"], "unknown task 'glue9'"),
+        (["-m", "task=demo", "method=lora,nope"], "unknown method 'nope'"),
+        (["trainer.lrr=1"], "trainer.lrr"),
+        (["task=demo", "backbone=tiny", "budget=0"], "budget=0 must be a whole number >= 1"),
+        (["task=demo", "backbone=tiny", "trainer.lr=-1"], "trainer.lr=-1"),
+        (["task=rte", "backbone=tiny", "task.data_dir=/no/such/glue"], "task.data_dir=/no/such/glue does not exist"),
+    ],
+)
+def test_config_errors_are_one_line_exit_2(args, words, tmp_path):
+    result = dora_bench(*args, f"results_dir={tmp_path}")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("dora-bench: error: ") and words in lines[0]
+    assert not (tmp_path / "runs").exists()  # nothing was built or written
+
+
+def test_multirun_sweep_writes_one_record_per_run(tmp_path):
+    result = dora_bench(
+        "-m",
+        "task=demo",
+        "backbone=tiny",
+        "method=bitfit,lora",
+        "seed=0,1",
+        "trainer.max_steps=4",
+        "trainer.epochs=1",
+        "trainer.progress=false",
+        f"results_dir={tmp_path}",
+        f"cache_dir={tmp_path / 'cache'}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("runs/**/record.json"))
+    assert found == [
+        "runs/demo/tiny/bitfit/b-/seed0/record.json",
+        "runs/demo/tiny/bitfit/b-/seed1/record.json",
+        "runs/demo/tiny/lora/b2/seed0/record.json",
+        "runs/demo/tiny/lora/b2/seed1/record.json",
+    ]
+    assert all(json.loads((tmp_path / f).read_text())["status"] == "complete" for f in found)
+    # Re-running the sweep keeps the records and says so.
+    again = dora_bench(
+        "-m",
+        "task=demo",
+        "backbone=tiny",
+        "method=bitfit",
+        "seed=0",
+        "trainer.max_steps=4",
+        "trainer.epochs=1",
+        f"results_dir={tmp_path}",
+        f"cache_dir={tmp_path / 'cache'}",
+    )
+    assert again.returncode == 0 and "kept; pass overwrite=true" in again.stdout
+
+
+def test_one_bad_run_does_not_stop_a_sweep(tmp_path):
+    # DoRA refuses a run too short for its three phases; the LoRA run of the same sweep still happens.
+    result = dora_bench(
+        "-m",
+        "task=demo",
+        "backbone=tiny",
+        "method=dora,lora",
+        "trainer.max_steps=3",
+        "trainer.epochs=1",
+        "trainer.progress=false",
+        f"results_dir={tmp_path}",
+        f"cache_dir={tmp_path / 'cache'}",
+    )
+    assert result.returncode == 2
+    assert "1 run(s) of the sweep stopped on an error" in result.stderr
+    failed = json.loads(next(tmp_path.glob("runs/demo/tiny/dora/*/seed0/record.json")).read_text())
+    assert failed["status"] == "failed" and "optimizer steps" in failed["error"]
+    done = json.loads(next(tmp_path.glob("runs/demo/tiny/lora/*/seed0/record.json")).read_text())
+    assert done["status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    "launcher, target", [("joblib", "JoblibLauncher"), ("local_gpus", "JoblibLauncher"), ("slurm", "SlurmLauncher")]
+)
+def test_sweep_launcher_configs_print_with_cfg(launcher, target):
+    result = dora_bench(
+        "-m",
+        f"hydra/launcher={launcher}",
+        "task=demo",
+        "backbone=tiny",
+        "method=lora,dora",
+        "seed=0,1",
+        "--cfg",
+        "hydra",
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{target}" in result.stdout and "sweep's first job" in result.stderr

@@ -1,0 +1,296 @@
+"""End to end through the one loop: every method on the demo task with the tiny backbone."""
+
+import json
+
+import pytest
+import torch
+
+from dora_bench import records
+from dora_bench.methods import method_names
+from dora_bench.run.train import linear_warmup_decay, select_epochs, train
+
+# Enough steps for the loss to fall visibly on the demo task, few enough for seconds on a CPU:
+# 3 epochs of 20 steps at the rate the demo uses for every method.
+SHORT = ["task.train_size=320", "task.dev_size=64", "trainer.epochs=3", "trainer.lr=5e-3", "trainer.log_every=5"]
+
+
+def _logged_losses(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [line["task_loss"] for line in lines if "task_loss" in line]
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_every_method_trains_and_writes_a_complete_record(tiny_cfg, method):
+    cfg = tiny_cfg(f"method={method}", *SHORT)
+    record = train(cfg)
+    run_dir = records.run_dir(
+        cfg.results_dir, task="demo", backbone="tiny", method=method, variant=None, budget=record["budget"], seed=0
+    )
+    on_disk = json.loads((run_dir / "record.json").read_text())
+    assert on_disk["status"] == "complete" and on_disk["error"] is None
+    assert set(on_disk) == set(records.RECORD_KEYS)
+    assert on_disk["eval_examples"] > 0 and on_disk["main_metric"] == "accuracy"
+    assert [e["epoch"] for e in on_disk["epochs"]] == [1, 2, 3]
+    assert on_disk["eval_examples"] == 64 and on_disk["last"]["epoch"] == 3
+    assert on_disk["best"]["epoch"] in (1, 2, 3)
+    assert 0 < on_disk["trainable_params"]["paper"] <= on_disk["trainable_params"]["model"]
+    first, last = on_disk["epochs"][0]["train_loss"], on_disk["epochs"][-1]["train_loss"]
+    assert last < first, f"{method}: mean training loss did not go down ({first:.3f} -> {last:.3f})"
+    assert len(_logged_losses(run_dir)) == 60 // 5
+
+
+def test_complete_record_is_kept_unless_overwrite(tiny_cfg):
+    from dora_bench.errors import RecordExistsError
+
+    cfg = tiny_cfg("method=bitfit", "trainer.max_steps=3", "trainer.epochs=1")
+    first = train(cfg)
+    with pytest.raises(RecordExistsError, match="overwrite=true"):
+        train(cfg)
+    again = train(tiny_cfg("method=bitfit", "trainer.max_steps=3", "trainer.epochs=1", "overwrite=true"))
+    assert again["started_at"] >= first["started_at"]
+
+
+def test_dry_run_counts_parameters_without_training(tiny_cfg):
+    cfg = tiny_cfg("method=lora", "budget=2", "dry_run=true")
+    record = train(cfg)
+    assert record["status"] == "dry_run" and record["epochs"] == []
+    # tiny: 2 layers x (4 attention modules 32x32 + 32->64 + 64->32), r=2
+    assert record["trainable_params"]["paper"] == 2 * 2 * (4 * (32 + 32) + 2 * (32 + 64))
+    run_dir = records.run_dir(
+        cfg.results_dir, task="demo", backbone="tiny", method="lora", variant=None, budget=2, seed=0
+    )
+    assert (run_dir / "dry_run.json").is_file() and not (run_dir / "record.json").exists()
+
+
+def test_failure_is_recorded_then_raised(tiny_cfg, monkeypatch):
+    from dora_bench.methods.lora import LoRA
+
+    def broken(self, model, step):
+        raise RuntimeError(f"boom at step {step}")
+
+    monkeypatch.setattr(LoRA, "after_step", broken)
+    cfg = tiny_cfg("method=lora", "trainer.max_steps=2")
+    with pytest.raises(RuntimeError, match="boom"):
+        train(cfg)
+    run_dir = records.run_dir(
+        cfg.results_dir, task="demo", backbone="tiny", method="lora", variant=None, budget=2, seed=0
+    )
+    on_disk = json.loads((run_dir / "record.json").read_text())
+    assert on_disk["status"] == "failed" and on_disk["error"] == "RuntimeError: boom at step 1"
+    assert "boom" in (run_dir / "traceback.txt").read_text()
+
+
+def test_best_epoch_only_among_countable_epochs():
+    epochs = [
+        {"epoch": 1, "countable": False, "metrics": {"accuracy": 0.9}},
+        {"epoch": 2, "countable": True, "metrics": {"accuracy": 0.7}},
+        {"epoch": 3, "countable": True, "metrics": {"accuracy": 0.8}},
+        {"epoch": 4, "countable": True, "metrics": {"accuracy": 0.8}},
+    ]
+    best, last = select_epochs(epochs, "accuracy")
+    assert best["epoch"] == 3 and best["countable"] and last["epoch"] == 4
+    best, _ = select_epochs(epochs[:1], "accuracy")
+    assert best["epoch"] == 1 and best["countable"] is False
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = linear_warmup_decay(optimizer, warmup_steps=3, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[3:] == sorted(lrs[3:], reverse=True) and scheduler.get_last_lr()[0] == 0.0
+
+
+def test_too_long_inputs_for_the_backbone_are_refused_before_training(tiny_cfg):
+    from dora_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"task.max_length=300 exceeds backbone 'tiny'.s 257 positions"):
+        train(tiny_cfg("method=lora", "task.max_length=300", "dry_run=true"))
+
+
+def test_gates_decay_but_biases_and_layernorms_do_not(tiny_cfg):
+    from omegaconf import OmegaConf
+
+    from dora_bench.backbones import BackboneConfig, adapt_target, load_model
+    from dora_bench.methods import build_method
+    from dora_bench.run.train import build_optimizer
+
+    cfg = tiny_cfg("method=dora")
+    backbone = BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True))
+    method = build_method({"name": "dora", "final_budget": 2})
+    model = method.apply(
+        load_model(backbone, "sequence_classification", 2), adapt_target(backbone, "sequence_classification")
+    )
+    optimizer = build_optimizer(model, 1e-3, 0.01, torch.device("cpu"))
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {n: id(p) in decayed for n, p in model.named_parameters() if p.requires_grad}
+    assert all(names[n] for n in names if n.endswith("lora_c"))
+    assert not any(names[n] for n in names if n.endswith("bias"))
+
+
+def test_a_rerun_after_a_failure_leaves_no_stale_files(tiny_cfg, monkeypatch):
+    from dora_bench.methods.lora import LoRA
+
+    cfg = tiny_cfg("method=lora", "trainer.max_steps=2", "trainer.epochs=1")
+    run_dir = records.run_dir(
+        cfg.results_dir, task="demo", backbone="tiny", method="lora", variant=None, budget=2, seed=0
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(LoRA, "after_step", lambda self, model, step: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            train(cfg)
+    assert (run_dir / "traceback.txt").exists()
+    assert train(cfg)["status"] == "complete"  # a failed record is not kept: the run goes again
+    assert not (run_dir / "traceback.txt").exists() and (run_dir / "adapter").is_dir()
+
+
+# -- resuming an interrupted run ---------------------------------------------------------------
+
+
+def _crash_after_step(patch, method: str, crash_step: int) -> None:
+    """Make ``method``'s after_step raise once ``crash_step`` steps are done (a killed job)."""
+    from dora_bench.methods import method_class
+
+    cls = method_class(method)
+    original = cls.after_step
+
+    def after_step(self, model, step):
+        original(self, model, step)
+        if step == crash_step:
+            raise RuntimeError(f"interrupted at step {step}")
+
+    patch.setattr(cls, "after_step", after_step)
+
+
+def _interrupted(tiny_cfg, monkeypatch, overrides, method, crash_step):
+    """An attempt killed at ``crash_step``; returns its run folder."""
+    cfg = tiny_cfg(f"method={method}", *overrides)
+    with monkeypatch.context() as patch:
+        _crash_after_step(patch, method, crash_step)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            train(cfg)
+    return records.run_dir(cfg.results_dir, task="demo", backbone="tiny", method=method, variant=None, budget=2, seed=0)
+
+
+def _without_timings(epochs):
+    return [{k: v for k, v in e.items() if k not in ("seconds", "eval_seconds")} for e in epochs]
+
+
+def _fresh_method(cfg, loaded):
+    from omegaconf import OmegaConf
+
+    from dora_bench.backbones import BackboneConfig, adapt_target, load_model
+    from dora_bench.methods import build_method
+
+    backbone = BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True))
+    method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
+    model = method.apply(
+        load_model(backbone, "sequence_classification", 2), adapt_target(backbone, "sequence_classification")
+    )
+    method.on_train_begin(model, 60)
+    method.load_state_dict(loaded)
+    return method
+
+
+def _same(a, b) -> bool:
+    """Equal nested containers, tensors compared exactly."""
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and torch.equal(a.cpu(), b.cpu())
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _adapter_tensors(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "adalora"])
+def test_an_interrupted_run_resumes_and_ends_as_if_never_stopped(tiny_cfg, monkeypatch, capsys, tmp_path, method):
+    # 3 epochs of 20 steps; killed at step 25, in epoch 2 (DoRA and AdaLoRA mid-budget-phase,
+    # with a ranking at step 19/20 inside the checkpoint and more to come after it).
+    cfg = tiny_cfg(f"method={method}", *SHORT)
+    straight = train(cfg)
+    run_dir = records.run_dir(
+        cfg.results_dir, task="demo", backbone="tiny", method=method, variant=None, budget=2, seed=0
+    )
+    straight_dir = run_dir.rename(tmp_path / "straight")
+
+    assert _interrupted(tiny_cfg, monkeypatch, SHORT, method, crash_step=25) == run_dir
+    saved = torch.load(run_dir / records.CHECKPOINT_NAME, weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 20) and [e["epoch"] for e in saved["epochs"]] == [1]
+    # The method's state goes back in whole (AdaLoRA's scores could be lost without changing which
+    # triplets this tiny run prunes, so the end-to-end comparison below can't tell).
+    assert _same(_fresh_method(cfg, loaded=saved["method"]).state_dict(), saved["method"])
+    capsys.readouterr()
+
+    resumed = train(cfg)
+    assert "resuming from epoch 2 (step 20)" in capsys.readouterr().out
+    assert resumed["status"] == "complete" and resumed["extras"]["resumed"][0]["step"] == 20
+    assert _without_timings(resumed["epochs"]) == _without_timings(straight["epochs"])
+    assert resumed["best"] == straight["best"] and resumed["last"] == straight["last"]
+    assert {k: v for k, v in resumed["extras"].items() if k != "resumed"} == straight["extras"]
+    # the log holds each step once, as the uninterrupted run's does
+    assert (run_dir / "metrics.jsonl").read_text() == (straight_dir / "metrics.jsonl").read_text()
+    ours, theirs = _adapter_tensors(run_dir), _adapter_tensors(straight_dir)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # the checkpoint and the failed attempt's traceback are gone once the run completes
+    assert not (run_dir / records.CHECKPOINT_NAME).exists() and not (run_dir / "traceback.txt").exists()
+
+
+TWELVE_STEPS = ["task.train_size=64", "task.dev_size=32", "trainer.epochs=3", "trainer.lr=5e-3"]  # 3 epochs of 4
+
+
+def test_a_checkpoint_made_with_other_settings_is_refused(tiny_cfg, monkeypatch):
+    from dora_bench.errors import ConfigError
+
+    run_dir = _interrupted(tiny_cfg, monkeypatch, TWELVE_STEPS, "lora", crash_step=6)
+    before = (run_dir / "record.json").read_text()
+    with pytest.raises(ConfigError) as refused:
+        train(tiny_cfg("method=lora", *TWELVE_STEPS, "trainer.lr=1e-3"))
+    message = str(refused.value)
+    assert "\n" not in message and message == (
+        f"checkpoint at {run_dir / records.CHECKPOINT_NAME} was made with different settings "
+        f"(trainer.lr: 0.005 -> 0.001): delete it or pass resume=false"
+    )
+    # nothing was touched: the checkpoint and the failed record wait for a matching attempt
+    assert (run_dir / records.CHECKPOINT_NAME).is_file() and (run_dir / "record.json").read_text() == before
+    # where and how a run executes may change: a new log interval still resumes
+    resumed = train(tiny_cfg("method=lora", *TWELVE_STEPS, "trainer.log_every=1"))
+    assert resumed["extras"]["resumed"][0]["epoch"] == 2
+
+
+def test_resume_false_starts_over_and_checkpoint_false_saves_nothing(tiny_cfg, monkeypatch, capsys):
+    run_dir = _interrupted(tiny_cfg, monkeypatch, TWELVE_STEPS, "lora", crash_step=6)
+    assert (run_dir / records.CHECKPOINT_NAME).is_file()
+    capsys.readouterr()
+    again = train(tiny_cfg("method=lora", *TWELVE_STEPS, "resume=false"))
+    assert "resuming" not in capsys.readouterr().out and "resumed" not in again["extras"]
+    assert [e["epoch"] for e in again["epochs"]] == [1, 2, 3]
+    first_line = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert not (run_dir / records.CHECKPOINT_NAME).exists()
+
+    unsaved = _interrupted(
+        tiny_cfg, monkeypatch, [*TWELVE_STEPS, "overwrite=true", "trainer.checkpoint=false"], "lora", crash_step=6
+    )
+    assert not (unsaved / records.CHECKPOINT_NAME).exists()
+    assert json.loads((unsaved / "metrics.jsonl").read_text().splitlines()[0]) == first_line
+
+
+def test_every_task_family_declares_the_model_its_task_builds():
+    from dora_bench.tasks import MODEL_KINDS
+    from dora_bench.tasks.classification import SequenceClassificationTask
+    from dora_bench.tasks.squad import SquadTask
+    from dora_bench.tasks.summarization import SummarizationTask
+
+    built = {SequenceClassificationTask.model_kind, SquadTask.model_kind, SummarizationTask.model_kind}
+    assert set(MODEL_KINDS.values()) == built
