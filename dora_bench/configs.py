@@ -4,21 +4,23 @@ ships as the package ``dora_bench.conf`` (``pyproject.toml`` maps one onto the o
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 
 
 @functools.lru_cache(maxsize=1)
 def conf_dir() -> Path:
-    """The folder holding ``config.yaml`` and the groups (task/, backbone/, method/, ...)."""
-    import importlib.util
+    """The folder holding ``config.yaml`` and the groups (task/, backbone/, method/, ...).
 
-    # dora_bench.conf holds only yaml (no __init__.py): a namespace package, whose folder is its one
-    # search location; a source tree on PYTHONPATH that is not installed has none: conf/ beside it
-    spec = importlib.util.find_spec("dora_bench.conf")
-    if spec is not None and spec.submodule_search_locations:
-        found = Path(next(iter(spec.submodule_search_locations)))
-    else:
-        found = Path(__file__).resolve().parent.parent / "conf"
+    A source checkout's own ``conf/`` (beside this package) wins, so that a second checkout on
+    PYTHONPATH never reads the configs of the one installed in editable mode; an installed wheel
+    has no such folder and finds ``dora_bench.conf``, a namespace package (yaml only, no
+    ``__init__.py``) whose one search location is its folder."""
+    found = Path(__file__).resolve().parent.parent / "conf"
+    if not (found / "config.yaml").is_file():
+        spec = importlib.util.find_spec("dora_bench.conf")
+        if spec is not None and spec.submodule_search_locations:
+            found = Path(next(iter(spec.submodule_search_locations)))
     if not (found / "config.yaml").is_file():
         raise FileNotFoundError(f"dora-bench's configs are missing at {found}: reinstall dora-bench")
     return found
