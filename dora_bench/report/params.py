@@ -1,12 +1,13 @@
 """``dora-bench-params``: every method's trainable parameters, counted as the paper counts them.
 
-    dora-bench-params                                   # roberta-base and bart-base, budgets 2 and 8
+    dora-bench-params                                   # roberta-base, bart-base, minilm; budgets 2 and 8
     dora-bench-params --backbone roberta-base --budgets 2 4 8
 
 Builds each backbone once from its shipped config with random weights (offline, no
 download), applies every registered method to a copy, and prints a Markdown table of
 ``paper_trainable_params`` beside the paper's column: Table 2 for roberta-base (a 2-label
-classification head), Table 4 for bart-base (seq2seq LM). The paper's figures are rounded
+classification head), Table 4 for bart-base (seq2seq LM); minilm (the real-weights study) has
+no paper column. The paper's figures are rounded
 to 0.01M, i.e. ±1.5% at 0.33M, so a small relative difference is rounding. The XSum
 column repeats the RoBERTa figures (SPEC §2): on bart-base the real counts are larger.
 Each method is sized by its ``conf/method/<name>.yaml`` at the given ``budget``, exactly
@@ -32,10 +33,11 @@ from dora_bench.report.cells import PAPER_DIR, PAPER_NAMES
 
 CONF_DIR = conf_dir()
 
-#: backbone -> (model kind, the paper table whose column it is compared with)
+#: backbone -> (model kind, the paper table whose column it is compared with; None: no paper column)
 BACKBONES = {
     "roberta-base": ("sequence_classification", "table2_glue.csv"),
     "bart-base": ("seq2seq_lm", "table4_xsum.csv"),
+    "minilm": ("sequence_classification", None),  # the real-weights study's backbone (results/minilm/)
 }
 #: supplies ${task.*} for method configs (pruning interval, DEM weight): schedules, never sizes
 CONTEXT_TASK = "rte"
@@ -80,9 +82,9 @@ def table(backbone: str, budgets: list[int]) -> str:
     )
     base = load_model(backbone_cfg, model_kind, num_labels=2)
     target = adapt_target(backbone_cfg, model_kind)
-    paper = paper_column(paper_table)
+    paper = paper_column(paper_table) if paper_table else {}
     lines = [
-        f"### {backbone} ({model_kind}; paper column: {paper_table})",
+        f"### {backbone} ({model_kind}; paper column: {paper_table or 'none, the paper has no run on it'})",
         "",
         "| method | budget | ours (paper's way) | paper | ours / paper - 1 | trains (with head) |",
         "|---|---:|---:|---:|---:|---:|",

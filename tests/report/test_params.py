@@ -151,3 +151,18 @@ def test_params_cli_prints_a_markdown_row_per_method(capsys):
     assert "| lora | 2 | 331,776 | 0.33M | +0.5% |" in out
     assert "| full_ft | - | 124,647,170 | 124.65M |" in out
     assert all(f"| {name} |" in out for name in method_names())
+
+
+def test_minilm_counts_follow_the_closed_forms_at_its_size():
+    """MiniLM (6 layers, width 384, FFN 1536; random init, no package needed): LoRA r = 8 is
+    331,776 and r = 2 is 82,944 on its 36 modules; the pooler trains with the head, outside the count."""
+    raw = {**yaml.safe_load((CONF_DIR / "backbone" / "minilm.yaml").read_text()), "init": "random"}
+    cfg = BackboneConfig.from_dict(raw)
+    base, target = load_model(cfg, "sequence_classification", num_labels=2), adapt_target(cfg, "sequence_classification")
+    d, f, layers = 384, 1536, 6
+    assert lora(d, f, layers, 8) == 331_776 and lora(d, f, layers, 2) == 82_944
+    for name, budget in (("lora", 8), ("lora", 2), ("houlsby", 8), ("pfeiffer", 2), ("bitfit", None), ("dora", 8)):
+        ours, trains = params.count(build_method(params.method_config(name, budget or 2)), base, target)
+        assert ours == expected(name, budget or 2, d, f, layers), name
+        if name != "dora":  # DoRA trains b0 = 12 components a module until pruning ends; it counts the final bT
+            assert trains - ours == (d * d + d) + (d * 2 + 2), name  # the head: pooler dense + classifier
