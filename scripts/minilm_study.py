@@ -5,6 +5,7 @@
     python scripts/minilm_study.py main --data-dir ... --seeds 0,1,2           # experiment=minilm_glue
     python scripts/minilm_study.py dem --data-dir ... --seeds 0,1,2            # DoRA without DEM, STS-B + CoLA
     python scripts/minilm_study.py all --data-dir ...                          # the whole study, in priority order
+    python scripts/minilm_study.py commit                                      # git-commit the complete records
 
 Each stage starts ``--workers`` copies of the same ``dora-bench -m`` sweep: every run claims its folder,
 so each is trained once, by whichever worker reaches it first, and a stage (or the whole study)
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's dora_bench, installed or not
 
 RESULTS = Path("results/minilm")
 SWEEP = RESULTS / "lr_sweep"
@@ -50,7 +53,6 @@ def sweep(args) -> int:
 
 def pick(args) -> int:
     """One rate per method: the best mean main metric over the sweep's tasks (ties: the lower rate)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from dora_bench.records import read_record
 
     scores: dict[str, dict[float, dict[str, float | None]]] = {}
@@ -157,17 +159,34 @@ def everything(args) -> int:
     return status
 
 
+def commit(args) -> int:
+    """Commit the folders of complete runs (records, metrics, heatmaps; .gitignore keeps adapters out)
+    and the study's logs: a session's background work ends with it, so records are committed as they come."""
+    from dora_bench.records import is_complete
+
+    done = [p.parent for p in sorted(RESULTS.glob("**/runs/**/record.json")) if is_complete(p)]
+    extra = [p for p in (RESULTS / "logs", PICKS, RESULTS / "study.log") if p.exists()]
+    subprocess.run(["git", "add", "--", *map(str, done + extra)], check=True)
+    staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", str(RESULTS)]).returncode
+    if staged == 0:
+        print("[study] nothing new to commit")
+        return 0
+    message = f"MiniLM study: {len(done)} complete runs so far (records, metrics, heatmaps; logs)"
+    return subprocess.run(["git", "commit", "-q", "-m", message, "--", str(RESULTS)]).returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("sweep", "pick", "main", "dem", "all"))
+    parser.add_argument("stage", choices=("sweep", "pick", "main", "dem", "all", "commit"))
     parser.add_argument("--data-dir", default="../shared/data/glue_data", help="the GLUE TSV folder")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time (default: one per core)")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--methods", default=METHODS)
     args = parser.parse_args()
-    if args.stage != "pick" and not Path(args.data_dir, "RTE", "dev.tsv").is_file():
+    if args.stage not in ("pick", "commit") and not Path(args.data_dir, "RTE", "dev.tsv").is_file():
         parser.error(f"--data-dir {args.data_dir} holds no RTE/dev.tsv: point it at the GLUE TSV folder")
-    return {"sweep": sweep, "pick": pick, "main": main_grid, "dem": dem, "all": everything}[args.stage](args)
+    stages = {"sweep": sweep, "pick": pick, "main": main_grid, "dem": dem, "all": everything, "commit": commit}
+    return stages[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""The paired comparison against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dora_bench import records
+from dora_bench.report.cells import Settings, load_runs
+from dora_bench.report.compare import Paired, compare, main
+
+
+def record(root, task, method, seed, accuracy, lr=1e-3):
+    budget = None if method in ("full_ft", "bitfit") else 8
+    out = records.run_dir(root, task=task, backbone="minilm", method=method, variant=None, budget=budget, seed=seed)
+    config = {"task": {"name": task}, "method": {"name": method, "lr": lr}, "seed": seed, "budget": budget}
+    best = {"epoch": 1, "metrics": {"accuracy": accuracy}, "countable": True}
+    rec = records.new_record(
+        task=task,
+        method=method,
+        variant=None,
+        budget=budget,
+        seed=seed,
+        backbone="minilm",
+        config=config,
+        status="complete",
+        main_metric="accuracy",
+        best=best,
+        last=best,
+    )
+    records.write_json_atomic(out / records.RECORD_NAME, rec)
+
+
+def test_interval_and_p_value_match_the_hand_computation():
+    # d = (1, 2, 3): mean 2, sd 1, se 1/sqrt(3); t(0.975, 2) = 4.302653; t = 2 sqrt(3) = 3.4641 -> p = 0.07418
+    row = Paired("rte", "dora", "lora", (1.0, 2.0, 3.0))
+    low, high = row.interval()
+    half = 4.302653 / math.sqrt(3)
+    assert (low, high) == pytest.approx((2 - half, 2 + half), abs=1e-5)
+    assert row.p_value() == pytest.approx(0.07418, abs=1e-4)
+    assert row.verdict() == "no detectable difference"  # the interval [-0.48, 4.48] holds 0
+    assert Paired("rte", "dora", "lora", (1.0, 1.5, 2.0)).verdict() == "dora better"
+    assert Paired("rte", "dora", "lora", (-1.0, -1.5, -2.0)).verdict() == "lora better"
+    assert Paired("rte", "dora", "lora", (1.0,)).verdict() == "too few paired seeds"
+
+
+def test_seeds_are_paired_and_pooled_seed_by_seed(tmp_path):
+    # rte: dora 70, 72, 75 / lora 69, 70, 71 -> d = 1, 2, 4; cola: seed 2 missing for lora -> d = 3, -1
+    for seed, (dora, lora) in enumerate([(0.70, 0.69), (0.72, 0.70), (0.75, 0.71)]):
+        record(tmp_path, "rte", "dora", seed, dora)
+        record(tmp_path, "rte", "lora", seed, lora)
+    for seed, (dora, lora) in enumerate([(0.50, 0.47), (0.40, 0.41)]):
+        record(tmp_path, "cola", "dora", seed, dora)
+        record(tmp_path, "cola", "lora", seed, lora)
+    record(tmp_path, "cola", "dora", 2, 0.99)  # no partner: left out of every pair
+    rows = compare(load_runs(tmp_path), ["rte", "cola"], "minilm", "dora", "lora", 8, 8, Settings(seeds=1))
+    rte, cola, pooled = rows
+    assert rte.diffs == pytest.approx((1.0, 2.0, 4.0)) and cola.diffs == pytest.approx((3.0, -1.0))
+    # pooled: seeds 0 and 1 have both tasks -> ((1 + 3) / 2, (2 - 1) / 2) = (2.0, 0.5)
+    assert pooled.task == "all tasks" and pooled.diffs == pytest.approx((2.0, 0.5))
+
+
+def test_cli_writes_the_table(tmp_path, capsys):
+    for seed in range(3):
+        record(tmp_path, "rte", "dora", seed, 0.70 + 0.01 * seed)
+        record(tmp_path, "rte", "bitfit", seed, 0.60)
+    out = tmp_path / "compare.md"
+    assert (
+        main(
+            [
+                "--results-dir",
+                str(tmp_path),
+                "--backbone",
+                "minilm",
+                "--tasks",
+                "rte",
+                "--b",
+                "bitfit",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = out.read_text()
+    assert "| dora − bitfit | rte | 3 | +11.00 |" in text and "dora better" in text
+    assert main(["--results-dir", str(tmp_path / "none"), "--backbone", "minilm"]) == 2
