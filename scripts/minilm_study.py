@@ -31,6 +31,7 @@ RESULTS = Path("results/minilm")
 SWEEP = RESULTS / "lr_sweep"
 PICKS = RESULTS / "lr_picks.yaml"
 SWEEP_TASKS = ("stsb", "cola")
+LEVELS = 4  # rates per method in experiment=minilm_lr_sweep
 METHODS = "dora,lora,adalora,houlsby,pfeiffer,bitfit,full_ft,dora_wd"
 
 
@@ -82,8 +83,8 @@ def pick(args) -> int:
                 means[lr] = sum(values) / len(values)
             else:
                 missing.append(f"{method} lr {lr:g}: " + ", ".join(t for t, v in zip(SWEEP_TASKS, values) if v is None))
-        if len(means) < 3:
-            missing.append(f"{method}: {3 - len(means)} of 3 rates without a complete score on every task")
+        if len(means) < LEVELS:
+            missing.append(f"{method}: {LEVELS - len(means)} of {LEVELS} rates without a complete score on every task")
         if means:
             best = max(sorted(means), key=lambda lr: means[lr])  # sorted: on a tie the lower rate wins
             picks[method] = best
@@ -98,7 +99,9 @@ def pick(args) -> int:
     print(table)
     if missing:
         print("[study] incomplete sweep:\n  " + "\n  ".join(missing))
-    source = f"minilm_lr_sweep: seed 100, best mean of {' + '.join(SWEEP_TASKS)} main metrics over 3 rates; {PICKS}"
+    source = (
+        f"minilm_lr_sweep: seed 100, best mean of {' + '.join(SWEEP_TASKS)} main metrics over {LEVELS} rates; {PICKS}"
+    )
     PICKS.write_text(
         yaml.safe_dump(
             {"lr_picks": picks, "lr_picks_source": source, "complete": not missing, "sweep_table": table.splitlines()},

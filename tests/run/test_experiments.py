@@ -31,7 +31,7 @@ EXPERIMENTS = {
     "table9_efficiency": (7 * 5, 7 * 5),
     # MiniLM study: 5 seeds x 5 tasks x 8 methods at one budget; the lr sweep: 2 tasks x 8 methods x 3 rates
     "minilm_glue": (5 * 5 * 8, 5 * 5 * 8),
-    "minilm_lr_sweep": (2 * 8 * 3, 2 * 8 * 3),
+    "minilm_lr_sweep": (2 * 8 * 4, 2 * 8 * 4),
 }
 SEEDS = {"minilm_lr_sweep": {"100"}}  # the sweep's own seed, apart from the main grid's 0-4
 
@@ -45,7 +45,7 @@ SMOKE_JOBS = {
     "figure2_allocation": 2 * 4 * 2,
     "table9_efficiency": 7 * 2,
     "minilm_glue": 8 * 2,
-    "minilm_lr_sweep": 8 * 3 * 2,
+    "minilm_lr_sweep": 8 * 4 * 2,
 }
 
 
