@@ -87,15 +87,14 @@ class Table:
     def bold(self, values: list[tuple[float | None, bool]]) -> list[bool]:
         """Per row, whether its (value, full) is the best of its block: full cells only, since a
         cell short of seeds is not compared."""
+        better = max if self.higher_is_better else min
         best: dict = {}
         for row, (value, full) in zip(self.rows, values):
             block = self.block(row)
-            if value is None or not full or block is None or self.higher_is_better is None:
-                continue
-            better = max if self.higher_is_better else min
-            best[block] = value if block not in best else better(best[block], value)
+            if value is not None and full and block is not None and self.higher_is_better is not None:
+                best[block] = better(best.get(block, value), value)
         return [
-            value is not None and full and self.block(row) in best and best[self.block(row)] == value
+            value is not None and full and best.get(self.block(row)) == value
             for row, (value, full) in zip(self.rows, values)
         ]
 
@@ -113,7 +112,8 @@ class Table:
         return [(i, j) for i, row in enumerate(self.cells) for j, cell in enumerate(row) if cell.refused]
 
     def where(self, i: int, j: int) -> str:
-        return f"{' '.join(self.rows[i].labels)} / {self.columns[j].label}"
+        """A cell's address in the notes: "LoRA 8 / RTE"."""
+        return f"{' '.join(label for label in self.rows[i].labels if label)} / {self.columns[j].label}"
 
     def note_texts(self) -> list[str]:
         """The notes without record paths (LaTeX, the paper): one per refusal, then the marks."""
