@@ -11,6 +11,8 @@ exported adapters live beside the record. Records are written atomically (temp f
 
 Schema history (``schema_version``):
   1: first version (keys listed in ``RECORD_KEYS``; documented in results/README.md).
+     Added since, absent (null) in older records and derived by the tables where they can:
+     ``precision`` (the effective one: fp32 or bf16-autocast), ``data_fingerprint``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ RECORD_KEYS = (
     "finished_at",
     "trainable_params",
     "eval_examples",
+    "data_fingerprint",
     "main_metric",
     "epochs",
     "best",
@@ -64,6 +67,9 @@ RECORD_KEYS = (
 
 #: Config keys that say where or how a run executed, not what it learnt: a resumed run may
 #: change them, and records that differ only in them (and the seed) pool into one table cell.
+#: Two of them stand for something that does change results, which the tables compare instead:
+#: the data paths (``DATA_PATH_KEYS``: a copy on another disk is the same data) by the record's
+#: ``data_fingerprint`` and ``eval_examples``, and the device by the record's ``precision``.
 EXECUTION_KEYS = frozenset(
     {
         "results_dir",
@@ -90,6 +96,11 @@ EXECUTION_KEYS = frozenset(
         "backbone.name_or_path",
     }
 )
+
+
+#: Where a run's data came from: execution keys for the tables when the records carry a data
+#: fingerprint; without one (older records), differing paths are all there is to compare.
+DATA_PATH_KEYS = ("task.data_dir", "task.train_file", "task.dev_file")
 
 
 def is_execution_key(key: str) -> bool:

@@ -42,7 +42,13 @@ def test_wheel_ships_the_configs_and_runs_from_a_fresh_venv(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    # PYTHONPATH cleared: with a source tree on it, pip would find its dora_bench.egg-info (left by the
+    # wheel build) and take the package as installed already
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     # The fresh venv takes its dependencies (torch, transformers, ...) from this one's site-packages,
     # added after its own: a path added by a .pth file runs no .pth files of its own, so this
     # checkout's editable install stays out of sight.

@@ -2,11 +2,17 @@
 
 A *cell* is every record of one (task, backbone, method, variant, budget). Its number is the
 mean over seeds with the sample standard deviation (ddof=1), or with ``stat=median`` the
-median and the range [min, max]. Each seed contributes its best dev epoch (the loop marks
-which epochs are eligible: for DoRA and AdaLoRA only those after the budget is final) or,
-with ``epoch=last``, its last. Records whose resolved configs differ outside
-``BOOKKEEPING_KEYS`` are never pooled: the cell is *refused*, with the differing keys and
-the record paths as the reason.
+median and the range [min, max]. Each seed contributes an epoch's score (``Settings.epoch``):
+its best dev epoch by the main metric, each metric's own best epoch, or its last. Only epochs
+the loop marked eligible count (for DoRA and AdaLoRA those after the budget is final); a seed
+with none is shown and left out of the statistic unless ``count_ineligible``.
+
+Records that differ in what they learn from or how they are scored are never pooled: the
+cell is *refused*, with the differences and the record paths as the reason. That is any
+resolved config key outside ``BOOKKEEPING_KEYS``, plus what the record itself says (or, for
+older records, what can be derived): the effective precision, the data (``data_fingerprint``;
+without one, the data paths) and the number of dev examples. A row may also claim a setting
+(Table 5: DEM off) that its records must have.
 
 Imported by the tables (``tables.py``, ``render.py``) and the figures (``figures.py``); it
 imports nothing of theirs.
@@ -23,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from dora_bench.errors import ConfigError, UserError
-from dora_bench.records import EXECUTION_KEYS, RECORD_NAME, SCHEMA_VERSION, flatten_config, is_execution_key
+from dora_bench.records import (
+    DATA_PATH_KEYS,
+    EXECUTION_KEYS,
+    RECORD_NAME,
+    SCHEMA_VERSION,
+    flatten_config,
+    is_execution_key,
+)
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 
@@ -41,18 +54,25 @@ METHODS = {
 PAPER_NAMES = {ours: paper for paper, ours in METHODS.items()}
 
 # Config keys that say where or how a run was executed, not what it learnt: records that differ
-# only in these pool into one cell. Any other difference refuses the cell.
-BOOKKEEPING_KEYS = EXECUTION_KEYS | {"seed"}
+# only in these pool into one cell. Any other difference refuses the cell. ``trainer.precision``
+# is compared as the precision it gave (``effective_precision``): `auto` on a CPU is fp32.
+BOOKKEEPING_KEYS = EXECUTION_KEYS | {"seed", "trainer.precision"}
 
+#: Which epoch of a run a cell reads: ``best``, every metric from the eligible epoch best on the
+#: main metric; ``best_per_metric``, each metric's maximum over the eligible epochs separately
+#: (the released code's summary); ``last``, the last epoch.
+EPOCH_CHOICES = ("best", "best_per_metric", "last")
 
-EPOCH_CHOICES = ("best", "last")
+#: Marks a number that has a seed without an eligible epoch (left out or counted).
+INELIGIBLE_MARK = "†"
 
 
 @dataclass(frozen=True)
 class Settings:
     stat: str = "mean"  # mean (± sample std, ddof=1) | median ([min, max])
-    epoch: str = "best"  # best | last: which epoch of each run counts
+    epoch: str = "best"  # one of EPOCH_CHOICES: which epoch of each run counts
     seeds: int = 5  # complete seeds a cell should have
+    count_ineligible: bool = False  # True: seeds without an eligible epoch enter the statistic (still marked)
 
     def __post_init__(self):
         if self.stat not in ("mean", "median"):
@@ -62,14 +82,23 @@ class Settings:
         if self.seeds < 1:
             raise ConfigError(f"seeds={self.seeds} must be >= 1: the seeds each cell should have (paper: 5)")
 
-    def describe(self) -> str:
+    def describe(self, epochs: bool = True) -> str:
+        """The statistic and, where the table's numbers come from dev epochs, which epoch."""
         stat = "mean ± sample std (ddof=1)" if self.stat == "mean" else "median [min, max]"
-        epoch = (
-            "each run's best dev epoch (DoRA, AdaLoRA: only epochs after the budget is final)"
-            if self.epoch == "best"
-            else "each run's last epoch"
+        if not epochs:
+            return f"{stat} over seeds; {self.seeds} seeds expected per cell"
+        eligible = "only epochs after the budget is final are eligible for DoRA and AdaLoRA"
+        epoch = {
+            "best": f"each run's best dev epoch by its main metric ({eligible})",
+            "best_per_metric": f"each metric's own best dev epoch of each run, as the released code's summary "
+            f"({eligible})",
+            "last": "each run's last epoch",
+        }[self.epoch]
+        ineligible = "counted" if self.count_ineligible else "left out"
+        return (
+            f"{stat} over seeds of {epoch}; {self.seeds} seeds expected per cell; "
+            f"seeds without an eligible epoch ({INELIGIBLE_MARK}) {ineligible}"
         )
-        return f"{stat} over seeds of {epoch}; {self.seeds} seeds expected per cell"
 
 
 # -- records --------------------------------------------------------------------------------
@@ -119,6 +148,9 @@ def by_cell(runs: list[Run]) -> dict[tuple, list[Run]]:
 # -- one cell: the seeds of one setting ---------------------------------------------------
 
 Value = Callable[[dict, Settings], "float | None"]
+#: A row's check on each of its records: None if the record has the setting the row claims,
+#: else why not (e.g. "method.dem_coef=0.3, but the row is without DEM").
+Claim = Callable[[dict], "str | None"]
 
 
 @dataclass
@@ -127,8 +159,11 @@ class Cell:
     failed: list[int] = field(default_factory=list)
     unfinished: list[int] = field(default_factory=list)  # a record not complete: running or killed
     no_value: list[int] = field(default_factory=list)  # complete, but without this value
-    refused: str | None = None  # why these records can't be pooled
+    ineligible: list[int] = field(default_factory=list)  # complete, but no epoch was eligible
+    refused: str | None = None  # why these records can't be pooled (paths aside: refused_records)
+    refused_records: list[Path] = field(default_factory=list)  # the records the reason is about
     expected: int = 5
+    count_ineligible: bool = False  # Settings.count_ineligible: the ineligible seeds are in ``scores`` too
     lrs: set[tuple[str, float]] = field(default_factory=set)  # (extras.lr_source, extras.lr) of scored runs
 
     @property
@@ -137,7 +172,8 @@ class Cell:
 
     @property
     def full(self) -> bool:
-        return self.refused is None and self.n >= self.expected
+        """Every expected seed scored and none of them flagged: only such cells are compared (bold)."""
+        return self.refused is None and self.n >= self.expected and not self.ineligible
 
     def center(self, stat: str) -> float | None:
         if self.refused or not self.scores:
@@ -155,7 +191,7 @@ class Cell:
         return (min(values), max(values))
 
     def state(self) -> str:
-        """ok | incomplete | missing | failed | unfinished | no value | refused"""
+        """ok | incomplete | missing | failed | unfinished | ineligible | no value | refused"""
         if self.refused:
             return "refused"
         if self.scores:
@@ -164,9 +200,13 @@ class Cell:
             return "failed"
         if self.unfinished:
             return "unfinished"
+        if self.ineligible:
+            return "ineligible"
         return "no value" if self.no_value else "missing"
 
-    def remarks(self) -> list[str]:
+    def remarks(self, short: bool = False) -> list[str]:
+        """What the number doesn't say: missing, failed, unfinished and ineligible seeds.
+        ``short``: the ineligible count as "1†", for a page whose notes explain the mark."""
         out = []
         if self.scores and self.n < self.expected:
             out.append(f"n={self.n}/{self.expected}")
@@ -174,15 +214,30 @@ class Cell:
             out.append(f"{len(self.failed)} failed")
         if self.scores and self.unfinished:
             out.append(f"{len(self.unfinished)} unfinished")
+        if self.scores and self.ineligible:
+            counted = "counted" if self.count_ineligible else "left out"
+            out.append(
+                f"{len(self.ineligible)}{INELIGIBLE_MARK}"
+                if short
+                else f"{len(self.ineligible)} without an eligible epoch, {counted}"
+            )
         return out
 
 
-def aggregate(runs: list[Run], value: Value, settings: Settings) -> Cell:
-    """Pool the runs of one setting (all share ``Run.key``) into a cell."""
-    cell = Cell(expected=settings.seeds)
+def aggregate(runs: list[Run], value: Value, settings: Settings, claim: Claim | None = None) -> Cell:
+    """Pool the runs of one setting (all share ``Run.key``) into a cell. ``claim``: the row's
+    check on each record; a record that contradicts it refuses the cell."""
+    cell = Cell(expected=settings.seeds, count_ineligible=settings.count_ineligible)
     if not runs:
         return cell
-    cell.refused = config_conflict(runs)
+    contradicting = [(run, why) for run in runs if claim is not None and (why := claim(run.record))]
+    if contradicting:
+        run, why = contradicting[0]
+        cell.refused = f"{len(contradicting)} record(s) contradict the row, e.g. seed {run.record.get('seed')}: {why}"
+        cell.refused_records = [run.path for run, _ in contradicting]
+    elif reason := pooling_conflict(runs):
+        cell.refused, cell.refused_records = reason, [run.path for run in runs]
+    reads_epoch = getattr(value, "reads_epoch", False)
     for run in runs:
         seed, status = run.record.get("seed"), run.record.get("status")
         if status == "failed":
@@ -192,51 +247,128 @@ def aggregate(runs: list[Run], value: Value, settings: Settings) -> Cell:
         elif (v := value(run.record, settings)) is None:
             cell.no_value.append(seed)
         else:
+            if reads_epoch and not eligible(run.record, settings):
+                cell.ineligible.append(seed)
+                if not settings.count_ineligible:
+                    continue
             cell.scores[seed] = v
             if (lr := learning_rate(run.record)) is not None:
                 cell.lrs.add(lr)
     return cell
 
 
-def differing_config_keys(runs: list[Run]) -> list[str]:
-    """The flattened config keys (``trainer.lr``) whose values differ between the runs,
-    ``BOOKKEEPING_KEYS`` aside; sorted."""
+def eligible(record: dict, settings: Settings) -> bool:
+    """Whether the epoch the settings read from this run was eligible (the loop's ``countable``;
+    a best marked ``countable: false`` means the run never reached an eligible epoch)."""
+    if settings.epoch == "last":
+        epochs = record.get("epochs") or [{}]
+        return epochs[-1].get("countable", True) is not False
+    return (record.get("best") or {}).get("countable", True) is not False
+
+
+def differences(runs: list[Run]) -> dict[str, list[Any]]:
+    """What differs between the runs in what they learn from or how they are scored, with each
+    run's value: config keys outside ``BOOKKEEPING_KEYS``, then the record's own facts. A fact a
+    record lacks (a run that failed before it read its data) is not compared."""
     flat = [flatten_config(run.record.get("config") or {}) for run in runs]
     ignored = {"seed"} | ({"budget"} if all(run.key[4] is None for run in runs) else set())  # Full FT, BitFit
-    keys = sorted(k for k in {k for f in flat for k in f} - ignored if not is_execution_key(k))
-    return [k for k in keys if len({json.dumps(f.get(k, "<absent>"), sort_keys=True) for f in flat}) > 1]
+    keys = sorted(k for k in {k for f in flat for k in f} - ignored if not _bookkeeping(k))
+    found = {k: [f.get(k, "<absent>") for f in flat] for k in keys}
+    found = {k: values for k, values in found.items() if len({json.dumps(v, sort_keys=True) for v in values}) > 1}
+    facts = {
+        "precision": [effective_precision(run.record) for run in runs],
+        "eval_examples": [run.record.get("eval_examples") for run in runs],
+        "data_fingerprint": [run.record.get("data_fingerprint") for run in runs],
+    }
+    if any(run.complete and not run.record.get("data_fingerprint") for run in runs):
+        # a scored record from before fingerprints can't show that other paths hold the same
+        # data: compare the paths of the scored records (a run that failed early scored nothing)
+        facts.update({k: [f.get(k) if run.complete else None for run, f in zip(runs, flat)] for k in DATA_PATH_KEYS})
+    for name, values in facts.items():
+        if len({v for v in values if v is not None}) > 1:
+            found[name] = values
+    return found
+
+
+def _bookkeeping(key: str) -> bool:
+    return key in BOOKKEEPING_KEYS or is_execution_key(key)
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    """The names in ``differences(runs)``: config keys (``trainer.lr``) and record facts (``precision``)."""
+    return list(differences(runs))
+
+
+def effective_precision(record: dict) -> str | None:
+    """``fp32`` or ``bf16-autocast``: what the record says or, for a record written before it said
+    so, what its config and device gave (as ``autocast_factory``: bf16, or auto on a GPU, autocasts)."""
+    if record.get("precision"):
+        return record["precision"]
+    requested = ((record.get("config") or {}).get("trainer") or {}).get("precision")
+    device = str(record.get("device") or "")
+    if requested == "bf16" or (requested == "auto" and device.startswith("cuda")):
+        return "bf16-autocast"
+    if requested == "fp32" or (requested == "auto" and device):
+        return "fp32"
+    return None  # no device recorded: the run stopped before it picked one
+
+
+def pooling_conflict(runs: list[Run]) -> str | None:
+    """None if the runs can be pooled: no ``differences`` and no seed twice. Otherwise a one-line
+    reason naming what differs, with each record's value (the record paths are the caller's)."""
+    found = differences(runs)
+    seeds = [run.record.get("seed") for run in runs]
+    if not found and len(set(seeds)) == len(seeds):
+        return None
+    if not found:
+        return "two records of the same seed"
+    detail = "; ".join(f"{k}: " + ", ".join(str(v) for v in values) for k, values in list(found.items())[:4])
+    more = f" (and {len(found) - 4} more)" if len(found) > 4 else ""
+    return f"records that differ in {', '.join(found)} [{detail}{more}]"
 
 
 def config_conflict(runs: list[Run]) -> str | None:
-    """None if the runs can be pooled: their resolved configs agree outside ``BOOKKEEPING_KEYS``
-    and no seed appears twice. Otherwise a one-line reason naming the differing keys (with each
-    record's value) and the record paths."""
-    differing = differing_config_keys(runs)
-    seeds = [run.record.get("seed") for run in runs]
-    if not differing and len(set(seeds)) == len(seeds):
-        return None
-    if not differing:
-        return "two records of the same seed: " + ", ".join(str(run.path) for run in runs)
-    flat = [flatten_config(run.record.get("config") or {}) for run in runs]
-    detail = "; ".join(f"{k}: " + ", ".join(f"{f.get(k, '<absent>')}" for f in flat) for k in differing[:4])
-    more = f" (and {len(differing) - 4} more keys)" if len(differing) > 4 else ""
-    return f"records made with different configs, differing in {', '.join(differing)} [{detail}{more}]: " + ", ".join(
-        str(run.path) for run in runs
-    )
+    """``pooling_conflict`` with the record paths: the whole reason, for stderr."""
+    reason = pooling_conflict(runs)
+    return None if reason is None else f"{reason}: " + ", ".join(str(run.path) for run in runs)
 
 
 # -- what a column reads from a record --------------------------------------------------------
 
 
-def metric(name: str | None = None) -> Value:
-    """A dev metric x100 from the run's best (or last) epoch; None: the record's main metric."""
+def metric(name: str | None = None) -> EpochMetric:
+    """A dev metric x100 from the epoch ``Settings.epoch`` picks; None: the record's main metric."""
+    return EpochMetric(name)
 
-    def value(record: dict, settings: Settings) -> float | None:
-        chosen = record.get(settings.epoch) or {}
-        found = (chosen.get("metrics") or {}).get(name or record.get("main_metric"))
+
+@dataclass(frozen=True)
+class EpochMetric:
+    """A column's value read from a run's dev epochs (see ``metric``)."""
+
+    name: str | None = None
+    reads_epoch = True  # so the cell checks that the epoch read was eligible
+
+    def __call__(self, record: dict, settings: Settings) -> float | None:
+        name = self.name or record.get("main_metric")
+        if settings.epoch == "best_per_metric":
+            found = best_of_metric(record, name)
+        else:
+            found = ((record.get(settings.epoch) or {}).get("metrics") or {}).get(name)
         return None if found is None else 100.0 * float(found)
 
-    return value
+
+def best_of_metric(record: dict, name: str) -> float | None:
+    """The highest value of one metric over the run's eligible epochs, each metric on its own (the
+    released code's summary; every dev metric here is higher-better). A run without an eligible
+    epoch falls back to its best, i.e. its last (``eligible`` flags it)."""
+    values = [
+        e["metrics"][name]
+        for e in record.get("epochs") or []
+        if e.get("countable", True) and (e.get("metrics") or {}).get(name) is not None
+    ]
+    if values:
+        return max(values)
+    return ((record.get("best") or {}).get("metrics") or {}).get(name)
 
 
 def minutes_per_epoch(record: dict, settings: Settings) -> float | None:

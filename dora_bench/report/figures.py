@@ -34,7 +34,7 @@ from matplotlib.ticker import MaxNLocator
 
 from dora_bench.errors import ConfigError, UserError
 from dora_bench.methods.allocation import draw_rank_heatmap, pyplot, save_figure
-from dora_bench.report.cells import Run, by_cell, config_conflict, differing_config_keys, load_runs
+from dora_bench.report.cells import Run, by_cell, config_conflict, differing_keys, load_runs
 
 ALLOCATING_METHODS = {"dora": "DoRA", "adalora": "AdaLoRA"}  # methods that distribute a budget, in panel order
 
@@ -103,7 +103,7 @@ class PooledAllocation:
     seeds: tuple[int, ...]  # complete seeds with a grid, ascending
     grid: dict[str, Any] | None  # mean_grid of theirs; None if refused
     refused: str | None = None  # cells.config_conflict's reason
-    differing: tuple[str, ...] = ()  # the config keys that differ (for the panel)
+    differing: tuple[str, ...] = ()  # what differs: config keys, precision, data (for the panel)
 
 
 def pool_allocations(runs: list[Run]) -> dict[tuple[str, int], PooledAllocation]:
@@ -121,7 +121,7 @@ def pool_allocations(runs: list[Run]) -> dict[tuple[str, int], PooledAllocation]
             continue
         seeds = tuple(run.record.get("seed") for run in with_grid)
         if refused := config_conflict(cell_runs):
-            pooled[(key[2], key[4])] = PooledAllocation(seeds, None, refused, tuple(differing_config_keys(cell_runs)))
+            pooled[(key[2], key[4])] = PooledAllocation(seeds, None, refused, tuple(differing_keys(cell_runs)))
         else:
             pooled[(key[2], key[4])] = PooledAllocation(seeds, mean_grid([_grid(run) for run in with_grid]))
     return pooled

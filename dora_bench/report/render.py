@@ -2,7 +2,10 @@
 
 ``Table`` is the shape every table shares (row headers, columns, one ``cells.Cell`` per row
 and column, the paper's numbers beside ours); ``tables.py`` fills one per paper table.
-Scores print with 2 decimals, as the paper prints them; CSVs keep 4.
+Scores print with 2 decimals, as the paper prints them (a column may ask for fewer: MiB as
+whole numbers); CSVs keep 4. The LaTeX is ready to paste: notes (refusals, marks) sit in the
+float under the tabular, wide tables span both columns, and text is escaped for the default
+OT1 font encoding.
 """
 
 from __future__ import annotations
@@ -10,10 +13,25 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from dora_bench.report.cells import Cell, Run, Settings, Value, metric, minutes_per_epoch, trainable_params
+from dora_bench.report.cells import (
+    INELIGIBLE_MARK,
+    Cell,
+    Claim,
+    Run,
+    Settings,
+    Value,
+    effective_precision,
+    eligible,
+    metric,
+    minutes_per_epoch,
+    trainable_params,
+)
+
+#: Marks an average (Table 2's Avg) over cells that are not all complete.
+INCOMPLETE_MARK = "‡"
 
 # -- a table ----------------------------------------------------------------------------------
 
@@ -24,6 +42,7 @@ class Column:
     task: str
     value: Value
     paper_key: str | None = None  # column of the paper CSV
+    digits: int = 2  # decimals printed (the CSV keeps 4)
 
 
 @dataclass(frozen=True)
@@ -33,12 +52,13 @@ class Row:
     budget: int | None
     variant: str | None = None
     paper: dict | None = None  # the paper CSV's row
+    claim: Claim | None = None  # what its records must have (Table 5: DEM off); see cells.aggregate
 
 
 @dataclass
 class Table:
     name: str
-    title: str
+    title: str  # without "Table N": LaTeX numbers its own tables
     caption: str
     row_header: tuple[str, ...]
     columns: list[Column]
@@ -49,7 +69,9 @@ class Table:
     higher_is_better: bool | None = True  # None: no "best" (columns that don't compete)
     average: str | None = None  # label of an average column (Table 2's "Avg")
     params: list[tuple[int | None, str | None]] | None = None  # (ours, paper) per row
-    notes: list[str] = field(default_factory=list)
+    number: str | None = None  # the paper's table number, for the Markdown heading
+    bold_by_budget: bool = False  # compare rows of equal budget only; budget-free rows not at all
+    wide: bool = False  # LaTeX: span both columns of a two-column page (table*)
 
     def paper_value(self, row: Row, column_key: str | None) -> float | None:
         text = (row.paper or {}).get(column_key or "", "")
@@ -62,59 +84,118 @@ class Table:
             return None, False
         return statistics.mean(centers), all(c.full for c in self.cells[i])
 
-    def column_best(self, j: int) -> float | None:
-        return self.best([(row[j].center(self.settings.stat), row[j].full) for row in self.cells])
+    def bold(self, values: list[tuple[float | None, bool]]) -> list[bool]:
+        """Per row, whether its (value, full) is the best of its block: full cells only, since a
+        cell short of seeds is not compared."""
+        better = max if self.higher_is_better else min
+        best: dict = {}
+        for row, (value, full) in zip(self.rows, values):
+            block = self.block(row)
+            if value is not None and full and block is not None and self.higher_is_better is not None:
+                best[block] = better(best.get(block, value), value)
+        return [
+            value is not None and full and best.get(self.block(row)) == value
+            for row, (value, full) in zip(self.rows, values)
+        ]
 
-    def best(self, values: list[tuple[float | None, bool]]) -> float | None:
-        """The best value among those whose cell is full (incomplete cells are not compared)."""
-        eligible = [v for v, full in values if v is not None and full]
-        if not eligible or self.higher_is_better is None:
-            return None
-        return max(eligible) if self.higher_is_better else min(eligible)
+    def block(self, row: Row):
+        """The rows a row is compared with: all of them, or (``bold_by_budget``) those of its
+        budget; None: compared with none (Full FT and BitFit beside the budget blocks)."""
+        return row.budget if self.bold_by_budget else "all"
+
+    def column_bold(self, j: int) -> list[bool]:
+        stat = self.settings.stat
+        return self.bold([(row[j].center(stat), row[j].full) for row in self.cells])
+
+    def refused_cells(self) -> list[tuple[int, int]]:
+        """(row, column) of every refused cell, in reading order: refusal k is the k-th (from 1)."""
+        return [(i, j) for i, row in enumerate(self.cells) for j, cell in enumerate(row) if cell.refused]
+
+    def where(self, i: int, j: int) -> str:
+        """A cell's address in the notes: "LoRA 8 / RTE"."""
+        return f"{' '.join(label for label in self.rows[i].labels if label)} / {self.columns[j].label}"
+
+    def note_texts(self) -> list[str]:
+        """The notes without record paths (LaTeX, the paper): one per refusal, then the marks."""
+        notes = [
+            f"[{k}] {self.where(i, j)}: refused, {self.cells[i][j].refused}"
+            for k, (i, j) in enumerate(self.refused_cells(), start=1)
+        ]
+        if self.average and any(
+            value is not None and not full for value, full in map(self.average_of, range(len(self.rows)))
+        ):
+            notes.append(f"{INCOMPLETE_MARK} {self.average}: a mean over cells of which some lack seeds")
+        if any(cell.ineligible for row in self.cells for cell in row):
+            counted = "counted in" if self.settings.count_ineligible else "left out of"
+            notes.append(
+                f"{INELIGIBLE_MARK} a seed whose run never reached an eligible epoch (the budget was not final "
+                f"at any evaluation) is {counted} the statistic; the remark says how many"
+            )
+        return notes
+
+    @property
+    def notes(self) -> list[str]:
+        """The notes with the records each refusal is about (Markdown, stderr)."""
+        texts = self.note_texts()
+        for k, (i, j) in enumerate(self.refused_cells()):
+            texts[k] += ": " + ", ".join(str(path) for path in self.cells[i][j].refused_records)
+        return texts
+
+    def heading(self) -> str:
+        return f"Table {self.number}: {self.title}" if self.number else self.title
 
 
 def _number(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def _cell_text(table: Table, cell: Cell, bold: bool, fmt: str) -> str:
-    """One cell as Markdown (fmt="md") or LaTeX (fmt="tex")."""
+def _cell_text(table: Table, i: int, j: int, bold: bool, fmt: str) -> str:
+    """One cell as Markdown (fmt="md") or LaTeX (fmt="tex", escaped)."""
+    cell, digits = table.cells[i][j], table.columns[j].digits
+    esc = _tex_escape if fmt == "tex" else str
     state = cell.state()
     if state == "missing":
-        return "—" if fmt == "md" else "--"
-    if state in ("failed", "unfinished"):
-        return f"{state} ({len(cell.failed if state == 'failed' else cell.unfinished)})"
-    if state in ("refused", "no value"):
-        return "refused (see notes)" if state == "refused" else "n/a"
+        return esc("—")
+    if state in ("failed", "unfinished", "ineligible"):
+        seeds = {"failed": cell.failed, "unfinished": cell.unfinished, "ineligible": cell.ineligible}[state]
+        return esc(f"{state} ({len(seeds)})" + (INELIGIBLE_MARK if state == "ineligible" else ""))
+    if state == "refused":
+        return f"refused [{table.refused_cells().index((i, j)) + 1}]"
+    if state == "no value":
+        return "n/a"
     stat = table.settings.stat
     center, spread = cell.center(stat), cell.spread(stat)
-    text = _number(center)
+    text = _number(center, digits)
     if bold:
         text = f"**{text}**" if fmt == "md" else f"\\textbf{{{text}}}"
-    pm = " ± " if fmt == "md" else " $\\pm$ "
+    rest = INELIGIBLE_MARK if cell.ineligible else ""
     if spread is not None:
-        text += (pm + _number(spread[0])) if stat == "mean" else f" [{_number(spread[0])}, {_number(spread[1])}]"
-    remarks = cell.remarks()
-    if remarks:
-        text += f" ({', '.join(remarks)})" if fmt == "md" else f" {{\\scriptsize ({', '.join(remarks)})}}"
+        low = _number(spread[0], digits)
+        rest += f" ± {low}" if stat == "mean" else f" [{low}, {_number(spread[1], digits)}]"
+    text += esc(rest)
+    if remarks := cell.remarks(short=fmt == "tex"):  # a page is narrow; its notes explain the marks
+        said = f"({', '.join(remarks)})"
+        text += f" {said}" if fmt == "md" else f" {{\\scriptsize {esc(said)}}}"
     return text
 
 
-def _paper_text(ours: float | None, paper: float | None) -> str:
+def _paper_text(ours: float | None, paper: float | None, digits: int = 2) -> str:
     if paper is None:
         return ""
-    return _number(paper) + (f" ({ours - paper:+.2f})" if ours is not None else "")
+    return _number(paper, digits) + (f" ({ours - paper:+.{digits}f})" if ours is not None else "")
 
 
 def _grid(table: Table, fmt: str) -> tuple[list[str], list[list[str]]]:
-    """Header and body lines (ours row, then the paper's row with Δ) shared by Markdown and LaTeX."""
+    """Header and body lines (ours row, then the paper's row with Δ) shared by Markdown and
+    LaTeX; with fmt="tex" every entry is escaped already."""
+    esc = _tex_escape if fmt == "tex" else str
     stat = table.settings.stat
     header = [*table.row_header] + (["Params"] if table.params else []) + [c.label for c in table.columns]
     if table.average:
         header.append(table.average)
-    column_best = [table.column_best(j) for j in range(len(table.columns))]
+    bold = [table.column_bold(j) for j in range(len(table.columns))]
     averages = [table.average_of(i) for i in range(len(table.rows))] if table.average else []
-    average_best = table.best(averages) if table.average else None
+    average_bold = table.bold(averages) if table.average else []
     body = []
     for i, (row, cells) in enumerate(zip(table.rows, table.cells)):
         ours = list(row.labels)
@@ -123,27 +204,28 @@ def _grid(table: Table, fmt: str) -> tuple[list[str], list[list[str]]]:
             mine, theirs = table.params[i]
             ours.append(f"{mine / 1e6:.2f}M" if mine is not None else "—")
             paper.append(theirs or "")
+        ours, paper = [esc(t) for t in ours], [esc(t) for t in paper]
         for j, (column, cell) in enumerate(zip(table.columns, cells)):
-            center = cell.center(stat)
-            ours.append(_cell_text(table, cell, cell.full and center == column_best[j], fmt))
-            paper.append(_paper_text(center, table.paper_value(row, column.paper_key)))
+            ours.append(_cell_text(table, i, j, bold[j][i], fmt))
+            paper.append(esc(_paper_text(cell.center(stat), table.paper_value(row, column.paper_key), column.digits)))
         if table.average:
             value, full = averages[i]
             text = "—" if value is None else _number(value)
-            if value is not None and full and value == average_best:
-                text = f"**{text}**" if fmt == "md" else f"\\textbf{{{text}}}"
             if value is not None and not full:
-                text += " (incomplete cells)"
+                text += INCOMPLETE_MARK  # explained in the notes
+            text = esc(text)
+            if average_bold[i]:
+                text = f"**{text}**" if fmt == "md" else f"\\textbf{{{text}}}"
             ours.append(text)
-            paper.append(_paper_text(value, table.paper_value(row, table.average)))
+            paper.append(esc(_paper_text(value, table.paper_value(row, table.average))))
         body += [ours, paper] if any(row.paper for row in table.rows) else [ours]
-    return header, body
+    return [esc(h) for h in header], body
 
 
 def to_markdown(table: Table) -> str:
     header, body = _grid(table, "md")
     lines = [
-        f"### {table.title}",
+        f"### {table.heading()}",
         "",
         table.caption,
         "",
@@ -156,54 +238,73 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Characters that TeX reads as commands or that the default OT1 fonts lack, spelt for LaTeX.
+TEX_SPELLINGS = {
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "#": "\\#",
+    "$": "\\$",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
+    "<": "\\textless{}",
+    ">": "\\textgreater{}",
+    "|": "\\textbar{}",
+    "Δ": "$\\Delta$",
+    "—": "--",
+    "−": "-",
+    "±": "$\\pm$",
+    "≈": "$\\approx$",
+    "γ": "$\\gamma$",
+    INELIGIBLE_MARK: "$^\\dagger$",
+    INCOMPLETE_MARK: "$^\\ddagger$",
+}
+
+
 def _tex_escape(text: str) -> str:
-    for plain, escaped in (
-        ("\\", "\\textbackslash{}"),
-        ("&", "\\&"),
-        ("%", "\\%"),
-        ("#", "\\#"),
-        ("_", "\\_"),
-        ("Δ", "$\\Delta$"),
-        ("—", "--"),
-        ("−", "-"),
-        ("±", "$\\pm$"),
-        ("≈", "$\\approx$"),
-    ):
-        text = text.replace(plain, escaped)
-    return text
+    """Plain text as LaTeX, one character at a time (so no spelling is escaped again)."""
+    return "".join(TEX_SPELLINGS.get(char, char) for char in text)
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs ``table`` environment (needs \\usepackage{booktabs})."""
+    """A booktabs float ready to paste (needs \\usepackage{booktabs,graphicx}): the tabular shrunk
+    to the line width only if wider (a two-column page), the notes in small type under it."""
     header, body = _grid(table, "tex")
     spec = "l" * len(table.row_header) + "r" * (len(header) - len(table.row_header))
-    esc = [_tex_escape(h) for h in header]
+    env = "table*" if table.wide else "table"
     lines = [
-        "\\begin{table}[t]",
+        f"% {table.heading()}: written by dora-bench-tables; needs \\usepackage{{booktabs,graphicx}}",
+        f"\\begin{{{env}}}[t]",
         "\\centering",
         "\\small",
+        "\\setlength{\\tabcolsep}{4pt}",  # inside the float, so the page's setting is untouched
+        # \width is the tabular's natural width: shrink it to the line (a column, or the page for
+        # table*) when it is wider, never enlarge it
+        "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%",
         f"\\begin{{tabular}}{{{spec}}}",
         "\\toprule",
-        " & ".join(esc) + " \\\\",
+        " & ".join(header) + " \\\\",
         "\\midrule",
     ]
     paired = any(row.paper for row in table.rows)  # ours, then the paper's row (smaller)
     for k, cells in enumerate(body):
-        text = [c if "\\" in c else _tex_escape(c) for c in cells]
         if paired and k % 2:
-            text = [f"{{\\scriptsize {t}}}" if t else "" for t in text]
-        lines.append(" & ".join(text) + " \\\\")
+            cells = [f"{{\\scriptsize {t}}}" if t else "" for t in cells]
+        lines.append(" & ".join(cells) + " \\\\")
         if paired and k % 2 and k + 1 < len(body):
             lines.append("\\addlinespace")
+    lines += ["\\bottomrule", "\\end{tabular}}"]
+    notes = table.note_texts()
+    if notes:
+        lines += ["\\par\\smallskip", "{\\footnotesize\\raggedright", *[f"{_tex_escape(n)}\\par" for n in notes], "}"]
     lines += [
-        "\\bottomrule",
-        "\\end{tabular}",
         f"\\caption{{{_tex_escape(table.caption)}}}",
         f"\\label{{tab:{table.name}}}",
-        "\\end{table}",
+        f"\\end{{{env}}}",
     ]
-    if table.notes:
-        lines += [f"% note: {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -228,7 +329,9 @@ CSV_FIELDS = (
     "seeds",
     "failed",
     "unfinished",
+    "ineligible",
     "state",
+    "refused",
     "paper",
     "diff",
     "best",
@@ -243,8 +346,8 @@ def to_csv(table: Table) -> str:
     writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     stat = table.settings.stat
-    best = [table.column_best(j) for j in range(len(table.columns))]
-    for row, cells in zip(table.rows, table.cells):
+    bold = [table.column_bold(j) for j in range(len(table.columns))]
+    for i, (row, cells) in enumerate(zip(table.rows, table.cells)):
         for j, (column, cell) in enumerate(zip(table.columns, cells)):
             center, spread = cell.center(stat), cell.spread(stat) or (None,)
             paper = table.paper_value(row, column.paper_key)
@@ -259,7 +362,7 @@ def to_csv(table: Table) -> str:
                     "column": column.label,
                     "task": column.task,
                     "stat": stat,
-                    "epoch": table.settings.epoch,
+                    "epoch": table.settings.epoch if getattr(column.value, "reads_epoch", False) else "",
                     "value": _round(center),
                     "spread": _round(spread[0]),
                     "spread_high": _round(spread[1]) if len(spread) > 1 else None,
@@ -268,10 +371,12 @@ def to_csv(table: Table) -> str:
                     "seeds": _seeds(cell.scores),
                     "failed": _seeds(cell.failed),
                     "unfinished": _seeds(cell.unfinished),
+                    "ineligible": _seeds(cell.ineligible),
                     "state": cell.state(),
+                    "refused": cell.refused or "",
                     "paper": paper,
                     "diff": _round(center - paper) if center is not None and paper is not None else None,
-                    "best": cell.full and center == best[j],
+                    "best": bold[j][i],
                     "lr": " ".join(f"{lr:g}" for _, lr in sorted(cell.lrs)),
                     "lr_source": " ".join(source for source, _ in sorted(cell.lrs)),
                 }
@@ -300,12 +405,16 @@ ALL_RUNS_FIELDS = (
     "main_metric",
     "best_epoch",
     "best",
+    "best_eligible",
     "last_epoch",
     "last",
     "trainable_params",
     "minutes_per_epoch",
     "peak_gpu_mib",
     "device",
+    "precision",
+    "eval_examples",
+    "data_fingerprint",
     "git_commit",
     "started_at",
     "finished_at",
@@ -331,6 +440,8 @@ def all_runs_csv(runs: list[Run], results_dir: Path) -> str:
         "main_metric",
         "peak_gpu_mib",
         "device",
+        "eval_examples",
+        "data_fingerprint",
         "git_commit",
         "started_at",
         "finished_at",
@@ -343,6 +454,8 @@ def all_runs_csv(runs: list[Run], results_dir: Path) -> str:
             path=run.path.relative_to(results_dir).as_posix(),
             trainable_params=trainable_params(r),
             minutes_per_epoch=_round(minutes_per_epoch(r, Settings())),
+            precision=effective_precision(r),
+            best_eligible=eligible(r, Settings()) if r.get("best") else None,
         )
         for which in ("best", "last"):
             line[f"{which}_epoch"] = (r.get(which) or {}).get("epoch")

@@ -1,28 +1,31 @@
 """The paper's tables, as a pure function of the run records under ``<results_dir>/runs/``.
 
-    python -m dora_bench.report.tables [results_dir=results] [stat=mean|median] [epoch=best|last] [seeds=5]
-                                [backbone=<name>] [figures=true|false]
+    dora-bench-tables [--results-dir results] [--stat mean|median] [--epoch best|best_per_metric|last]
+                      [--count-ineligible] [--seeds 5] [--backbone <name>] [--no-figures]
 
 writes ``<results_dir>/tables/<table>.{md,tex,csv}`` for Tables 2, 3, 4, 5, 6 and 9, plus
 ``all_cells.{md,csv}`` (every task/backbone/method/variant/budget found, paper grid or not)
 and ``all_runs.csv`` (one line per record); then the figures (``dora_bench.report.figures``).
 
 One cell pools the seeds of one (task, backbone, method, variant, budget) (``cells.py``:
-mean ± sample std or median [min, max] of each seed's best or last dev epoch, x100).
+mean ± sample std or median [min, max] of each seed's chosen dev epoch, x100).
 Nothing is filled in: a cell without records prints "—", one whose runs all failed
-"failed (k)", one with fewer complete seeds than ``seeds`` says "n=3/5", and one whose
-records were made with different settings is refused, with the differing keys and the
-record paths in the table's notes. Each caption says which learning rate every method ran
-at and which config key set it: only DoRA's come tuned from the paper.
+"failed (k)", one with fewer complete seeds than ``seeds`` says "n=3/5", a seed that never
+reached an eligible epoch is marked † and left out, and a cell whose records differ in what
+they learnt from (config, precision, data) or contradict their row's setting is refused,
+the reason in the table's notes. Each caption says which epoch the numbers come from and
+which learning rate every method ran at, with the config key that set it: only DoRA's come
+tuned from the paper.
 
 Each paper table is one small function below (rows and paper numbers from
-``dora_bench/paper/*.csv``) feeding the shared ``build_table``; ``render.py`` writes them.
+``report/paper/*.csv``) feeding the shared ``build_table``; ``render.py`` writes them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from dora_bench.report.cells import (
     METHODS,
     PAPER_DIR,
     PAPER_NAMES,
+    Claim,
     Run,
     Settings,
     aggregate,
@@ -79,21 +83,40 @@ def build_table(
     higher_is_better: bool = True,
     average: str | None = None,
     with_params: bool = False,
+    by_budget: bool = False,
+    wide: bool = False,
+    epochs: bool = True,
 ) -> Table:
+    """A paper table: ``name`` "table<N>"; ``by_budget``: bold compares equal budgets only;
+    ``epochs``: the columns read dev epochs (False: Table 9's timings)."""
     cells_of = by_cell(runs)
     cells = [
         [
-            aggregate(cells_of.get((c.task, backbone, r.method, r.variant, r.budget), []), c.value, settings)
+            aggregate(cells_of.get((c.task, backbone, r.method, r.variant, r.budget), []), c.value, settings, r.claim)
             for c in columns
         ]
         for r in rows
     ]
-    caption = (
-        f"{title}, {backbone}. {what}; {settings.describe()}. Paper: Mao et al. (ACL 2024); "
-        f"Δ = ours − paper. Bold: the {'highest' if higher_is_better else 'lowest'} per column "
-        f"among cells with all seeds."
+    table = Table(
+        name,
+        title,
+        "",
+        row_header,
+        columns,
+        rows,
+        cells,
+        settings,
+        backbone,
+        higher_is_better,
+        average,
+        number=name.removeprefix("table"),
+        bold_by_budget=by_budget,
+        wide=wide,
     )
-    table = Table(name, title, caption, row_header, columns, rows, cells, settings, backbone, higher_is_better, average)
+    table.caption = (
+        f"{title} ({backbone}): {what}; {settings.describe(epochs)}. Paper: Mao et al. (ACL 2024); "
+        f"Δ = ours − paper. {_bold_rule(table)}"
+    )
     if with_params:
         table.params = [
             (
@@ -109,8 +132,28 @@ def build_table(
             for r in rows
         ]
     add_learning_rates(table)
-    add_refusals(table)
     return table
+
+
+def _bold_rule(table: Table) -> str:
+    best = "highest" if table.higher_is_better else "lowest"
+    if not table.bold_by_budget:
+        return f"Bold: the {best} per column among cells with all seeds."
+    return (
+        f"Bold: the {best} per column within each budget block (methods at equal bT), among cells "
+        f"with all seeds; Full FT and BitFit, which have no budget, are not compared."
+    )
+
+
+def picked_by(runs: list[Run], columns: list[Column], settings: Settings) -> str:
+    """Which metric chose the epoch every column reads (Tables 3 and 4 show several metrics)."""
+    if settings.epoch == "last":
+        return "every column from each run's last epoch"
+    if settings.epoch == "best_per_metric":
+        return "each column from each metric's own best eligible epoch"
+    tasks = {c.task for c in columns}
+    mains = sorted({str(run.record.get("main_metric")) for run in runs if run.key[0] in tasks and run.complete})
+    return f"every column from the epoch picked by {'/'.join(mains) or 'the task main metric'}"
 
 
 def median_params(runs: list[Run]) -> int | None:
@@ -126,6 +169,8 @@ def add_learning_rates(table: Table) -> None:
     rates: dict[str, dict[str, set[float]]] = {}  # method -> source -> rates
     for row, row_cells in zip(table.rows, table.cells):
         for cell in row_cells:
+            if cell.refused:  # its number isn't shown, so neither is its rate
+                continue
             for source, lr in cell.lrs:
                 source = "method.lr_by_task" if source.startswith("method.lr_by_task.") else source
                 rates.setdefault(PAPER_NAMES.get(row.method, row.method), {}).setdefault(source, set()).add(lr)
@@ -157,13 +202,6 @@ def _lr_text(lr: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def add_refusals(table: Table) -> None:
-    for row, row_cells in zip(table.rows, table.cells):
-        for column, cell in zip(table.columns, row_cells):
-            if cell.refused:
-                table.notes.append(f"{' '.join(row.labels)} / {column.label}: refused, {cell.refused}")
-
-
 def _paper(filename: str) -> list[dict[str, str]]:
     with (PAPER_DIR / filename).open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -184,7 +222,7 @@ def table2(runs: list[Run], settings: Settings, backbone: str = "roberta-base") 
     columns = [Column(label, task, metric(), label) for label, task in GLUE.items()]
     return build_table(
         "table2",
-        "Table 2: GLUE",
+        "GLUE",
         runs,
         _method_rows(_paper("table2_glue.csv")),
         columns,
@@ -193,6 +231,8 @@ def table2(runs: list[Run], settings: Settings, backbone: str = "roberta-base") 
         row_header=("Method", "bT"),
         average="Avg",
         with_params=True,
+        by_budget=True,
+        wide=True,  # 12 columns of mean ± std: the width of a two-column page
         what=(
             "dev score x100 (MNLI: matched accuracy; STS-B: Pearson; CoLA: Matthews; others: "
             "accuracy); Avg: mean of the 8 task scores, as the paper computes it"
@@ -209,7 +249,7 @@ def table3(runs: list[Run], settings: Settings, backbone: str = "roberta-base") 
     ]
     return build_table(
         "table3",
-        "Table 3: SQuAD",
+        "SQuAD",
         runs,
         _method_rows(_paper("table3_squad.csv")),
         columns,
@@ -217,7 +257,11 @@ def table3(runs: list[Run], settings: Settings, backbone: str = "roberta-base") 
         backbone,
         row_header=("Method", "bT"),
         with_params=True,
-        what="dev exact match / F1 x100 (official normalisation; v2.0 with no-answer handling)",
+        by_budget=True,
+        what=(
+            "dev exact match / F1 x100 (official normalisation; v2.0 with no-answer handling), "
+            + picked_by(runs, columns, settings)
+        ),
     )
 
 
@@ -229,7 +273,7 @@ def table4(runs: list[Run], settings: Settings, backbone: str = "bart-base") -> 
     ]
     return build_table(
         "table4",
-        "Table 4: XSum",
+        "XSum",
         runs,
         _method_rows(_paper("table4_xsum.csv")),
         columns,
@@ -237,29 +281,44 @@ def table4(runs: list[Run], settings: Settings, backbone: str = "bart-base") -> 
         backbone,
         row_header=("Method", "bT"),
         with_params=True,
-        what="ROUGE-1/2/L x100 (beam 3, summaries up to 64 tokens)",
+        by_budget=True,
+        what=f"ROUGE-1/2/L x100 (beam 3, summaries up to 64 tokens), {picked_by(runs, columns, settings)}",
     )
+
+
+def dem_claim(with_dem: bool) -> Claim:
+    """Table 5's rows: DEM on (``method.dem_coef`` > 0) or off (= 0), as the record's config says."""
+
+    def check(record: dict) -> str | None:
+        coef = ((record.get("config") or {}).get("method") or {}).get("dem_coef")
+        if coef is None:
+            return "its config has no method.dem_coef"
+        if (float(coef) > 0) != with_dem:
+            return f"method.dem_coef={coef}, but the row is {'with' if with_dem else 'without'} DEM"
+        return None
+
+    return check
 
 
 def table5(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
     """DoRA at budget 8 with and without the DEM regulariser (variant ``nodem``: gamma = 0)."""
     paper = {p["variant"]: p for p in _paper("table5_dem_ablation.csv")}
     rows = [
-        Row(("with DEM",), "dora", 8, None, paper["with DEM"]),
-        Row(("without DEM",), "dora", 8, "nodem", paper["without DEM"]),
+        Row(("with DEM",), "dora", 8, None, paper["with DEM"], claim=dem_claim(True)),
+        Row(("without DEM",), "dora", 8, "nodem", paper["without DEM"], claim=dem_claim(False)),
     ]
     columns = [Column(label, GLUE[label], metric(), label) for label in ("STS-B", "CoLA", "SST-2")]
     return build_table(
         "table5",
-        "Table 5: DEM ablation",
+        "DEM ablation",
         runs,
         rows,
         columns,
         settings,
         backbone,
         row_header=("DoRA, bT = 8",),
-        what="dev score x100 (STS-B: Pearson; CoLA: Matthews; SST-2: "
-        "accuracy); without DEM: gamma = 0, records variant=nodem",
+        what="dev score x100 (STS-B: Pearson; CoLA: Matthews; SST-2: accuracy); with DEM: records with "
+        "method.dem_coef > 0; without DEM: gamma = method.dem_coef = 0, records variant=nodem",
     )
 
 
@@ -267,14 +326,38 @@ def table5(runs: list[Run], settings: Settings, backbone: str = "roberta-base") 
 INIT_BUDGET_VARIANTS = {2: "b0_2", 3: None, 4: "b0_4", 6: "b0_6", 8: "b0_8"}
 
 
+def init_budget_claim(b0: int) -> Claim:
+    """Table 6's rows: the run started from ``b0`` components per module, by its config
+    (``method.init_budget``; null is ceil(1.5 bT)) and, where recorded, by what it reported."""
+
+    def check(record: dict) -> str | None:
+        method = (record.get("config") or {}).get("method") or {}
+        final = method.get("final_budget") or record.get("budget")
+        configured = method.get("init_budget")
+        if configured is None and final is not None:
+            configured = math.ceil(1.5 * float(final))
+        for source, value in (
+            ("method.init_budget", configured),
+            ("extras.init_budget", (record.get("extras") or {}).get("init_budget")),
+        ):
+            if value is not None and int(value) != b0:
+                return f"{source}={value}, but the row is b0={b0}"
+        return None
+
+    return check
+
+
 def table6(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
     """DoRA at final budget 2 from initial budgets 2..8 (b0 = 2: no pruning)."""
     paper = {int(p["initial_budget"]): p for p in _paper("table6_initial_budget.csv")}
-    rows = [Row((str(b0),), "dora", 2, variant, paper.get(b0)) for b0, variant in INIT_BUDGET_VARIANTS.items()]
+    rows = [
+        Row((str(b0),), "dora", 2, variant, paper.get(b0), claim=init_budget_claim(b0))
+        for b0, variant in INIT_BUDGET_VARIANTS.items()
+    ]
     columns = [Column(label, GLUE[label], metric(), label) for label in ("MRPC", "STS-B", "SST-2")]
-    table = build_table(
+    return build_table(
         "table6",
-        "Table 6: initial budget",
+        "Initial budget",
         runs,
         rows,
         columns,
@@ -282,21 +365,11 @@ def table6(runs: list[Run], settings: Settings, backbone: str = "roberta-base") 
         backbone,
         row_header=("b0",),
         what=(
-            "dev score x100 at final budget bT = 2 (MRPC: accuracy; STS-B: "
-            "Pearson; SST-2: accuracy); b0 = 3 is DoRA's default, plain "
-            "DoRA records; the others variant=b0_<k>"
+            "dev score x100 at final budget bT = 2 (MRPC: accuracy; STS-B: Pearson; SST-2: accuracy); "
+            "b0 = 3 is DoRA's default, plain DoRA records; the others variant=b0_<k>; every record's "
+            "method.init_budget matches its row"
         ),
     )
-    for row in rows:  # a record in row b0=k must have started from k components per module
-        for run in runs:
-            started = (run.record.get("extras") or {}).get("init_budget")
-            if (
-                run.key in {(c.task, backbone, "dora", row.variant, 2) for c in columns}
-                and started is not None
-                and started != int(row.labels[0])
-            ):
-                table.notes.append(f"{run.path} is in row b0={row.labels[0]} but started from b0={started}")
-    return table
 
 
 def table9(runs: list[Run], settings: Settings, backbone: str = "roberta-base", budget: int = 8) -> Table:
@@ -313,11 +386,11 @@ def table9(runs: list[Run], settings: Settings, backbone: str = "roberta-base", 
     ]
     columns = [
         Column("min/epoch", "qnli", minutes_per_epoch, "minutes_per_epoch"),
-        Column("GPU MiB", "qnli", peak_gpu_mib, "gpu_memory_mib"),
+        Column("GPU MiB", "qnli", peak_gpu_mib, "gpu_memory_mib", digits=0),
     ]
     return build_table(
         "table9",
-        "Table 9: efficiency on QNLI",
+        "Efficiency on QNLI",
         runs,
         rows,
         columns,
@@ -325,11 +398,12 @@ def table9(runs: list[Run], settings: Settings, backbone: str = "roberta-base", 
         backbone,
         row_header=("Method",),
         higher_is_better=False,
+        epochs=False,
         what=(
-            f"minutes per training epoch (dev evaluation excluded) and peak GPU memory allocated "
+            f"minutes per training epoch (dev evaluation excluded) and peak GPU memory (MiB) allocated "
             f"by torch, one epoch of QNLI, budget {budget}; paper: an RTX 3090 (its memory figure "
             f"is likely nvidia-smi's, which also counts the CUDA context and cache); not x100, "
-            f"lower is better; epoch= does not apply"
+            f"lower is better"
         ),
     )
 
@@ -367,9 +441,6 @@ def all_cells(runs: list[Run], settings: Settings) -> Table:
         higher_is_better=None,
     )
     add_learning_rates(table)
-    for row, row_cells in zip(rows, cells):
-        if row_cells[0].refused:
-            table.notes.append(f"{' / '.join(row.labels)}: refused, {row_cells[0].refused}")
     return table
 
 
@@ -406,14 +477,23 @@ def main(argv: list[str] | None = None) -> int:
         help="mean ± sample std, or median [min, max] over seeds (default: %(default)s)",
     )
     parser.add_argument(
-        "--epoch", default="best", choices=EPOCH_CHOICES, help="which epoch of each run counts (default: %(default)s)"
+        "--epoch",
+        default="best",
+        choices=EPOCH_CHOICES,
+        help="best: every metric from the epoch best on the main metric; best_per_metric: each metric's own best "
+        "epoch (the released code's summary); last: the last epoch. Only eligible epochs count (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--count-ineligible",
+        action="store_true",
+        help="count seeds that never reached an eligible epoch in the statistic (they stay marked)",
     )
     parser.add_argument("--seeds", type=int, default=5, help="complete seeds a cell should have (default: %(default)s)")
     parser.add_argument("--backbone", default=None, help="the backbone whose runs fill the paper tables")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     try:
-        settings = Settings(stat=args.stat, epoch=args.epoch, seeds=args.seeds)
+        settings = Settings(stat=args.stat, epoch=args.epoch, seeds=args.seeds, count_ineligible=args.count_ineligible)
         results_dir = Path(args.results_dir)
         if not (results_dir / "runs").is_dir():
             raise ConfigError(f"no runs at {results_dir / 'runs'}: run a sweep first or pass --results-dir <dir>")

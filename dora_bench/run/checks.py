@@ -6,6 +6,8 @@ checks what the loop itself reads, and resolves the learning rate.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,28 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"task.{key}={value} does not exist: point it at an existing path")
     if cfg.variant is not None and not str(cfg.variant).replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"variant={cfg.variant!r} must be letters, digits, '_' or '.': it names a folder")
+    check_results_dir(cfg.results_dir)
     resolve_lr(cfg)
+
+
+def check_results_dir(value: Any) -> None:
+    """Refuse a ``results_dir`` that can't hold run folders: a file, a path under a file, or a
+    place where no folder can be made (a read-only disk, /proc). The nearest existing folder is
+    probed by making and removing an empty folder in it: permission bits can't tell, since root
+    passes them on a read-only disk too."""
+    path = Path(str(value)).expanduser()
+    fix = "pass results_dir=<a folder you can write>"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"results_dir={value} is a file, not a folder: {fix}")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"results_dir={value} lies under {existing}, which is a file: {fix}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dora-bench-probe-", dir=existing))
+    except OSError as err:
+        raise ConfigError(f"results_dir={value}: can't create folders in {existing} ({err.strerror}): {fix}") from None
 
 
 def resolve_lr(cfg: DictConfig) -> tuple[float, str]:

@@ -81,6 +81,9 @@ def check_overrides(overrides: list[str], user_dirs: tuple[Path, ...] = ()) -> l
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from dora_bench.errors import ConfigError
+    from dora_bench.run.checks import check_results_dir
+
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
@@ -105,11 +108,15 @@ def check_overrides(overrides: list[str], user_dirs: tuple[Path, ...] = ()) -> l
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            compose(config_name="config", overrides=singles, return_hydra_config=True)
+            cfg = compose(config_name="config", overrides=singles, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         _fail(f"{first_line(err)}: check the key (dora-bench --cfg job lists them) or add it with +key=value")
     finally:
         GlobalHydra.instance().clear()
+    try:  # Hydra makes its run folder under results_dir first thing, with a traceback if it can't
+        check_results_dir(cfg.results_dir)
+    except ConfigError as err:
+        _fail(str(err))
     return singles
 
 

@@ -175,7 +175,9 @@ def setup(cfg: DictConfig, method: Method, record: dict[str, Any], out_dir: Path
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True)))
     task = load_task(OmegaConf.to_container(cfg.task, resolve=True), tokenizer, cache_dir=_cache_dir(cfg))
-    record.update(eval_examples=task.eval_examples, main_metric=task.main_metric)
+    record.update(
+        eval_examples=task.eval_examples, data_fingerprint=task.data_fingerprint(), main_metric=task.main_metric
+    )
     model, target = build_model(cfg, method, record, task.num_labels)
     if device.type == "cpu" and cfg.trainer.get("cpu_threads"):
         torch.set_num_threads(int(cfg.trainer.cpu_threads))

@@ -8,6 +8,8 @@ span question answering (SQuAD), summarisation (XSum). Every split is tokenised 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -17,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dora_bench.errors import ConfigError
-from dora_bench.tasks.batching import EncodedDataset, PadCollator, train_loader
+from dora_bench.tasks.batching import EncodedDataset, PadCollator, Ragged, train_loader
 
 
 class Task:
@@ -50,11 +52,41 @@ class Task:
     ) -> dict[str, float]:
         raise NotImplementedError
 
+    def data_parts(self) -> list[Any]:
+        """Everything the run learns from and is scored against: the encoded splits and any
+        dev-side gold answers kept outside them (each subclass lists its own)."""
+        raise NotImplementedError
+
+    def data_fingerprint(self) -> str:
+        """16 hex digits of sha256 over ``data_parts()``: the same rows give the same fingerprint
+        wherever the files lie, so tables pool seeds by content, not by path. Token ids are
+        hashed, so the tokenizer (i.e. the backbone) is part of it."""
+        digest = hashlib.sha256()
+        for part in self.data_parts():
+            _feed(digest, part)
+        return digest.hexdigest()[:16]
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(name={self.name!r}, train={len(self.train_set)}, "
             f"eval_examples={self.eval_examples}, main_metric={self.main_metric!r})"
         )
+
+
+def _feed(digest, part: Any) -> None:
+    """Hash a dataset, a ragged column, a tensor (dtype and shape included) or plain JSON data."""
+    if isinstance(part, EncodedDataset):
+        for name in sorted(part.columns):
+            digest.update(name.encode())
+            _feed(digest, part.columns[name])
+    elif isinstance(part, Ragged):
+        _feed(digest, part.offsets)
+        _feed(digest, part.values)
+    elif isinstance(part, torch.Tensor):
+        digest.update(f"{part.dtype}{tuple(part.shape)}".encode())
+        digest.update(part.detach().cpu().contiguous().numpy())  # the buffer itself: no copy of MNLI's ids
+    else:
+        digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode())
 
 
 @contextlib.contextmanager

@@ -107,6 +107,9 @@ class SequenceClassificationTask(Task):
         self.main_metric = main_metric
         self.eval_examples = sum(len(d) for _, d in dev_sets)
 
+    def data_parts(self) -> list:
+        return [self.train_set, *(part for suffix, dataset in self.dev_sets for part in (suffix, dataset))]
+
     def predict(
         self,
         model: nn.Module,

@@ -290,6 +290,9 @@ class SquadTask(Task):
         self.null_threshold = null_threshold
         self.eval_examples = len(dev_examples["id"])
 
+    def data_parts(self) -> list:
+        return [self.train_set, self.dev, self.dev_offsets, self.dev_examples]  # the gold answers live in the last
+
     def evaluate(
         self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
     ) -> dict[str, float]:

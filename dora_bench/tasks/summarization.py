@@ -51,6 +51,9 @@ class SummarizationTask(Task):
         self.decode, self.rouge_stemmer = decode, rouge_stemmer
         self.eval_examples = len(references)
 
+    def data_parts(self) -> list:
+        return [self.train_set, self.dev, self.references]
+
     def generate(
         self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
     ) -> list[str]:

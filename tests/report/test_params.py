@@ -158,7 +158,10 @@ def test_minilm_counts_follow_the_closed_forms_at_its_size():
     331,776 and r = 2 is 82,944 on its 36 modules; the pooler trains with the head, outside the count."""
     raw = {**yaml.safe_load((CONF_DIR / "backbone" / "minilm.yaml").read_text()), "init": "random"}
     cfg = BackboneConfig.from_dict(raw)
-    base, target = load_model(cfg, "sequence_classification", num_labels=2), adapt_target(cfg, "sequence_classification")
+    base, target = (
+        load_model(cfg, "sequence_classification", num_labels=2),
+        adapt_target(cfg, "sequence_classification"),
+    )
     d, f, layers = 384, 1536, 6
     assert lora(d, f, layers, 8) == 331_776 and lora(d, f, layers, 2) == 82_944
     for name, budget in (("lora", 8), ("lora", 2), ("houlsby", 8), ("pfeiffer", 2), ("bitfit", None), ("dora", 8)):

@@ -12,7 +12,7 @@ from dora_bench import records
 from dora_bench.errors import ConfigError
 from dora_bench.report.cells import Settings, load_runs
 from dora_bench.report.render import to_csv, to_latex, to_markdown
-from dora_bench.report.tables import main, table2, table5, table6, table9
+from dora_bench.report.tables import main, table2, table3, table5, table6, table9
 
 MAIN_METRIC = {"rte": "accuracy", "cola": "mcc", "mnli": "accuracy", "stsb": "pearson"}
 
@@ -32,15 +32,22 @@ def write_run(
     lr=1e-3,
     extras=None,
     epochs=None,
+    method_config=None,
+    precision="fp32",
+    eval_examples=277,
+    data_fingerprint="a1b2c3",
+    countable=True,
 ):
-    """A record as the loop writes it (records.new_record + the run_dir layout); scores are fractions."""
+    """A record as the loop writes it (records.new_record + the run_dir layout); scores are fractions.
+    ``method_config``: more ``config.method`` keys; ``precision`` etc.: the record's own fields (None: absent);
+    ``countable=False``: no epoch ended after the budget was final, so the best is the last, flagged."""
     uses_budget = method not in ("full_ft", "bitfit")
     budget = budget if uses_budget else None
     main = MAIN_METRIC.get(task, "accuracy")
     last = best if last is None else last
     config = {
         "task": {"name": task, "data_dir": f"/data/{seed}"},
-        "method": {"name": method, "lr": lr},
+        "method": {"name": method, "lr": lr, **(method_config or {})},
         "backbone": {"name": backbone},
         "budget": budget,
         "seed": seed,
@@ -68,7 +75,7 @@ def write_run(
                     "step": 10,
                     "seconds": 30.0 + seed,
                     "train_loss": 0.5,
-                    "countable": True,
+                    "countable": countable,
                     "metrics": {main: best},
                 },
                 {
@@ -76,15 +83,20 @@ def write_run(
                     "step": 20,
                     "seconds": 90.0 + seed,
                     "train_loss": 0.4,
-                    "countable": True,
+                    "countable": countable,
                     "metrics": {main: last},
                 },
             ],
-            best={"epoch": 1, "metrics": {main: best}, "countable": True},
+            best={"epoch": 1, "metrics": {main: best}, "countable": True}
+            if countable
+            else {"epoch": 2, "metrics": {main: last}, "countable": False},
             last={"epoch": 2, "metrics": {main: last}},
             trainable_params={"paper": 1_310_000, "total": 1_311_538},
             extras=extras or {},
         )
+        # the fields setup() fills in once the data is read and the device picked
+        facts = {"precision": precision, "eval_examples": eval_examples, "data_fingerprint": data_fingerprint}
+        record.update({key: value for key, value in facts.items() if value is not None})
     elif status == "failed":
         record["error"] = "RuntimeError: CUDA out of memory"
     folder = records.run_dir(
@@ -181,7 +193,7 @@ def test_config_mismatch_is_refused_with_keys_and_paths(tmp_path):
     second = write_run(tmp_path, task="rte", method="lora", seed=1, best=0.72, lr=5e-4)
     table = table2(load_runs(tmp_path), Settings(seeds=2))
     markdown = to_markdown(table)
-    assert "refused (see notes)" in markdown and "71.00" not in markdown
+    assert "refused [1]" in markdown and "71.00" not in markdown
     note = next(n for n in table.notes if "refused" in n)
     assert "method.lr" in note and str(first) in note and str(second) in note
     assert "task.data_dir" not in note  # paths and bookkeeping differ too, and don't count
@@ -214,11 +226,20 @@ def test_budget_free_methods_read_budget_null_records(tmp_path):
 
 
 def test_ablation_tables_read_their_variants(tmp_path):
-    write_run(tmp_path, task="cola", method="dora", seed=0, best=0.65)
-    write_run(tmp_path, task="cola", method="dora", seed=0, best=0.61, variant="nodem")
-    write_run(tmp_path, task="mrpc", method="dora", seed=0, best=0.88, budget=2, extras={"init_budget": 3})
+    write_run(tmp_path, task="cola", method="dora", seed=0, best=0.65, method_config={"dem_coef": 0.3})
+    write_run(tmp_path, task="cola", method="dora", seed=0, best=0.61, variant="nodem", method_config={"dem_coef": 0})
+    b0 = {"init_budget": None, "final_budget": 2}  # null: ceil(1.5 x 2) = 3
+    write_run(tmp_path, task="mrpc", method="dora", seed=0, best=0.88, budget=2, method_config=b0)
     write_run(
-        tmp_path, task="mrpc", method="dora", seed=0, best=0.77, budget=2, variant="b0_2", extras={"init_budget": 2}
+        tmp_path,
+        task="mrpc",
+        method="dora",
+        seed=0,
+        best=0.77,
+        budget=2,
+        variant="b0_2",
+        extras={"init_budget": 2},
+        method_config={**b0, "init_budget": 2},
     )
     runs = load_runs(tmp_path)
     dem = csv_cells(table5(runs, Settings(seeds=1)))
@@ -228,10 +249,6 @@ def test_ablation_tables_read_their_variants(tmp_path):
     cells = csv_cells(init)
     assert float(cells[("3", "MRPC")]["value"]) == 88.0 and float(cells[("2", "MRPC")]["value"]) == 77.0
     assert not init.notes
-    write_run(
-        tmp_path, task="mrpc", method="dora", seed=1, best=0.80, budget=2, variant="b0_2", extras={"init_budget": 4}
-    )
-    assert any("started from b0=4" in note for note in table6(load_runs(tmp_path), Settings(seeds=1)).notes)
 
 
 def test_efficiency_table_is_lower_better_and_not_scaled(tmp_path):
@@ -320,3 +337,73 @@ def test_captions_say_which_learning_rate_each_method_ran_at(tmp_path):
         "method.lr_by_task.rte",
     )
     assert "Learning rates" not in table2(load_runs(tmp_path), Settings(seeds=1), backbone="tiny").caption  # no runs
+
+
+def test_captions_name_only_the_rates_of_cells_the_table_shows(tmp_path):
+    write_run(
+        tmp_path, task="rte", method="lora", seed=0, best=0.7, lr=5e-4, extras={"lr": 5e-4, "lr_source": "method.lr"}
+    )
+    for seed, lr in ((0, 3e-4), (1, 7e-4)):  # two rates in one cell: refused, so no H-Adapter number is shown
+        write_run(
+            tmp_path,
+            task="rte",
+            method="houlsby",
+            seed=seed,
+            best=0.7,
+            lr=lr,
+            extras={"lr": lr, "lr_source": "method.lr"},
+        )
+    caption = table2(load_runs(tmp_path), Settings(seeds=1)).caption
+    assert "LoRA method.lr (one rate for every task) 5e-4" in caption
+    assert "H-Adapter" not in caption and "3e-4" not in caption
+
+
+def test_bold_marks_the_best_within_each_budget_block(tmp_path):
+    for method, budget, score in (("lora", 8, 0.80), ("dora", 8, 0.75), ("lora", 2, 0.70), ("dora", 2, 0.78)):
+        write_run(tmp_path, task="rte", method=method, seed=0, best=score, budget=budget)
+    write_run(tmp_path, task="rte", method="full_ft", seed=0, best=0.90)  # no budget: a reference row
+    table = table2(load_runs(tmp_path), Settings(seeds=1))
+    cells = csv_cells(table)
+    # LoRA is best at budget 8 (80 > 75), DoRA at budget 2 (78 > 70); Full FT's 90 competes with neither
+    assert [cells[(row, "RTE")]["best"] for row in ("LoRA 8", "DoRA 8", "LoRA 2", "DoRA 2", "Full FT —")] == [
+        "True",
+        "False",
+        "False",
+        "True",
+        "False",
+    ]
+    markdown = to_markdown(table)
+    assert "**80.00**" in markdown and "**78.00**" in markdown and "**90.00**" not in markdown
+    assert "within each budget" in table.caption
+
+
+def squad_record(root, seed, epochs):
+    """A SQuAD v1.1 record whose epochs are (countable, exact_match, f1); best picked by F1, as the loop does."""
+    path = write_run(root, task="squad_v1", method="lora", seed=seed, best=0.0)
+    entries = [
+        {"epoch": i + 1, "step": 10 * (i + 1), "countable": c, "metrics": {"exact_match": em, "f1": f1}}
+        for i, (c, em, f1) in enumerate(epochs)
+    ]
+    best = max((e for e in entries if e["countable"]), key=lambda e: e["metrics"]["f1"])
+    record = records.read_record(path)
+    record.update(
+        main_metric="f1",
+        epochs=entries,
+        best={"epoch": best["epoch"], "metrics": best["metrics"], "countable": True},
+        last={"epoch": entries[-1]["epoch"], "metrics": entries[-1]["metrics"]},
+    )
+    records.write_json_atomic(path, record)
+
+
+def test_best_per_metric_takes_each_metric_from_its_own_best_eligible_epoch(tmp_path):
+    # epoch 1 is not eligible (EM 95 must never count); epoch 2 has the best F1, epoch 3 the best EM
+    squad_record(tmp_path, 0, [(False, 0.95, 0.95), (True, 0.80, 0.90), (True, 0.82, 0.89)])
+    runs = load_runs(tmp_path)
+    best = table3(runs, Settings(seeds=1, epoch="best"))
+    per_metric = table3(runs, Settings(seeds=1, epoch="best_per_metric"))
+    assert float(csv_cells(best)[("LoRA 8", "v1.1 EM")]["value"]) == 80.0  # EM of the best-F1 epoch
+    assert float(csv_cells(per_metric)[("LoRA 8", "v1.1 EM")]["value"]) == 82.0  # EM's own best eligible epoch
+    assert float(csv_cells(per_metric)[("LoRA 8", "v1.1 F1")]["value"]) == 90.0
+    assert "picked by f1" in best.caption and "each metric's own best" in per_metric.caption
+    assert "best_per_metric" in csv_cells(per_metric)[("LoRA 8", "v1.1 EM")]["epoch"]
+    assert main(["--results-dir", str(tmp_path), "--epoch", "best_per_metric", "--seeds", "1", "--no-figures"]) == 0

@@ -36,6 +36,20 @@ def test_config_errors_are_one_line_exit_2(args, words, tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing was built or written
 
 
+@pytest.mark.parametrize("where", ["a file", "under a file", "procfs"])
+def test_unusable_results_dir_is_one_line_before_anything_is_built(where, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    # /proc takes no new folders, not even from root (CI runs as root, so permission bits can't show it)
+    results_dir = {"a file": taken, "under a file": taken / "results", "procfs": "/proc/dora-bench-results"}[where]
+    result = dora_bench("task=demo", "backbone=tiny", f"results_dir={results_dir}")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"dora-bench: error: results_dir={results_dir}") and "results_dir=<" in lines[0]
+    assert taken.read_text() == "not a folder"
+
+
 def test_multirun_sweep_writes_one_record_per_run(tmp_path):
     result = dora_bench(
         "-m",

@@ -131,6 +131,16 @@ def test_ablation_arms_set_their_variant_and_knob(hydra_compose):
     assert (timing.trainer.epochs, timing.variant, timing.runs_per_gpu) == (1, "epoch1", 1)
 
 
+PAPER_ARTEFACTS = sorted(name for name in EXPERIMENTS if name.startswith(("table", "figure")))
+
+
+@pytest.mark.parametrize("name", PAPER_ARTEFACTS)
+def test_paper_artefacts_train_in_fp32_unless_asked(hydra_compose, name):
+    # the released code ran under `accelerate launch` without mixed precision: fp32 on a GPU too
+    assert hydra_compose(f"experiment={name}").trainer.precision == "fp32"
+    assert hydra_compose(f"experiment={name}", "trainer.precision=bf16").trainer.precision == "bf16"
+
+
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_smoke_variant_is_small_offline_and_apart(hydra_compose, name):
     jobs = sweep_jobs(hydra_compose(f"experiment={name}", "debug=smoke"))

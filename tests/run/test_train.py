@@ -32,6 +32,7 @@ def test_every_method_trains_and_writes_a_complete_record(tiny_cfg, method):
     assert on_disk["eval_examples"] > 0 and on_disk["main_metric"] == "accuracy"
     assert [e["epoch"] for e in on_disk["epochs"]] == [1, 2, 3]
     assert on_disk["eval_examples"] == 64 and on_disk["last"]["epoch"] == 3
+    assert on_disk["precision"] == "fp32" and len(on_disk["data_fingerprint"]) == 16  # what tables pool on
     assert on_disk["best"]["epoch"] in (1, 2, 3)
     assert 0 < on_disk["trainable_params"]["paper"] <= on_disk["trainable_params"]["model"]
     first, last = on_disk["epochs"][0]["train_loss"], on_disk["epochs"][-1]["train_loss"]

@@ -157,3 +157,18 @@ def test_task_names_lists_the_shipped_yamls():
         "squad_v2",
         "xsum",
     } <= set(names)
+
+
+def test_data_fingerprint_follows_the_content_not_the_path(tmp_path, write, byte_tokenizer, task_cfg):
+    here = write_reviews(tmp_path / "here" / "reviews.tsv", write)
+    there = write(tmp_path / "there" / "copy.tsv", here.read_text())
+
+    def fingerprint(train, dev):
+        return load_task(custom_cfg(task_cfg, train, dev), byte_tokenizer).data_fingerprint()
+
+    first = fingerprint(here, here)
+    assert len(first) == 16 and int(first, 16) >= 0
+    assert fingerprint(there, there) == first  # the same rows on another disk: the same data
+    write(there, there.read_text().replace("loved it\tpos", "loved it\tneg"))  # one label flipped
+    assert fingerprint(here, there) != first  # in the dev file only
+    assert fingerprint(there, here) != first  # in the train file only

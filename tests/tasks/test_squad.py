@@ -198,3 +198,15 @@ def test_second_load_reads_the_cache(squad_dir, byte_tokenizer, task_cfg, monkey
     assert second.dev_examples == first.dev_examples and torch.equal(
         second.dev_offsets.values, first.dev_offsets.values
     )
+
+
+def test_data_fingerprint_sees_a_changed_dev_answer(squad_dir, byte_tokenizer, task_cfg):
+    cfg = task_cfg("squad_v1", data_dir=str(squad_dir), **SMALL)
+    before = load_task(cfg, byte_tokenizer).data_fingerprint()
+    dev = squad_json(False)
+    # a second gold answer for q1: dev features are unchanged (no answers in them), the scoring is not
+    dev["data"][0]["paragraphs"][0]["qas"][0]["answers"].append(
+        {"text": "a region", "answer_start": LONG.index("a region")}
+    )
+    (squad_dir / "dev-v1.1.json").write_text(json.dumps(dev))
+    assert load_task(cfg, byte_tokenizer).data_fingerprint() != before

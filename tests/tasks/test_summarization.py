@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from dora_bench.errors import ConfigError
 from dora_bench.tasks import load_task
@@ -48,3 +49,14 @@ def test_generation_and_rouge_with_a_peft_wrapped_model(xsum_cfg, byte_tokenizer
 def test_train_and_dev_files_go_together(xsum_cfg, byte_tokenizer):
     with pytest.raises(ConfigError, match="both task.train_file and task.dev_file"):
         load_task({**xsum_cfg, "dev_file": None}, byte_tokenizer)
+
+
+def test_data_fingerprint_sees_a_changed_reference(xsum_cfg, byte_tokenizer, tmp_path):
+    # labels keep 6 tokens of a summary; ROUGE reads the whole reference, so a change past them counts
+    cfg = {**xsum_cfg, "max_target_length": 6}
+    before = load_task(cfg, byte_tokenizer)
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps({**a, "summary": a["summary"] + " Later."}) + "\n" for a in ARTICLES))
+    after = load_task({**cfg, "dev_file": str(dev)}, byte_tokenizer)
+    assert torch.equal(after.dev.columns["labels"].values, before.dev.columns["labels"].values)
+    assert after.data_fingerprint() != before.data_fingerprint()
