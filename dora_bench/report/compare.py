@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dora_bench.errors import ConfigError, UserError
 from dora_bench.records import write_text_atomic
-from dora_bench.report.cells import Run, Settings, aggregate, by_cell, load_runs, metric
+from dora_bench.report.cells import EPOCH_CHOICES, Run, Settings, aggregate, by_cell, load_runs, metric
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated methods to compare it with (default: %(default)s)",
     )
     parser.add_argument("--budget", type=int, default=8, help="budget of the methods it sizes (default: %(default)s)")
-    parser.add_argument("--epoch", default="best", choices=("best", "last"))
+    parser.add_argument("--epoch", default="best", choices=EPOCH_CHOICES)
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     try:
