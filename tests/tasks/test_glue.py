@@ -151,6 +151,13 @@ def test_malformed_row_names_file_and_line(glue_dir, byte_tokenizer, task_cfg, w
     write(glue_dir / "RTE" / "dev.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta b\tentailment\n")
     with pytest.raises(DataError, match=r"RTE/dev\.tsv line 3: 3 tab-separated columns, expected 4"):
         load("rte", glue_dir, byte_tokenizer, task_cfg)
+    # too many is refused as well: a stray tab would shift the label into another column
+    write(
+        glue_dir / "RTE" / "dev.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tc\tentailment\n",
+    )
+    with pytest.raises(DataError, match=r"RTE/dev\.tsv line 3: 5 tab-separated columns, expected 4"):
+        load("rte", glue_dir, byte_tokenizer, task_cfg)
 
 
 def test_unknown_label_names_file_and_line(glue_dir, byte_tokenizer, task_cfg, write):
