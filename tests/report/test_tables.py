@@ -199,6 +199,27 @@ def test_config_mismatch_is_refused_with_keys_and_paths(tmp_path):
     assert "task.data_dir" not in note  # paths and bookkeeping differ too, and don't count
 
 
+def test_two_records_of_one_seed_in_a_cell_are_refused_not_pooled(tmp_path):
+    # Seed 1 of LoRA on RTE twice (a copied folder, say): pooled, one value would silently
+    # replace the other in the mean (70, 72 or 70, 80 -> 71 or 75), with n=2 of 2 seeds shown.
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70)
+    first = write_run(tmp_path, task="rte", method="lora", seed=1, best=0.72)
+    copy = tmp_path / "runs" / "copied" / records.RECORD_NAME
+    record = records.read_record(first)
+    record["best"]["metrics"]["accuracy"] = 0.80
+    records.write_json_atomic(copy, record)
+    table = table2(load_runs(tmp_path), Settings(seeds=2))
+    markdown, cells = to_markdown(table), csv_cells(table)
+    lora = cells[("LoRA 8", "RTE")]
+    assert lora["state"] == "refused" and lora["value"] == "" and lora["best"] == "False"
+    assert "| LoRA | 8 | 1.31M | refused (see notes) |" in markdown
+    assert "71.00" not in markdown and "75.00" not in markdown
+    (note,) = [n for n in table.notes if "refused" in n]
+    assert note == f"LoRA 8 / RTE: refused, two records of the same seed: {copy}, " + ", ".join(
+        str(p) for p in sorted((tmp_path / "runs" / "rte").rglob(records.RECORD_NAME))
+    )
+
+
 def test_avg_is_the_mean_of_the_eight_tasks(tmp_path):
     scores = {
         "rte": 0.80,
