@@ -251,6 +251,34 @@ def test_no_answer_needs_the_null_score_above_the_span_by_more_than_the_threshol
     assert predict([windows_of([6.0, 6.5, 7.0])], threshold=-1.5) == ["Norse raiders"]
 
 
+def test_defaults_are_bert_s_20_best_starts_30_tokens_and_no_null_answer():
+    words = [f"w{i}" for i in range(40)]
+    context = " ".join(words)
+    spans = np.array([(NOT_CONTEXT, NOT_CONTEXT)] * 2 + word_spans(words))  # a null slot, a question token
+
+    def peaks(start_at, end_at, null=0.0):
+        start, end = np.zeros(len(spans)), np.zeros(len(spans))
+        start[2 + start_at], end[2 + end_at] = 5.0, 5.0
+        start[0] = end[0] = null / 2
+        return [start], [end]
+
+    # at most 30 tokens: w0..w29 is an answer, w0..w30 is not
+    assert best_answers([context], [0], [spans], *peaks(0, 29)) == [" ".join(words[:30])]
+    assert best_answers([context], [0], [spans], *peaks(0, 30)) != [" ".join(words[:31])]
+    # no null answer unless asked for: a null score far above the span still gives the span
+    assert best_answers([context], [0], [spans], *peaks(3, 4, null=200.0)) == ["w3 w4"]
+
+    # only the 20 best starts are tried: 21 question positions, the first 20 of them scored above
+    # the context; nothing is answerable from those, and the answer is ""
+    few = np.array([(NOT_CONTEXT, NOT_CONTEXT)] * 21 + word_spans(words[:3]))
+    start, end = np.zeros(len(few)), np.zeros(len(few))
+    start[:20] = np.arange(30.0, 10.0, -1.0)
+    start[20] = -1.0
+    end[21:] = 1.0
+    assert best_answers([context], [0], [few], [start], [end]) == [""]
+    assert best_answers([context], [0], [few], [start], [end], n_best=21) != [""]  # the 21st start is w0..w2
+
+
 @pytest.mark.parametrize("name", ["squad_v1", "squad_v2"])
 def test_squad_task_evaluates_a_tiny_model(name, squad_dir, byte_tokenizer, task_cfg, tiny_model, run_eval):
     task = load_task(task_cfg(name, data_dir=str(squad_dir), **SMALL), byte_tokenizer)
@@ -301,7 +329,7 @@ def confident_model(task):
     return ScriptedQA(spans)
 
 
-def test_version_2_and_the_threshold_reach_the_post_processing_from_the_task_config(
+def test_version_2_the_threshold_and_the_answer_length_reach_the_post_processing_from_the_task_config(
     squad_dir, byte_tokenizer, task_cfg, run_eval
 ):
     v2 = task_cfg("squad_v2", data_dir=str(squad_dir), **SMALL)
@@ -313,6 +341,9 @@ def test_version_2_and_the_threshold_reach_the_post_processing_from_the_task_con
     assert run_eval(load_task({**v2, "null_threshold": 25.0}, byte_tokenizer), model) == pytest.approx(
         {"exact_match": 3 / 4, "f1": 3 / 4}
     )
+    # answers of at most 3 tokens (bytes here): "Fra", "Rol", "Ann"... match nothing; q4 still right
+    short = load_task({**v2, "max_answer_length": 3}, byte_tokenizer)
+    assert run_eval(short, model) == pytest.approx({"exact_match": 1 / 4, "f1": 1 / 4})
     # the same questions read as v1 (version_2: false) can't answer ""
     v1 = {**v2, "version_2": False}
     assert run_eval(load_task(v1, byte_tokenizer), model) == pytest.approx({"exact_match": 3 / 4, "f1": 3 / 4})
