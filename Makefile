@@ -8,9 +8,11 @@ TORCH     ?= torch==2.13.0
 PY        := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,$(VENV)/bin/python)
 STAMP     := $(dir $(PY)).dora-bench-installed
 RESULTS   ?= results
+MUTMUT    ?= mutmut==3.8.1
+NICE      ?= nice -n 15
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-all lint tables params bench bench-dora clean
+.PHONY: help setup demo test test-all lint tables params bench bench-dora mutate clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +39,11 @@ test: setup  ## the test suite, slow tests left out (CPU, offline)
 test-all: setup  ## every test, slow ones included
 	$(PY) -m pytest -q -m "slow or not slow"
 
+mutate: setup  ## occasional, not CI (hours on 2 cores): mutation testing of dora.py, cells.py, squad.py (pyproject [tool.mutmut])
+	$(PY) -m pip install -q "$(MUTMUT)"
+	$(NICE) $(dir $(PY))mutmut run --max-children 2
+	$(dir $(PY))mutmut results
+
 tables: setup  ## the paper's tables and figures from $(RESULTS)/runs (ARGS="--stat median --epoch last ...")
 	$(dir $(PY))dora-bench-tables --results-dir $(RESULTS) $(ARGS)
 
@@ -50,4 +57,4 @@ bench-dora: setup  ## one step of DoRA vs LoRA vs the released code's materialis
 	$(PY) scripts/bench_step.py $(ARGS)
 
 clean:  ## remove the venv and caches (never results/)
-	rm -rf $(VENV) .pytest_cache .cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .cache build *.egg-info mutants

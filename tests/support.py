@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,23 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (developer reference data, not part of a clone)")
     return path
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (its parent package may be absent too)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+# The sweep launchers are the `launchers` extra (`make setup` installs it; `pip install -e .[test]`
+# does not): their tests skip without it rather than fail.
+needs_joblib = pytest.mark.skipif(
+    not installed("hydra_plugins.hydra_joblib_launcher"),
+    reason="hydra-joblib-launcher is not installed: pip install -e '.[launchers]'",
+)
+needs_submitit = pytest.mark.skipif(
+    not installed("hydra_plugins.hydra_submitit_launcher"),
+    reason="hydra-submitit-launcher is not installed: pip install -e '.[launchers]'",
+)

@@ -18,6 +18,22 @@ from dora_bench.errors import ConfigError
 from dora_bench.methods import Method
 
 CHECKPOINT_FORMAT = 1
+#: What save_checkpoint writes and a resume reads: a file without one of these can't be resumed.
+CHECKPOINT_KEYS = (
+    "format",
+    "epoch",
+    "step",
+    "total_steps",
+    "config",
+    "started_at",
+    "epochs",
+    "resumed",
+    "params",
+    "optimizer",
+    "scheduler",
+    "method",
+    "rng",
+)
 
 
 def save_checkpoint(
@@ -75,6 +91,12 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None
             f"checkpoint at {path} is not a dora-bench checkpoint of format {CHECKPOINT_FORMAT}: "
             f"delete it or pass resume=false"
         )
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise ConfigError(
+            f"checkpoint at {path} is not a dora-bench checkpoint of format {CHECKPOINT_FORMAT} "
+            f"(it has no {', '.join(missing)}): delete it or pass resume=false"
+        )
     differences = setting_differences(checkpoint["config"], config)
     if differences:
         _refuse_checkpoint(path, differences)
@@ -109,6 +131,13 @@ def restore_training_state(
     if checkpoint["params"].keys() != trainable.keys():
         changed = sorted(checkpoint["params"].keys() ^ trainable.keys())
         _refuse_checkpoint(path, [f"trainable parameters: {len(changed)} names differ, e.g. {changed[0]}"])
+    reshaped = [name for name, p in trainable.items() if checkpoint["params"][name].shape != p.shape]
+    if reshaped:  # checked before any weight is copied: a refused model is left as it was
+        name = reshaped[0]
+        before, now = tuple(checkpoint["params"][name].shape), tuple(trainable[name].shape)
+        _refuse_checkpoint(
+            path, [f"trainable parameters: {len(reshaped)} shapes differ, e.g. {name} {before} -> {now}"]
+        )
     with torch.no_grad():
         for name, param in trainable.items():
             param.copy_(checkpoint["params"][name])

@@ -12,7 +12,8 @@ Offsets. Answers are cut from the context by each token's character span: the fa
 slow, no offsets) maps one UTF-8 byte to one token, so a token's span is the character
 that byte belongs to, computed here. Other slow tokenizers are refused.
 
-Prediction (as in BERT's ``run_squad``): over all windows of a question, the best span
+Prediction (as in BERT's ``run_squad.py`` ``write_predictions``, kept by Hugging Face's
+``utils_qa.postprocess_qa_predictions``): over all windows of a question, the best span
 ``argmax start_logit[s] + end_logit[e]`` among the 20 best starts and 20 best ends, with
 ``s <= e``, both in the context, at most 30 tokens. v2: answer "" when the null score
 ``start_logit[0] + end_logit[0]`` (lowest over the windows) beats the best span by more

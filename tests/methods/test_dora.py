@@ -19,6 +19,7 @@ from dora_bench.errors import ConfigError
 from dora_bench.methods import AdaptTarget, build_method
 from dora_bench.methods.dora import (
     DoRALinear,
+    Phases,
     dem_variance_sum,
     importance_scores,
     is_pruning_step,
@@ -88,11 +89,42 @@ def test_bad_settings_are_refused_with_a_one_line_fix(bad, fix):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "bad, fix",
+    [
+        ({"warmup_ratio": -0.1}, "must be >= 0"),
+        ({"final_ratio": -0.1, "warmup_ratio": 0.2}, "must be >= 0"),
+        ({"alpha": 0.0}, "alpha > 0"),
+        ({"dem_coef": -0.1}, "dem_coef >= 0"),
+        ({"dropout": 1.0}, r"dropout in \[0, 1\)"),
+    ],
+)
+def test_more_bad_settings_are_refused(bad, fix):
+    with pytest.raises(ConfigError, match=fix):
+        dora(**bad)
+
+
+def test_settings_at_the_edges_are_accepted():
+    # b0 = bT (nothing to prune: Table 6's b0 = 2 row), no warm-up, no final phase, a ranking every
+    # step, no DEM, a small alpha, no dropout
+    edges = {"init_budget": 2, "warmup_ratio": 0.0, "final_ratio": 0.0, "pruning_interval": 1}
+    config = dora(**edges, dem_coef=0.0, alpha=0.5, dropout=0.0).config
+    assert (config.init_budget, config.warmup_ratio, config.final_ratio, config.pruning_interval) == (2, 0.0, 0.0, 1)
+
+
 def test_a_run_too_short_for_the_phases_is_refused():
     # floor(0.15 T) >= 1 needs T >= 7 (ceil(1 / 0.15) = 7)
     with pytest.raises(ConfigError, match="at least 7 optimizer steps"):
         training_phases(6, 0.15, 0.5)
     assert training_phases(7, 0.15, 0.5).warmup_end == 1
+    # a phase of ratio 0 needs no step; a positive one needs one: 0.5 T >= 1 from T = 2
+    with pytest.raises(ConfigError, match="at least 2 optimizer steps"):
+        training_phases(1, 0.0, 0.5)
+    with pytest.raises(ConfigError, match="at least 1 optimizer steps"):
+        training_phases(0, 0.0, 0.0)
+    assert training_phases(2, 0.0, 0.5) == Phases(total=2, warmup_end=0, prune_end=1)  # t_f = 1 step
+    assert training_phases(1, 0.0, 0.0) == Phases(total=1, warmup_end=0, prune_end=1)
+    assert training_phases(10, 0.2, 0.0) == Phases(total=10, warmup_end=2, prune_end=10)
 
 
 # -- schedule (pure functions) -----------------------------------------------------------------
@@ -153,6 +185,9 @@ def test_closed_form_scores_equal_the_materialised_ones():
     torch.testing.assert_close(closed, slow, atol=1e-10, rtol=0)
     assert closed[1, 2] == 0 and torch.all(closed[2] == 0)
     assert torch.all(closed[0] > 0)
+    # the same at a small scale, where ||ΔW||_F < 1 (as at the start of training, c near 0)
+    small = importance_scores(A * 1e-2, B * 1e-2, c)
+    torch.testing.assert_close(small, materialised_scores(A * 1e-2, B * 1e-2, c), atol=1e-10, rtol=0)
 
 
 def test_dem_on_a_hand_computed_module():
@@ -176,6 +211,20 @@ def test_dem_on_a_hand_computed_module():
     assert off.extra_loss(plain, 1) is None  # dem_coef = 0: no DEM at all (Table 5)
 
 
+def test_dem_is_averaged_over_the_modules_and_their_initial_components():
+    block = nn.Module()
+    block.query, block.value = nn.Linear(3, 2), nn.Linear(3, 2)
+    method = dora(final_budget=1, init_budget=2, dem_coef=1.0)
+    model = method.apply(block, AdaptTarget("roberta", ("query", "value")))
+    method.on_train_begin(model, 100)
+    with torch.no_grad():
+        for layer in (model.query, model.value):
+            layer.lora_A.copy_(torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]))  # variances 1, 0
+            layer.lora_B.copy_(torch.tensor([[1.0, 4.0], [3.0, 4.0]]))  # variances 2, 0
+    # M = 2, b0 = 2: R = (3 + 3) / (2 M b0) = 6 / 8
+    assert method.extra_loss(model, 1).item() == pytest.approx(0.75)
+
+
 def test_dem_batched_sum_matches_a_loop_over_components():
     gen = torch.Generator().manual_seed(1)
     A, B = torch.randn(4, 3, 9, generator=gen), torch.randn(4, 6, 3, generator=gen)
@@ -192,6 +241,30 @@ def test_layer_forward_is_eq_6():
     x = torch.randn(2, 5)
     delta = (8.0 / 3) * sum(layer.lora_c[i] * torch.outer(layer.lora_B[:, i], layer.lora_A[i]) for i in range(3))
     torch.testing.assert_close(layer(x), base(x) + x @ delta.T)
+
+
+def test_layer_forward_in_training_drops_the_input_and_rescales_it():
+    torch.manual_seed(0)
+    base = nn.Linear(5, 4)
+    layer = DoRALinear(base, rank=3, alpha=8.0, dropout=0.25)
+    with torch.no_grad():
+        layer.lora_c.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.randn(6, 5)
+    delta = (8.0 / 3) * layer.lora_B @ torch.diag(layer.lora_c) @ layer.lora_A
+    torch.manual_seed(1)
+    # the mask the layer draws from the same seed (methods/dropout.py: keep where U >= p, U ~ torch.rand)
+    keep = (torch.rand(x.shape) >= 0.25).float()
+    torch.manual_seed(1)
+    out = layer.train()(x)
+    # dropout(x) = x ⊙ m / (1 - p) on the adapter's input only; the base sees x whole
+    torch.testing.assert_close(out, base(x) + (x * keep / 0.75) @ delta.T)
+    assert 0 < keep.sum() < keep.numel()  # some of x was dropped
+    torch.testing.assert_close(layer.eval()(x), base(x) + x @ delta.T)  # no dropout in eval
+
+
+def test_layer_factors_follow_the_base_s_dtype():
+    layer = DoRALinear(nn.Linear(5, 4, dtype=torch.float64), rank=3, alpha=8.0, dropout=0.1)
+    assert {p.dtype for p in layer.parameters()} == {torch.float64}
 
 
 # -- the method on the tiny RoBERTa ---------------------------------------------------------
@@ -291,6 +364,42 @@ def test_training_ends_at_exactly_the_final_budget_and_masks_stay_fixed():
     history = report["score_history"]
     # L = 14: floor(12 (5/14)^3) = 0, floor(12 (10/14)^3) = floor(4.37) = 4, then all 12 surplus components
     assert history["steps"] == [11, 16, 20] and [sum(k) for k in history["kept_by_type"]] == [36, 32, 24]
+    assert history["columns"] == ["Wq", "Wk", "Wv", "Wo", "Wf1", "Wf2"]  # the types this backbone has
+    # the threshold of a ranking: the highest Ŝ that was pruned, at most the lowest kept one; none at step 11
+    assert history["threshold"][0] is None
+    for threshold, entry in zip(history["threshold"][1:], method.history[1:]):
+        assert threshold == pytest.approx(entry["ema"][~entry["mask"]].max().item(), rel=1e-5)
+        assert threshold <= entry["ema"][entry["mask"]].min().item()
+    assert (report["init_budget"], report["final_budget"]) == (3, 2)  # Table 6 reads init_budget
+
+
+def test_the_paper_count_follows_where_the_kept_components_are():
+    # FFN components cost 32 + 64 + 1 = 97 parameters, attention ones 32 + 32 + 1 = 65. Gates that
+    # make two of three components of every attention module negligible send the final ranking's
+    # 12 prunings there: 12 attention + 12 FFN components stay, 12 x 65 + 12 x 97 = 1,944, where
+    # bT = 2 everywhere would count 2 x (8 x 65 + 4 x 97) = 1,816.
+    model, target = tiny_model()
+    method = dora(final_budget=2, beta=0.0)
+    model = method.apply(model, target)
+    method.on_train_begin(model, 40)  # prune_end = 20: its ranking prunes the whole surplus of 12
+    with torch.no_grad():
+        for name, layer in zip(method.names, method.layers):
+            attention = "attention" in name
+            layer.lora_c.copy_(torch.tensor([5.0, 0.01, 0.01] if attention else [1.0, 1.0, 1.0]))
+    assert method.paper_trainable_params(model, target) == 1_816  # before the mask is final: nominal
+    method.after_step(model, 20)
+    kept = {n: int(k) for n, k in zip(method.names, method.mask.sum(1))}
+    assert sum(k for n, k in kept.items() if "attention" not in n) == 12
+    assert method.paper_trainable_params(model, target) == 1_944
+    assert method.report(model)["final_trainable_params"] == 1_944
+
+
+def test_first_countable_step_needs_the_run_length():
+    model, target = tiny_model()
+    method = dora()
+    method.apply(model, target)
+    with pytest.raises(RuntimeError, match=r"needs on_train_begin\(model, total_steps\) first"):
+        method.first_countable_step()
 
 
 def test_pruned_gates_regrow_between_rankings():
@@ -334,10 +443,26 @@ def test_state_dict_round_trip_resumes_identically():
         meth.after_step(m, 16)  # the next ranking
     torch.testing.assert_close(resumed.ema, method.ema, rtol=0, atol=0)
     assert torch.equal(resumed.mask, method.mask) and resumed.history[-1]["step"] == 16
+    # the state is a copy: the live scores and mask keep changing, a saved state must not
+    saved = method.state_dict()
+    ema, mask = saved["ema"].clone(), saved["mask"].clone()
+    history = [{k: v.clone() if torch.is_tensor(v) else v for k, v in e.items()} for e in saved["history"]]
+    with torch.no_grad():
+        for layer in method.layers:
+            layer.lora_c.mul_(-3.0).add_(0.5)
+    method.after_step(model, 20)  # the last ranking: new scores, a new mask
+    assert not torch.equal(method.ema, ema) and not torch.equal(method.mask, mask)
+    assert torch.equal(saved["ema"], ema) and torch.equal(saved["mask"], mask)
+    assert all(_same_entry(a, b) for a, b in zip(saved["history"], history))
+    assert saved["total_steps"] == 40
     other = dora(final_budget=8)
     other.apply(*tiny_model())
     with pytest.raises(ValueError, match="same backbone and budget"):
         other.load_state_dict(method.state_dict())
+
+
+def _same_entry(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
 
 
 def test_budget_goes_to_the_modules_a_teacher_changed():
@@ -422,6 +547,11 @@ def test_export_is_an_ordinary_peft_lora_with_the_same_logits(tmp_path):
     assert (merged(input_ids=ids).logits - want).abs().max() < 1e-4
     scores = torch.load(tmp_path / "dora_scores.pt")
     assert scores["steps"] == [11, 16, 20] and scores["scores"].shape == (3, TINY_MODULES, 2)
+    assert scores["modules"] == method.names
+    assert scores["kept"] == [e["kept"] for e in method.history] and scores["kept"][-1] == TINY_MODULES
+    assert torch.equal(scores["masks"], torch.stack([e["mask"] for e in method.history]))
+    assert torch.equal(scores["scores"][-1], method.history[-1]["ema"])
+    assert torch.equal(scores["final_mask"], method.mask) and torch.equal(scores["final_scores"], method.ema)
 
 
 # -- the real size --------------------------------------------------------------------------------

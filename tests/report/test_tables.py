@@ -9,8 +9,8 @@ import math
 import pytest
 
 from dora_bench import records
-from dora_bench.errors import ConfigError
-from dora_bench.report.cells import Settings, load_runs
+from dora_bench.errors import ConfigError, UserError
+from dora_bench.report.cells import Settings, load_runs, metric, minutes_per_epoch, trainable_params
 from dora_bench.report.render import to_csv, to_latex, to_markdown
 from dora_bench.report.tables import main, table2, table3, table5, table6, table9
 
@@ -140,7 +140,7 @@ def test_mean_and_sample_std_in_all_three_formats(results):
     assert float(cells[("DoRA 8", "CoLA")]["value"]) == 64.0 and cells[("DoRA 8", "CoLA")]["state"] == "incomplete"
 
     markdown, latex = to_markdown(table), to_latex(table)
-    assert "72.00 ± 2.00" in markdown and "**77.00** ± 2.65" in markdown  # the best of a full column is bold
+    assert "| 72.00 ± 2.00 |" in markdown and "| **77.00** ± 2.65 |" in markdown  # full: no remark; best bold
     assert "72.00 $\\pm$ 2.00" in latex and "\\textbf{77.00} $\\pm$ 2.65" in latex
     assert "81.73 (-4.73)" in markdown and "81.73 (-4.73)" in latex
     assert "\\toprule" in latex and "\\bottomrule" in latex
@@ -183,6 +183,8 @@ def test_missing_failed_and_unfinished_are_shown(tmp_path):
     assert "failed (2)" in markdown  # CoLA: both runs failed, no number
     assert "unfinished (1)" in markdown  # MNLI: a record still running (or killed)
     assert cells[("LoRA 8", "QQP")]["state"] == "missing"
+    assert (cells[("LoRA 8", "CoLA")]["failed"], cells[("LoRA 8", "MNLI")]["unfinished"]) == ("0 1", "0")
+    assert (cells[("LoRA 8", "RTE")]["seeds"], cells[("LoRA 8", "RTE")]["failed"]) == ("0", "1")
     lora_row = next(line for line in markdown.splitlines() if line.startswith("| LoRA | 8 "))
     assert lora_row.count("—") >= 5  # RTE, CoLA, MNLI have something; the other 5 tasks don't
     assert "— |" in lora_row  # no Avg from incomplete rows
@@ -197,6 +199,91 @@ def test_config_mismatch_is_refused_with_keys_and_paths(tmp_path):
     note = next(n for n in table.notes if "refused" in n)
     assert "method.lr" in note and str(first) in note and str(second) in note
     assert "task.data_dir" not in note  # paths and bookkeeping differ too, and don't count
+
+
+def test_a_refusal_note_lists_each_record_s_value_of_the_differing_keys(tmp_path):
+    first = write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70, lr=1e-3)
+    second = write_run(tmp_path, task="rte", method="lora", seed=1, best=0.72, lr=5e-4)
+    record = records.read_record(second)
+    record["config"]["trainer"].update(warmup_ratio=0.1)  # a key only the second record has
+    records.write_json_atomic(second, record)
+    (note,) = table2(load_runs(tmp_path), Settings(seeds=2)).notes
+    assert note == (
+        "LoRA 8 / RTE: refused, records made with different configs, differing in method.lr, trainer.warmup_ratio "
+        f"[method.lr: 0.001, 0.0005; trainer.warmup_ratio: <absent>, 0.1]: {first}, {second}"
+    )
+    # at most four keys are detailed; the rest are counted
+    record["config"]["trainer"].update(a=1, b=2, c=3)
+    records.write_json_atomic(second, record)
+    (note,) = table2(load_runs(tmp_path), Settings(seeds=2)).notes
+    # five keys differ (sorted: method.lr, trainer.a, .b, .c, .warmup_ratio): the fifth is counted only
+    assert "trainer.c: <absent>, 3 (and 1 more keys)]" in note and "trainer.warmup_ratio:" not in note
+
+
+def test_a_complete_record_without_the_column_s_metric_shows_n_a(tmp_path):
+    path = write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70)
+    record = records.read_record(path)
+    record["best"]["metrics"] = {"f1": 0.5}  # no accuracy
+    records.write_json_atomic(path, record)
+    table = table2(load_runs(tmp_path), Settings(seeds=1))
+    assert csv_cells(table)[("LoRA 8", "RTE")]["state"] == "no value"
+    assert "| LoRA | 8 | 1.31M | n/a |" in to_markdown(table)
+
+
+def test_what_a_column_reads_from_a_record():
+    record = {"main_metric": "accuracy", "best": {"metrics": {"accuracy": 0.5}}, "epochs": []}
+    assert metric()(record, Settings()) == 50.0 and metric("f1")(record, Settings()) is None
+    assert minutes_per_epoch(record, Settings()) is None  # no timed epoch: no value, not a crash
+    assert minutes_per_epoch({"epochs": [{"seconds": 30.0}, {"seconds": 90.0}]}, Settings()) == 1.0
+    # DoRA's and AdaLoRA's final count (kept components) wins over the count before training
+    both = {"extras": {"final_trainable_params": 1_300}, "trainable_params": {"paper": 1_816}}
+    assert trainable_params(both) == 1_300
+    assert trainable_params({"trainable_params": {"paper": 1_816}}) == 1_816
+
+
+def test_settings_and_unreadable_records_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"^stat='mode' is not known: use stat=mean or stat=median$"):
+        Settings(stat="mode")
+    with pytest.raises(ConfigError, match=r"^epoch='first' is not known: use one of best, last$"):
+        Settings(epoch="first")
+    with pytest.raises(ConfigError, match=r"^seeds=0 must be >= 1: the seeds each cell should have \(paper: 5\)$"):
+        Settings(seeds=0)
+    assert Settings(stat="median", epoch="last", seeds=3).describe() == (
+        "median [min, max] over seeds of each run's last epoch; 3 seeds expected per cell"
+    )
+    assert Settings().describe() == (
+        "mean ± sample std (ddof=1) over seeds of each run's best dev epoch (DoRA, AdaLoRA: only epochs "
+        "after the budget is final); 5 seeds expected per cell"
+    )
+    path = write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70)
+    record = records.read_record(path)
+    records.write_json_atomic(path, {**record, "schema_version": 0})
+    with pytest.raises(UserError, match=rf"^{path} has schema_version 0, these tables read 1: regenerate it"):
+        load_runs(tmp_path)
+    path.write_text("{not json")
+    with pytest.raises(UserError, match=rf"^can't read {path} \(.*\): fix or remove it$"):
+        load_runs(tmp_path)
+
+
+def test_two_records_of_one_seed_in_a_cell_are_refused_not_pooled(tmp_path):
+    # Seed 1 of LoRA on RTE twice (a copied folder, say): pooled, one value would silently
+    # replace the other in the mean (70, 72 or 70, 80 -> 71 or 75), with n=2 of 2 seeds shown.
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70)
+    first = write_run(tmp_path, task="rte", method="lora", seed=1, best=0.72)
+    copy = tmp_path / "runs" / "copied" / records.RECORD_NAME
+    record = records.read_record(first)
+    record["best"]["metrics"]["accuracy"] = 0.80
+    records.write_json_atomic(copy, record)
+    table = table2(load_runs(tmp_path), Settings(seeds=2))
+    markdown, cells = to_markdown(table), csv_cells(table)
+    lora = cells[("LoRA 8", "RTE")]
+    assert lora["state"] == "refused" and lora["value"] == "" and lora["best"] == "False"
+    assert "| LoRA | 8 | 1.31M | refused (see notes) |" in markdown
+    assert "71.00" not in markdown and "75.00" not in markdown
+    (note,) = [n for n in table.notes if "refused" in n]
+    assert note == f"LoRA 8 / RTE: refused, two records of the same seed: {copy}, " + ", ".join(
+        str(p) for p in sorted((tmp_path / "runs" / "rte").rglob(records.RECORD_NAME))
+    )
 
 
 def test_avg_is_the_mean_of_the_eight_tasks(tmp_path):

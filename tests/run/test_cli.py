@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from support import REPO
+from support import REPO, needs_joblib, needs_submitit
 
 
 def dora_bench(*args, cwd=REPO):
@@ -109,7 +109,12 @@ def test_one_bad_run_does_not_stop_a_sweep(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "launcher, target", [("joblib", "JoblibLauncher"), ("local_gpus", "JoblibLauncher"), ("slurm", "SlurmLauncher")]
+    "launcher, target",
+    [
+        pytest.param("joblib", "JoblibLauncher", marks=needs_joblib),
+        pytest.param("local_gpus", "JoblibLauncher", marks=needs_joblib),
+        pytest.param("slurm", "SlurmLauncher", marks=needs_submitit),
+    ],
 )
 def test_sweep_launcher_configs_print_with_cfg(launcher, target):
     result = dora_bench(

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from dora_bench.errors import ConfigError
 from dora_bench.run.launch import parallel_runs, pick_device, register_resolvers
-from support import CONF_DIR
+from support import CONF_DIR, needs_joblib, needs_submitit
 
 BUDGET_FREE = {"full_ft", "bitfit"}  # their records say budget null: one run serves every budget
 
@@ -155,6 +155,7 @@ def test_debug_tiny_overrides_the_defaults(hydra_compose):
     assert (cfg.task.name, cfg.backbone.name, cfg.trainer.max_steps) == ("demo", "tiny", 60)
 
 
+@needs_joblib
 def test_local_gpus_launcher_resolves_and_builds(hydra_compose):
     cfg = hydra_compose("experiment=table2", "hydra/launcher=local_gpus", "num_gpus=2", "runs_per_gpu=3")
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
@@ -164,6 +165,7 @@ def test_local_gpus_launcher_resolves_and_builds(hydra_compose):
     assert auto.hydra.launcher.n_jobs >= 1  # num_gpus=auto: the visible GPUs (none here counts as one device)
 
 
+@needs_submitit
 def test_slurm_launcher_resolves_without_a_cluster(hydra_compose):
     cfg = hydra_compose("experiment=table2", "hydra/launcher=slurm", "hydra.launcher.partition=gpu")
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)

@@ -8,6 +8,7 @@ import torch
 from dora_bench import records
 from dora_bench.methods import method_names
 from dora_bench.run.train import linear_warmup_decay, select_epochs, train
+from support import TINY, compose
 
 # Enough steps for the loss to fall visibly on the demo task, few enough for seconds on a CPU:
 # 3 epochs of 20 steps at the rate the demo uses for every method.
@@ -19,10 +20,27 @@ def _logged_losses(run_dir):
     return [line["task_loss"] for line in lines if "task_loss" in line]
 
 
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """``short_run(method)``: (config, record) of one SHORT run of ``method``, trained once per
+    module and shared by the tests that only read its record (a run costs seconds)."""
+    done = {}
+
+    def run(method):
+        if method not in done:
+            root = tmp_path_factory.mktemp(method)
+            cfg = compose(
+                [*TINY, f"results_dir={root / 'results'}", f"cache_dir={root / 'cache'}", f"method={method}", *SHORT]
+            )
+            done[method] = cfg, train(cfg)
+        return done[method]
+
+    return run
+
+
 @pytest.mark.parametrize("method", method_names())
-def test_every_method_trains_and_writes_a_complete_record(tiny_cfg, method):
-    cfg = tiny_cfg(f"method={method}", *SHORT)
-    record = train(cfg)
+def test_every_method_trains_and_writes_a_complete_record(short_run, method):
+    cfg, record = short_run(method)
     run_dir = records.run_dir(
         cfg.results_dir, task="demo", backbone="tiny", method=method, variant=None, budget=record["budget"], seed=0
     )
@@ -40,6 +58,33 @@ def test_every_method_trains_and_writes_a_complete_record(tiny_cfg, method):
     assert len(_logged_losses(run_dir)) == 60 // 5
 
 
+def _component_size(module: str) -> int:
+    """d_in + d_out + 1 of a tiny-RoBERTa module (32 wide, FFN 64): one kept component's parameters."""
+    if module.endswith("intermediate.dense") or (module.endswith("output.dense") and "attention" not in module):
+        return 32 + 64 + 1
+    return 32 + 32 + 1
+
+
+@pytest.mark.parametrize("method", ["dora", "adalora"])
+def test_budget_moving_methods_end_with_exactly_bT_components_per_module(short_run, method):
+    cfg, record = short_run(method)
+    modules = 2 * 6  # tiny: 2 layers x the six module types of SPEC §1
+    extras = record["extras"]
+    ranks = extras["rank_allocation"]
+    assert len(ranks) == modules
+    # budget=2: bT * M = 24 components kept in all, however they are spread over the modules
+    assert sum(ranks.values()) == cfg.budget * modules == 24
+    assert extras["budget_schedule"][-1]["kept"] == 24
+    # it started above: b0 = ceil(1.5 bT) = 3 components in every module
+    assert extras["initial_trainable_params"] == sum(3 * _component_size(name) for name in ranks)
+    # the record's count is the paper's count of what was kept, sum of kept_i (d_in + d_out + 1)
+    kept_params = sum(k * _component_size(name) for name, k in ranks.items())
+    assert record["trainable_params"]["paper"] == extras["final_trainable_params"] == kept_params
+    # T = 60, t_f = 0.5 T: the budget is final from step 30; epochs end at steps 20, 40, 60
+    assert [(e["step"], e["countable"]) for e in record["epochs"]] == [(20, False), (40, True), (60, True)]
+    assert record["best"]["epoch"] in (2, 3) and record["best"]["countable"] is True
+
+
 def test_complete_record_is_kept_unless_overwrite(tiny_cfg):
     from dora_bench.errors import RecordExistsError
 
@@ -47,8 +92,21 @@ def test_complete_record_is_kept_unless_overwrite(tiny_cfg):
     first = train(cfg)
     with pytest.raises(RecordExistsError, match="overwrite=true"):
         train(cfg)
+    # Mark the kept record so that a rerun which really trains can be told from one that hands it
+    # back (timestamps can't tell: they have one-second resolution and a run takes about that).
+    run_dir = records.run_dir(
+        cfg.results_dir, task="demo", backbone="tiny", method="bitfit", variant=None, budget=None, seed=0
+    )
+    kept = records.read_record(run_dir / "record.json")
+    assert kept["started_at"] == first["started_at"]  # the refusal left it alone
+    kept.update(started_at="2000-01-01T00:00:00+00:00", epochs=[{**kept["epochs"][0], "train_loss": -1.0}])
+    records.write_json_atomic(run_dir / "record.json", kept)
+    (run_dir / "metrics.jsonl").write_text("")
     again = train(tiny_cfg("method=bitfit", "trainer.max_steps=3", "trainer.epochs=1", "overwrite=true"))
-    assert again["started_at"] >= first["started_at"]
+    on_disk = records.read_record(run_dir / "record.json")
+    assert on_disk == again and again["started_at"] > "2000-01-01T00:00:00+00:00"
+    assert again["epochs"][0]["train_loss"] > 0 and again["epochs"][0]["step"] == 3
+    assert len(_logged_losses(run_dir)) == 1  # step 3, the last, is logged: the log was written anew
 
 
 def test_dry_run_counts_parameters_without_training(tiny_cfg):
@@ -114,24 +172,40 @@ def test_too_long_inputs_for_the_backbone_are_refused_before_training(tiny_cfg):
         train(tiny_cfg("method=lora", "task.max_length=300", "dry_run=true"))
 
 
-def test_gates_decay_but_biases_and_layernorms_do_not(tiny_cfg):
+def _decayed_by_name(tiny_cfg, method_cfg: dict) -> dict[str, bool]:
+    """Whether build_optimizer puts each trainable parameter of the tiny model under ``method_cfg``
+    in the weight-decay group."""
     from omegaconf import OmegaConf
 
     from dora_bench.backbones import BackboneConfig, adapt_target, load_model
     from dora_bench.methods import build_method
     from dora_bench.run.train import build_optimizer
 
-    cfg = tiny_cfg("method=dora")
-    backbone = BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True))
-    method = build_method({"name": "dora", "final_budget": 2})
-    model = method.apply(
+    backbone = BackboneConfig.from_dict(OmegaConf.to_container(tiny_cfg().backbone, resolve=True))
+    model = build_method(method_cfg).apply(
         load_model(backbone, "sequence_classification", 2), adapt_target(backbone, "sequence_classification")
     )
     optimizer = build_optimizer(model, 1e-3, 0.01, torch.device("cpu"))
-    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    names = {n: id(p) in decayed for n, p in model.named_parameters() if p.requires_grad}
-    assert all(names[n] for n in names if n.endswith("lora_c"))
-    assert not any(names[n] for n in names if n.endswith("bias"))
+    decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    assert set(decay) == {0.01, 0.0}
+    return {n: id(p) in decay[0.01] for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_gates_decay_but_biases_and_layernorms_do_not(tiny_cfg):
+    dora = _decayed_by_name(tiny_cfg, {"name": "dora", "final_budget": 2})
+    gates = [n for n in dora if n.endswith("lora_c")]
+    assert len(gates) == 12 and all(dora[n] for n in gates)  # DoRA's c decays, as in the released code
+    assert all(dora[n] for n in dora if n.endswith(("lora_A", "lora_B")))
+    # Full FT trains every LayerNorm (DoRA freezes them): the rule's LayerNorm half only shows here.
+    # tiny: the embeddings' LayerNorm and 2 per layer, each a weight and a bias.
+    full = _decayed_by_name(tiny_cfg, {"name": "full_ft"})
+    norms = [n for n in full if "LayerNorm" in n]
+    assert len(norms) == 2 * (1 + 2 * 2)
+    assert not any(full[n] for n in norms)
+    assert not any(full[n] for n in full if n.endswith("bias"))
+    # everything else decays: the embeddings and every linear weight
+    assert all(full[n] for n in full if "LayerNorm" not in n and not n.endswith("bias"))
+    assert full["roberta.encoder.layer.0.attention.self.query.weight"]
 
 
 def test_a_rerun_after_a_failure_leaves_no_stale_files(tiny_cfg, monkeypatch):
@@ -285,13 +359,3 @@ def test_resume_false_starts_over_and_checkpoint_false_saves_nothing(tiny_cfg, m
     )
     assert not (unsaved / records.CHECKPOINT_NAME).exists()
     assert json.loads((unsaved / "metrics.jsonl").read_text().splitlines()[0]) == first_line
-
-
-def test_every_task_family_declares_the_model_its_task_builds():
-    from dora_bench.tasks import MODEL_KINDS
-    from dora_bench.tasks.classification import SequenceClassificationTask
-    from dora_bench.tasks.squad import SquadTask
-    from dora_bench.tasks.summarization import SummarizationTask
-
-    built = {SequenceClassificationTask.model_kind, SquadTask.model_kind, SummarizationTask.model_kind}
-    assert set(MODEL_KINDS.values()) == built

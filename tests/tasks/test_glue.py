@@ -2,6 +2,7 @@
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -124,15 +125,40 @@ def test_stsb_float_labels(glue_dir, byte_tokenizer, task_cfg):
     assert labels.tolist() == pytest.approx([5.0, 0.25])
 
 
-def test_mnli_label_ids_and_both_dev_sets(glue_dir, byte_tokenizer, task_cfg, tiny_model, run_eval):
+class ScriptedClassifier(torch.nn.Module):
+    """Predicts a fixed class for each input, found by the text the input ends with."""
+
+    def __init__(self, tokenizer, by_ending: dict[str, int], num_labels: int):
+        super().__init__()
+        self.tokenizer, self.by_ending, self.num_labels = tokenizer, by_ending, num_labels
+
+    def forward(self, input_ids, attention_mask, **kwargs):
+        logits = torch.zeros(len(input_ids), self.num_labels)
+        for r, (ids, mask) in enumerate(zip(input_ids, attention_mask)):
+            text = self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=True)
+            logits[r, next(label for end, label in self.by_ending.items() if text.endswith(end))] = 1.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_mnli_label_ids_and_both_dev_sets(glue_dir, byte_tokenizer, task_cfg, run_eval, write):
+    # matched dev shortest first: evaluation batches rows longest first, so a prediction put back
+    # in the wrong row would meet another pair's label
+    matched = [("A man sleeps.", "He runs.", "contradiction"), ("A man sleeps.", "He is tall.", "neutral")]
+    mnli_file(
+        glue_dir / "MNLI" / "dev_matched.tsv",
+        [*matched, ("A man sleeps.", "Someone rests.", "entailment")],
+        True,
+        write,
+    )
     task = load("mnli", glue_dir, byte_tokenizer, task_cfg)
     # the Hub's ClassLabel order: entailment 0, neutral 1, contradiction 2
     assert task.train_set.columns["labels"].tolist() == [0, 1, 2]
+    assert task.dev_sets[0][1].columns["labels"].tolist() == [2, 1, 0]
     assert task.eval_examples == 3 + 2
-    scores = run_eval(task, tiny_model("tiny", "sequence_classification", num_labels=3))
-    assert set(scores) == {"accuracy", "accuracy_mm"}
-    # 3 and 2 examples: accuracies are multiples of 1/3 and 1/2
-    assert round(scores["accuracy"] * 3, 6) % 1 == 0 and round(scores["accuracy_mm"] * 2, 6) % 1 == 0
+    # right on "Someone rests." (entailment) and "He runs." (contradiction), wrong on "He is tall."
+    # (neutral, predicted contradiction): matched 2 of 3; mismatched holds "rests" and "tall": 1 of 2
+    model = ScriptedClassifier(byte_tokenizer, {"Someone rests.": 0, "He is tall.": 2, "He runs.": 2}, 3)
+    assert run_eval(task, model, batch_size=2) == pytest.approx({"accuracy": 2 / 3, "accuracy_mm": 1 / 2})
 
 
 def test_rte_string_labels(glue_dir, byte_tokenizer, task_cfg):
@@ -150,6 +176,13 @@ def test_qqp_skips_malformed_rows_when_told(glue_dir, byte_tokenizer, task_cfg):
 def test_malformed_row_names_file_and_line(glue_dir, byte_tokenizer, task_cfg, write):
     write(glue_dir / "RTE" / "dev.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta b\tentailment\n")
     with pytest.raises(DataError, match=r"RTE/dev\.tsv line 3: 3 tab-separated columns, expected 4"):
+        load("rte", glue_dir, byte_tokenizer, task_cfg)
+    # too many is refused as well: a stray tab would shift the label into another column
+    write(
+        glue_dir / "RTE" / "dev.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tc\tentailment\n",
+    )
+    with pytest.raises(DataError, match=r"RTE/dev\.tsv line 3: 5 tab-separated columns, expected 4"):
         load("rte", glue_dir, byte_tokenizer, task_cfg)
 
 

@@ -67,6 +67,38 @@ def test_squad_f1_and_exact_match():
     assert scores == pytest.approx({"exact_match": 0.5, "f1": 0.5})
 
 
+def test_squad_v2_scores_of_a_small_dev_set_by_hand():
+    # The official SQuAD v2.0 evaluation: normalise (lowercase, drop punctuation, drop a/an/the,
+    # collapse whitespace); a question's gold answers that normalise to nothing are dropped and a
+    # question with none left has the single gold "" (no answer); EM and token F1 take the best
+    # gold; F1 is 1 when both sides are empty and 0 when only one is.
+    gold = {
+        "broncos": ["Denver Broncos", "the Denver Broncos"],
+        "no_answer_kept": [],
+        "no_answer_missed": [],
+        "answer_missed": ["Saint Bernadette Soubirous"],
+        "car": ["a red car", "red truck"],
+        "distance": ["1,000 km"],
+        "repeat": ["Anna Brun"],
+    }
+    predictions = {
+        "broncos": "Broncos",  # [broncos] vs [denver, broncos]: P 1, R 1/2, F1 2/3, EM 0 (both golds alike)
+        "no_answer_kept": "",  # "" vs "": EM 1, F1 1
+        "no_answer_missed": "in 1921",  # an answer where there is none: 0, 0
+        "answer_missed": "",  # no answer where there is one: 0, 0
+        "car": "The red car!",  # -> "red car" = gold 1: EM 1, F1 1
+        "distance": "1000 km",  # "1,000" loses its comma: EM 1, F1 1
+        "repeat": "Anna Brun Anna",  # common tokens count once each: 2 of 3 predicted, 2 of 2 gold:
+        #                            P 2/3, R 1, F1 = 2 (2/3) / (5/3) = 4/5; EM 0
+    }
+    scores = metrics.squad_metrics(predictions, gold)
+    assert scores["exact_match"] == pytest.approx((0 + 1 + 0 + 0 + 1 + 1 + 0) / 7)
+    assert scores["f1"] == pytest.approx((2 / 3 + 1 + 0 + 0 + 1 + 1 + 4 / 5) / 7)
+    # the unanswerable half alone: one of two right
+    only_none = {k: gold[k] for k in ("no_answer_kept", "no_answer_missed")}
+    assert metrics.squad_metrics(predictions, only_none) == pytest.approx({"exact_match": 0.5, "f1": 0.5})
+
+
 def test_squad_missing_prediction_scores_zero():
     scores = metrics.squad_metrics({"q1": "a cat"}, {"q1": ["cat"], "q2": ["dog"]})
     assert scores == pytest.approx({"exact_match": 0.5, "f1": 0.5})
