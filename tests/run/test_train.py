@@ -289,9 +289,15 @@ def test_resume_false_starts_over_and_checkpoint_false_saves_nothing(tiny_cfg, m
 
 def test_every_task_family_declares_the_model_its_task_builds():
     from dora_bench.tasks import MODEL_KINDS
+    from dora_bench.tasks.causal_lm import CausalLMTask
     from dora_bench.tasks.classification import SequenceClassificationTask
     from dora_bench.tasks.squad import SquadTask
     from dora_bench.tasks.summarization import SummarizationTask
 
-    built = {SequenceClassificationTask.model_kind, SquadTask.model_kind, SummarizationTask.model_kind}
+    built = {
+        SequenceClassificationTask.model_kind,
+        SquadTask.model_kind,
+        SummarizationTask.model_kind,
+        CausalLMTask.model_kind,
+    }
     assert set(MODEL_KINDS.values()) == built
