@@ -40,7 +40,7 @@ test-all: setup  ## every test, slow ones included
 tables: setup  ## the paper's tables and figures from $(RESULTS)/runs (ARGS="--stat median --epoch last ...")
 	$(dir $(PY))dora-bench-tables --results-dir $(RESULTS) $(ARGS)
 
-params: setup  ## trainable parameters of every method at budgets 2 and 8 vs the paper (roberta-base, bart-base, minilm; random init)
+params: setup  ## trainable parameters of every method at budgets 2 and 8 vs the paper (roberta-base, bart-base, minilm; random init; Llama-3.2-1B/3B on the meta device)
 	$(dir $(PY))dora-bench-params
 
 bench: setup  ## seconds per training step of every method on MiniLM (ARGS="--device cuda --backbone roberta-base ...")

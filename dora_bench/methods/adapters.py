@@ -173,7 +173,8 @@ class BottleneckAdapters(Method):
             inline = is_linear(module)  # BART, decoder LLMs: the projection, not a block
             weight = module.weight if inline else module.dense.weight
             width = features(module)[1] if inline else weight.shape[0]  # the residual stream's width
-            adapter = Bottleneck(width, self.config).to(device=weight.device, dtype=weight.dtype)
+            with torch.device(weight.device):  # meta (make params): no init work at all
+                adapter = Bottleneck(width, self.config).to(dtype=weight.dtype)
             parent_name, _, child = name.rpartition(".")
             wrapped = AdaptedProjection(module, adapter) if inline else self.block(module, adapter)
             setattr(model.get_submodule(parent_name), child, wrapped)
