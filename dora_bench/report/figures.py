@@ -12,6 +12,7 @@ writes under ``<results_dir>/figures/``:
   goes to stderr. The paper's Figure 2 is ``figure2_allocation_sst2_roberta-base.png``.
 - ``budget_schedule/<task>_<backbone>_b<budget>.png``: components kept vs training progress,
   DoRA and AdaLoRA (``extras.budget_schedule``; the lowest complete seed).
+- ``llm/<task>_<backbone>_accuracy_vs_memory.png``: the decoder-LLM experiments (``llm.py``).
 - ``curves/<task>/<backbone>/<method>[-<variant>]_b<budget>.png``: dev main metric per epoch,
   one line per seed, and the training loss from the run's ``metrics.jsonl`` where present.
 
@@ -35,6 +36,7 @@ from matplotlib.ticker import MaxNLocator
 from dora_bench.errors import ConfigError, UserError
 from dora_bench.methods.allocation import draw_rank_heatmap, pyplot, save_figure
 from dora_bench.report.cells import Run, by_cell, config_conflict, differing_keys, load_runs
+from dora_bench.report.llm import write_llm_figures
 
 ALLOCATING_METHODS = {"dora": "DoRA", "adalora": "AdaLoRA"}  # methods that distribute a budget, in panel order
 
@@ -62,6 +64,7 @@ def write_figures(results_dir: str | Path) -> list[Path]:
             if any((run.record.get("extras") or {}).get("budget_schedule") for run in same_budget):
                 path = out_dir / "budget_schedule" / f"{task}_{backbone}_b{budget}.png"
                 written.append(budget_schedule(same_budget, path, f"{task}, {backbone}, final budget {budget}"))
+    written += write_llm_figures(every_run, out_dir)  # accuracy vs memory of the decoder-LLM experiments
     for (task, backbone, method, variant, budget), group in by_cell(runs).items():
         name = f"{method}{'-' + variant if variant else ''}_b{'-' if budget is None else budget}"
         written.append(

@@ -269,6 +269,7 @@ def setup(
         say(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_rss()
     run.bar = tqdm(
         total=total_steps,
         initial=run.step,
@@ -463,16 +464,35 @@ def enable_gradient_checkpointing(model: torch.nn.Module, backbone: str) -> None
 def efficiency(run: Run) -> dict[str, Any]:
     """Table 9's line for any backbone: training time (the epochs' optimizer steps, evaluation left out,
     attempts before a resume included), time per step, peak memory (this attempt's)."""
-    import resource
-
     seconds = sum(epoch["seconds"] for epoch in run.record["epochs"])
     return {
         "train_minutes": round(seconds / 60, 3),
         "seconds_per_step": round(seconds / max(run.step, 1), 4),
         "peak_gpu_mib": round(run.train_peak_mib, 1) if run.device.type == "cuda" else None,
-        # the process's peak resident memory (Linux reports KiB): everything, evaluation and data included
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
     }
+
+
+def reset_peak_rss() -> None:
+    """Restart the count of the process's peak resident memory (Linux: VmHWM, through /proc/self/clear_refs),
+    so that a sweep's runs in one process each get their own peak, not the largest so far."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux (or not allowed): peak_rss_mib then reports the process's lifetime peak
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory since ``reset_peak_rss`` (everything: weights, data, evaluation), MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux and BSD: KiB
 
 
 def efficiency_line(record: dict[str, Any]) -> str:

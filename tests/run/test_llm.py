@@ -3,6 +3,8 @@ with fp32 adapters, gradient checkpointing that changes memory and not the numbe
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -108,3 +110,50 @@ def test_a_decoder_backbone_is_named_after_its_checkpoint(tiny_cfg):
     assert backbone_name("Qwen/Qwen2.5-0.5B") == "qwen2.5-0.5b"
     with pytest.raises(ConfigError, match="names no checkpoint"):
         backbone_name("/")
+
+
+@pytest.mark.slow
+def test_torchrun_starts_a_two_process_run_that_writes_one_record(tmp_path):
+    """The command docs/llm.md gives, on the CPU: torchrun, two gloo processes, the Hydra CLI in each."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+        "-m", "dora_bench.run.cli", *TINY_LLM, *SHORT, "method=dora", "trainer.batch_size=8",
+        f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record_path,) = (tmp_path / "results" / "runs").rglob("record.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "complete" and record["extras"]["world_size"] == 2
+    assert done.stdout.count("[dora-bench] done:") == 1  # rank 0 speaks for the run
+
+
+@pytest.mark.slow
+def test_the_llm_smoke_sweep_runs_and_make_tables_writes_its_tables(tmp_path):
+    import subprocess
+    import sys
+
+    from dora_bench.report.tables import main as tables_main
+
+    results = tmp_path / "results"
+    command = [
+        sys.executable, "-m", "dora_bench.run.cli", "experiment=llm_gsm8k", "debug=smoke", "seed=0",
+        "method=dora,lora", f"results_dir={results}", f"cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert tables_main(["--results-dir", str(results)]) == 0
+    table = (results / "tables" / "llm_gsm8k-synthetic_tiny-llama.md").read_text()
+    assert "| dora | 8 |" in table and "| lora | 8 |" in table and "| full_ft | — | — | — |" in table
+    assert (results / "tables" / "llm_gsm8k-synthetic_tiny-llama_efficiency.md").is_file()
+    assert (results / "figures" / "llm" / "gsm8k-synthetic_tiny-llama_accuracy_vs_memory.png").is_file()
