@@ -8,8 +8,7 @@ their synthetic stand-ins too, in tables of their own), ``make tables`` writes
 - ``llm_<task>_<backbone>[-<variant>]_efficiency.{md,tex,csv}``: minutes of training (evaluation left out),
   seconds per optimizer step, peak GPU memory allocated by torch during training (a CPU run has
   none: its peak process RSS is in the records), and the size of the exported adapter;
-- ``figures/llm/<task>_<backbone>[-<variant>]_accuracy_vs_memory.png``: the main metric against peak memory,
-  one point per method (mean over seeds).
+and ``figures.py`` the accuracy-vs-memory plot of the same groups.
 
 Cells pool seeds as every table does (``cells.py``), with 3 seeds expected (the experiments run 3).
 Reference rows, commonsense only: where the backbone is a model of the lecture deck's copy of the
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import statistics
 from pathlib import Path
 
 from dora_bench.records import write_text_atomic
@@ -194,50 +192,4 @@ def write_llm_tables(runs: list[Run], settings: Settings, out_dir: Path) -> list
     for table in llm_tables(runs, settings):
         for suffix, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
             written.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", render(table)))
-    return written
-
-
-# -- the plot ---------------------------------------------------------------------------------------
-
-
-def accuracy_vs_memory(runs: list[Run], path: Path, title: str) -> Path | None:
-    """The main metric (x100, mean over complete seeds) against peak training memory, a point per
-    (method, budget). GPU runs use torch's peak allocation; CPU runs (no such number) the process's
-    peak RSS, and the axis says which. None when no complete run has both numbers."""
-    from dora_bench.methods.allocation import pyplot, save_figure
-
-    complete = [run for run in runs if run.complete]
-    gpu = any(_memory(run, gpu=True) is not None for run in complete)
-    measure = "peak GPU memory allocated in training (MiB)" if gpu else "peak process RSS (MiB; CPU runs)"
-    points = []
-    for key, group in by_cell(complete).items():
-        pairs = [(_memory(run, gpu), metric()(run.record, Settings())) for run in group]
-        pairs = [(m, s) for m, s in pairs if m is not None and s is not None]
-        if pairs:
-            label = key[2] if key[4] is None else f"{key[2]} b{key[4]}"
-            points.append((statistics.mean(m for m, _ in pairs), statistics.mean(s for _, s in pairs), label))
-    if not points:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for memory, score, label in points:
-        ax.scatter(memory, score)
-        ax.annotate(label, (memory, score), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    main = complete[0].record.get("main_metric") or "main metric"
-    ax.set(xlabel=measure, ylabel=f"{main} x100 (best epoch, mean over seeds)", title=title)
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)
-
-
-def _memory(run: Run, gpu: bool) -> float | None:
-    efficiency = (run.record.get("extras") or {}).get("efficiency") or {}
-    return efficiency.get("peak_gpu_mib" if gpu else "peak_rss_mib")
-
-
-def write_llm_figures(runs: list[Run], out_dir: Path) -> list[Path]:
-    written = []
-    for (task, backbone, variant), group in sorted(llm_groups(runs).items()):
-        path = out_dir / "llm" / f"{task}_{_name(backbone, variant or None)}_accuracy_vs_memory.png"
-        if (done := accuracy_vs_memory(group, path, f"{task}, {_name(backbone, variant or None)}")) is not None:
-            written.append(done)
     return written

@@ -8,7 +8,8 @@ import pytest
 
 from dora_bench import records
 from dora_bench.report.cells import PAPER_DIR, Settings, load_runs
-from dora_bench.report.llm import DECK, deck_rows, llm_tables, write_llm_figures
+from dora_bench.report.figures import write_llm_figures
+from dora_bench.report.llm import DECK, deck_rows, llm_tables
 from dora_bench.report.render import to_markdown
 
 SETS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa")
