@@ -28,9 +28,12 @@ from dora_bench.tasks.base import positive_int, require
 from dora_bench.tasks.batching import EncodedDataset, Ragged
 from dora_bench.tasks.causal_lm import CausalLMTask, Example, encode_examples, encode_prompts, report_cut
 from dora_bench.tasks.readers import load_hub_split, read_table
+from dora_bench.tasks.synthetic import ROWS
 from dora_bench.tasks.synthetic import rows as synthetic_rows
 
 # -- prompts: one function per set, from a row with the Hub's fields to (prompt, answer word) -------
+
+PROMPTS = 1  # bump when a prompt below changes: it keys the token cache, so stale encodings are never read
 
 
 def _choices(words: str, options: list[str]) -> str:
@@ -164,7 +167,13 @@ def load_commonsense(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) 
     synthetic = cfg.get("synthetic")  # {train: N, eval: M}: generated rows (tasks/synthetic.py)
     max_length = positive_int(cfg, "max_length")
     limits = {"train": cfg.get("max_train_per_set"), "eval": cfg.get("max_eval_per_set")}
-    settings = {"task": name, "tokenizer": cache.tokenizer_identity(tokenizer), "max_length": max_length}
+    settings = {
+        "task": name,
+        "tokenizer": cache.tokenizer_identity(tokenizer),
+        "max_length": max_length,
+        "prompts": PROMPTS,
+        "rows": ROWS if synthetic else None,
+    }
 
     def read(set_name: str, which: str) -> tuple[dict, Callable[[], list[Example]]]:
         source = sources[set_name]

@@ -24,6 +24,7 @@ from dora_bench.tasks.batching import EncodedDataset, Ragged
 from dora_bench.tasks.causal_lm import CausalLMTask, Example, encode_examples, encode_prompts, report_cut
 from dora_bench.tasks.commonsense import _count
 from dora_bench.tasks.readers import load_hub_split, read_table
+from dora_bench.tasks.synthetic import ROWS
 from dora_bench.tasks.synthetic import rows as synthetic_rows
 
 NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
@@ -88,7 +89,13 @@ def load_gsm8k(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) -> GSM
     if train_source not in sources:
         raise ConfigError(f"task.train_source={train_source!r} is not known: use one of {', '.join(sources)}")
     max_length = positive_int(cfg, "max_length")
-    settings = {"task": name, "tokenizer": cache.tokenizer_identity(tokenizer), "max_length": max_length}
+    settings = {
+        "task": name,
+        "tokenizer": cache.tokenizer_identity(tokenizer),
+        "max_length": max_length,
+        "prompt": prompt("{question}"),  # a changed prompt never reads stale encodings
+        "rows": ROWS if cfg.get("synthetic") else None,
+    }
 
     def rows(source: Mapping[str, Any], file_key: str, limit) -> tuple[dict, Any]:
         """(identity, a function returning [(question, solution)]) from a local file or the Hub."""
