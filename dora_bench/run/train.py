@@ -38,7 +38,7 @@ from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_
 from dora_bench.errors import ConfigError, RecordExistsError, TrainingDiverged, UserError
 from dora_bench.methods import AdaptTarget, Method, build_method
 from dora_bench.methods.allocation import save_allocation_heatmap
-from dora_bench.run import data_parallel
+from dora_bench.run import data_parallel, efficiency
 from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
 from dora_bench.run.checks import check_config, resolve_lr
 from dora_bench.tasks import load_task, task_model_kind
@@ -269,7 +269,7 @@ def setup(
         say(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    reset_peak_rss()
+    efficiency.reset_peak_rss()
     run.bar = tqdm(
         total=total_steps,
         initial=run.step,
@@ -394,10 +394,10 @@ def finish(run: Run) -> dict[str, Any]:
     record["extras"].update(method.report(model))
     # Budget-moving methods (DoRA, AdaLoRA) only know their paper count once the budget is final.
     record["trainable_params"]["paper"] = int(method.paper_trainable_params(model, run.target))
-    record["extras"]["efficiency"] = efficiency(run)
+    record["extras"]["efficiency"] = efficiency.measure(record["epochs"], run.step, run.device, run.train_peak_mib)
     if not distributed.is_main():  # rank 0 writes for the run
         return record
-    print(efficiency_line(record))
+    print(efficiency.line(record))
     record["artifacts"] = {"metrics": METRICS_NAME, **method.export(model, out_dir)}
     grid = record["extras"].get("rank_allocation_grid")
     if grid:
@@ -405,7 +405,7 @@ def finish(run: Run) -> dict[str, Any]:
         save_allocation_heatmap(grid, out_dir / "rank_allocation.png", title)
         record["artifacts"]["rank_allocation"] = "rank_allocation.png"
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
-    record["extras"]["efficiency"]["adapter_mib"] = artifact_mib(out_dir, record["artifacts"].get("adapter"))
+    record["extras"]["efficiency"]["adapter_mib"] = efficiency.artifact_mib(out_dir, record["artifacts"].get("adapter"))
     record.update(status="complete", finished_at=records.now_iso())
     records.write_json_atomic(out_dir / records.RECORD_NAME, record)
     (out_dir / records.CHECKPOINT_NAME).unlink(missing_ok=True)  # the exported adapter is the result
@@ -459,60 +459,6 @@ def enable_gradient_checkpointing(model: torch.nn.Module, backbone: str) -> None
         )
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False  # a key/value cache is useless in training and clashes with recomputation
-
-
-def efficiency(run: Run) -> dict[str, Any]:
-    """Table 9's line for any backbone: training time (the epochs' optimizer steps, evaluation left out,
-    attempts before a resume included), time per step, peak memory (this attempt's)."""
-    seconds = sum(epoch["seconds"] for epoch in run.record["epochs"])
-    return {
-        "train_minutes": round(seconds / 60, 3),
-        "seconds_per_step": round(seconds / max(run.step, 1), 4),
-        "peak_gpu_mib": round(run.train_peak_mib, 1) if run.device.type == "cuda" else None,
-        "peak_rss_mib": peak_rss_mib(),
-    }
-
-
-def reset_peak_rss() -> None:
-    """Restart the count of the process's peak resident memory (Linux: VmHWM, through /proc/self/clear_refs),
-    so that a sweep's runs in one process each get their own peak, not the largest so far."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # not Linux (or not allowed): peak_rss_mib then reports the process's lifetime peak
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory since ``reset_peak_rss`` (everything: weights, data, evaluation), MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)  # kB
-    except OSError:
-        pass
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux and BSD: KiB
-
-
-def efficiency_line(record: dict[str, Any]) -> str:
-    e, counts = record["extras"]["efficiency"], record["trainable_params"]
-    memory = f"peak GPU {e['peak_gpu_mib']:,.0f} MiB" if e["peak_gpu_mib"] is not None else "no GPU"
-    return (
-        f"[dora-bench] efficiency: {record['method']} trains {counts['total']:,} of {counts['model']:,} parameters; "
-        f"{e['train_minutes']:.2f} min training, {e['seconds_per_step']:.3f} s/step; {memory}, "
-        f"peak process RSS {e['peak_rss_mib']:,.0f} MiB; {record['precision']}, frozen weights "
-        f"{record['extras']['frozen_weights']}"
-    )
-
-
-def artifact_mib(out_dir: Path, name: str | None) -> float | None:
-    """Size on disk of an exported adapter (a file or a folder), MiB; None when the method exports none."""
-    if not name:
-        return None
-    path = out_dir / name
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return round(sum(p.stat().st_size for p in files) / 2**20, 3)
 
 
 def check_input_length(max_length: int, extra: int, model: torch.nn.Module, backbone: str) -> None:
