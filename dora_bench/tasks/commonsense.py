@@ -149,6 +149,12 @@ class CommonsenseTask(CausalLMTask):
         self.dev_sets = dev_sets
         self.eval_examples = sum(len(answers) for _, answers in dev_sets.values())
 
+    def data_parts(self) -> list:
+        return [
+            self.train_set,
+            *(p for name, (prompts, answers) in self.dev_sets.items() for p in (name, prompts, answers)),
+        ]
+
     def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
         generations = {
             name: self.generate(model, prompts, batch_size=batch_size, device=device, autocast=autocast, desc=name)

@@ -77,6 +77,9 @@ class GSM8KTask(CausalLMTask):
         self.test, self.gold = test, gold
         self.eval_examples = len(gold)
 
+    def data_parts(self) -> list:
+        return [self.train_set, self.test, self.gold]
+
     def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
         texts = self.generate(model, self.test, batch_size=batch_size, device=device, autocast=autocast, desc="gsm8k")
         return exact_match(texts, self.gold)

@@ -44,6 +44,9 @@ class InstructTask(CausalLMTask):
         self.main_metric = main_metric
         self.eval_examples = len(dev)
 
+    def data_parts(self) -> list:
+        return [self.train_set, self.dev, self.references] + ([self.prompts] if self.prompts is not None else [])
+
     def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
         metrics = self.response_loss(model, self.dev, batch_size=batch_size, device=device, autocast=autocast)
         if self.prompts is not None:

@@ -266,3 +266,20 @@ def _task_cfg(name: str, **overrides) -> dict:
 
     cfg = yaml.safe_load((CONF_DIR / "task" / f"{name}.yaml").read_text())
     return {**cfg, **overrides}
+
+
+def test_the_data_fingerprint_sees_a_changed_gold_answer_and_not_the_path(tmp_path):
+    def fingerprint(folder, answer):
+        folder.mkdir(exist_ok=True)
+        train, test = folder / "train.jsonl", folder / "test.jsonl"
+        train.write_text("".join(json.dumps(gsm8k_row("train", i)) + "\n" for i in range(3)))
+        test.write_text(json.dumps({"question": "How many?", "answer": f"#### {answer}"}) + "\n")
+        cfg = _task_cfg("gsm8k", train_file=str(train), test_file=str(test))
+        return load_task(cfg, BYTES, cache_dir=None).data_fingerprint()
+
+    assert fingerprint(tmp_path / "a", 7) == fingerprint(tmp_path / "b", 7)  # the same rows elsewhere
+    assert fingerprint(tmp_path / "a", 7) != fingerprint(tmp_path / "a", 8)  # the gold number is data too
+    cfg = _task_cfg("commonsense-synthetic")
+    cfg = {**_task_cfg("commonsense"), **{k: v for k, v in cfg.items() if k != "defaults"}}
+    first = load_task(cfg, BYTES, cache_dir=None).data_fingerprint()
+    assert load_task({**cfg, "max_eval_per_set": 2}, BYTES, cache_dir=None).data_fingerprint() != first
