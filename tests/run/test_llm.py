@@ -3,6 +3,7 @@ with fp32 adapters, gradient checkpointing that changes memory and not the numbe
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -157,3 +158,28 @@ def test_the_llm_smoke_sweep_runs_and_make_tables_writes_its_tables(tmp_path):
     assert "| dora | 8 |" in table and "| lora | 8 |" in table and "| full_ft | — | — | — |" in table
     assert (results / "tables" / "llm_gsm8k-synthetic_tiny-llama_efficiency.md").is_file()
     assert (results / "figures" / "llm" / "gsm8k-synthetic_tiny-llama_accuracy_vs_memory.png").is_file()
+
+
+@pytest.mark.slow
+def test_instruct_trains_on_your_files_and_scores_loss_and_exact_match(tiny_cfg, tmp_path):
+    import json
+
+    rows = [{"prompt": f"Add {a} and {b}.", "response": str(a + b)} for a in range(6) for b in range(6)]
+    for name, part in (("train", rows[:28]), ("dev", rows[28:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    record = run(
+        tiny_cfg,
+        "task=instruct",
+        "backbone=tiny-gpt2",
+        "method=dora",
+        f"task.train_file={tmp_path / 'train.jsonl'}",
+        f"task.dev_file={tmp_path / 'dev.jsonl'}",
+        "task.exact_match=true",
+        "task.max_new_tokens=4",
+        "trainer.lr=5e-3",
+        "trainer.batch_size=4",
+    )
+    metrics = record["last"]["metrics"]
+    assert set(metrics) == {"loss", "perplexity", "token_accuracy", "exact_match"}
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
+    assert record["eval_examples"] == 8 and record["main_metric"] == "token_accuracy"
