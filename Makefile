@@ -47,7 +47,7 @@ mutate: setup  ## occasional, not CI (hours on 2 cores): mutation testing of dor
 tables: setup  ## the paper's tables and figures from $(RESULTS)/runs (ARGS="--stat median --epoch last ...")
 	$(dir $(PY))dora-bench-tables --results-dir $(RESULTS) $(ARGS)
 
-params: setup  ## trainable parameters of every method at budgets 2 and 8 vs the paper (roberta-base, bart-base, minilm; random init)
+params: setup  ## trainable parameters of every method at budgets 2 and 8 vs the paper (roberta-base, bart-base, minilm; random init; Llama-3.2-1B/3B on the meta device)
 	$(dir $(PY))dora-bench-params
 
 bench: setup  ## seconds per training step of every method on MiniLM (ARGS="--device cuda --backbone roberta-base ...")

@@ -2,7 +2,12 @@
 
 ``backbone.init=random`` builds the exact architecture from a config shipped in
 ``dora_bench/backbone_configs/`` (the Hub config's architecture facts), so speed,
-memory and parameter counts can be measured with no download.
+memory and parameter counts can be measured with no download; on the ``meta`` device
+it costs no memory at all (``make params`` counts Llama-3.2-3B that way).
+
+Decoder LLMs (``llama``, ``qwen2``, ``gpt2``) load as causal language models.
+``backbone.dtype=bf16`` stores the frozen weights in bfloat16 (half the memory); what trains
+is kept in float32 by the loop, and the forward pass runs under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from dora_bench.errors import ConfigError, OfflineError, first_line
@@ -35,10 +41,18 @@ HEADS = {
     ("bart", "sequence_classification"): ("classification_head",),
     ("bart", "question_answering"): ("qa_outputs",),
     ("bart", "seq2seq_lm"): (),
+    # Decoder LLMs: the LM head (tied to the embeddings in Llama-3.2, GPT-2) stays frozen, as in LoRA's
+    # LLM recipes; full fine-tuning trains it with everything else.
+    ("llama", "causal_lm"): (),
+    ("qwen2", "causal_lm"): (),
+    ("gpt2", "causal_lm"): (),
 }
 
-MODEL_KINDS = ("sequence_classification", "question_answering", "seq2seq_lm")
-ARCHITECTURES = ("roberta", "bert", "bart")
+MODEL_KINDS = ("sequence_classification", "question_answering", "seq2seq_lm", "causal_lm")
+ARCHITECTURES = ("roberta", "bert", "bart", "llama", "qwen2", "gpt2")
+DECODERS = ("llama", "qwen2", "gpt2")
+#: ``backbone.dtype``: how the frozen weights are stored.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -54,8 +68,11 @@ class BackboneConfig:
     tokenizer: str | None = None  # Hub id, local dir, or "bytes"; None: the model's own
     package: str | None = None  # "<importable package>/<folder>" that ships the weights (backbone=minilm)
     install: str | None = None  # the command that installs ``package``, for the error when it is missing
+    dtype: str = "fp32"  # "fp32" | "bf16": storage of the frozen weights (bf16 needs bf16 autocast)
 
     def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"backbone.dtype={self.dtype!r} is not known: use one of {', '.join(DTYPES)}")
         if self.init not in ("pretrained", "random"):
             raise ConfigError(f"backbone.init={self.init!r} is not known: use pretrained or random")
         if self.architecture not in ARCHITECTURES:
@@ -93,7 +110,16 @@ def weights_source(cfg: BackboneConfig) -> str:
 
 
 def load_tokenizer(cfg: BackboneConfig):
-    """The tokenizer named by ``backbone.tokenizer`` (or the backbone's own)."""
+    """The tokenizer named by ``backbone.tokenizer`` (or the backbone's own); decoders get a pad token."""
+    tokenizer = _tokenizer(cfg)
+    if cfg.architecture in DECODERS and tokenizer.pad_token_id is None:
+        # Llama and GPT-2 ship no pad token. Padding is always masked out (attention mask; -100
+        # labels), so the end-of-text token can stand in; it keeps the vocabulary unchanged.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _tokenizer(cfg: BackboneConfig):
     from transformers import AutoTokenizer, BartTokenizer, ByT5Tokenizer, RobertaTokenizer
 
     source = cfg.tokenizer or weights_source(cfg)
@@ -118,10 +144,13 @@ def load_tokenizer(cfg: BackboneConfig):
     return _from_pretrained(AutoTokenizer, source, "tokenizer")
 
 
-def load_model(cfg: BackboneConfig, model_kind: str, num_labels: int = 2) -> nn.Module:
-    """The backbone with the head ``model_kind`` needs; weights from ``cfg.init``."""
+def load_model(cfg: BackboneConfig, model_kind: str, num_labels: int = 2, device: str | None = None) -> nn.Module:
+    """The backbone with the head ``model_kind`` needs; weights from ``cfg.init``, stored in ``cfg.dtype``.
+
+    ``device="meta"`` (random init only): the architecture without any memory behind it, for counting."""
     from transformers import (
         AutoConfig,
+        AutoModelForCausalLM,
         AutoModelForQuestionAnswering,
         AutoModelForSeq2SeqLM,
         AutoModelForSequenceClassification,
@@ -131,7 +160,9 @@ def load_model(cfg: BackboneConfig, model_kind: str, num_labels: int = 2) -> nn.
         "sequence_classification": AutoModelForSequenceClassification,
         "question_answering": AutoModelForQuestionAnswering,
         "seq2seq_lm": AutoModelForSeq2SeqLM,
+        "causal_lm": AutoModelForCausalLM,
     }[model_kind]
+    dtype = DTYPES[cfg.dtype]
     head_kwargs = {}
     if model_kind == "sequence_classification":
         head_kwargs = {"num_labels": num_labels}
@@ -145,8 +176,11 @@ def load_model(cfg: BackboneConfig, model_kind: str, num_labels: int = 2) -> nn.
         model_type = facts.pop("model_type")
         facts.pop("architectures", None)
         config = AutoConfig.for_model(model_type, **facts, **head_kwargs)
-        return auto.from_config(config)
-    return _from_pretrained(auto, weights_source(cfg), "model", **head_kwargs)
+        with torch.device(device or "cpu"):
+            return auto.from_config(config, dtype=dtype)
+    if device not in (None, "cpu"):
+        raise ConfigError(f"load_model(device={device!r}) is for random init: pretrained weights load on the CPU")
+    return _from_pretrained(auto, weights_source(cfg), "model", dtype=dtype, **head_kwargs)
 
 
 def adapt_target(cfg: BackboneConfig, model_kind: str) -> AdaptTarget:

@@ -16,6 +16,14 @@ ROBERTA_BPE = SHARED / "data" / "tokenizers" / "roberta-base"
 
 # Small enough that a whole run takes a few seconds on one CPU core.
 TINY = ["task=demo", "backbone=tiny", "trainer.progress=false", "trainer.eval_batch_size=128", "trainer.cpu_threads=1"]
+# The decoder-LLM path at the same scale: generated addition problems on a 2-layer, 64-wide Llama.
+TINY_LLM = [
+    "task=gsm8k-synthetic",
+    "backbone=tiny-llama",
+    "trainer.progress=false",
+    "trainer.eval_batch_size=64",
+    "trainer.cpu_threads=1",
+]
 
 
 def compose(overrides: list[str]):

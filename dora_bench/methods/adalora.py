@@ -28,6 +28,8 @@ from dora_bench.errors import ConfigError
 from dora_bench.methods.allocation import allocation_grid
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 from dora_bench.methods.dropout import use_cheap_dropout
+from dora_bench.methods.linears import fan_in_fan_out
+from dora_bench.methods.lora import target_linears
 
 ADAPTER = "default"  # peft's name for the one adapter of a run
 
@@ -127,6 +129,7 @@ class AdaLoRA(Method):
             beta2=cfg.beta2,
             deltaT=int(cfg.deltaT),
             orth_reg_weight=0.0,  # added in extra_loss instead (see the module docstring)
+            fan_in_fan_out=fan_in_fan_out([m for _, m in target_linears(model, target)]),  # GPT-2's Conv1D
             total_step=1,
             tinit=0,
             tfinal=0,  # placeholders until on_train_begin knows T

@@ -14,8 +14,12 @@ reference implementation, inside a post-LN block ``LayerNorm(dropout(dense(h)) +
 
 On BART, whose layers apply dropout, residual and LayerNorm inline, the adapter follows the
 output projection (``out_proj``, ``fc2``) as ``a + f(a)`` before them: an approximation of both
-arrangements, noted in the README. Houlsby et al. also train the LayerNorms; we don't, so that
-the counts stay the paper's (every LayerNorm of roberta-base would add 38,400, +12% at budget 2).
+arrangements, noted in the README. The decoder LLMs (Llama, Qwen2, GPT-2) are pre-LN: each
+sub-layer ends in an output projection (``o_proj``, ``down_proj``; GPT-2's ``attn.c_proj``,
+``mlp.c_proj``) whose result joins the residual stream, and the adapter sits there the same way,
+``a + f(a)``: Houlsby's place in a pre-LN block, and Pfeiffer's without the second LayerNorm these
+blocks lack. Houlsby et al. also train the LayerNorms; we don't, so that the counts stay the
+paper's (every LayerNorm of roberta-base would add 38,400, +12% at budget 2).
 
 Size from the one ``budget`` knob (SPEC §2): Houlsby's width is ``4 · budget`` and Pfeiffer's
 ``8 · budget``. Each adapter holds ``2·d·m + m + d``: on roberta-base 313,536 / 1,198,848
@@ -32,18 +36,23 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from dora_bench.errors import ConfigError
 from dora_bench.methods.base import AdaptTarget, Method, register_method
+from dora_bench.methods.linears import features, is_linear
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 INITS = ("truncated_normal", "normal")
 
 #: The sub-layer blocks an adapter joins, by architecture. RoBERTa/BERT: the output block that
 #: holds ``dense``, ``dropout`` and ``LayerNorm`` (the FFN pattern needs the layer index right before
-#: ``output`` so that it skips ``attention.output``). BART: the output projection itself.
+#: ``output`` so that it skips ``attention.output``). BART and the decoder LLMs: the output projection itself.
 SITES: dict[str, dict[str, str]] = {
     "roberta": {"attention": r"attention\.output$", "ffn": r"layer\.\d+\.output$"},
     "bert": {"attention": r"attention\.output$", "ffn": r"layer\.\d+\.output$"},
     "bart": {"attention": r"(self_attn|encoder_attn)\.out_proj$", "ffn": r"\bfc2$"},
+    "llama": {"attention": r"self_attn\.o_proj$", "ffn": r"mlp\.down_proj$"},
+    "qwen2": {"attention": r"self_attn\.o_proj$", "ffn": r"mlp\.down_proj$"},
+    "gpt2": {"attention": r"attn\.c_proj$", "ffn": r"mlp\.c_proj$"},
 }
 
 
@@ -134,9 +143,9 @@ class PfeifferOutput(nn.Module):
 
 
 class AdaptedProjection(nn.Module):
-    """BART: a frozen output projection followed by its adapter, ``a + f(a)`` with ``a = projection(x)``."""
+    """BART, decoder LLMs: a frozen output projection and its adapter, ``a + f(a)`` with ``a = projection(x)``."""
 
-    def __init__(self, projection: nn.Linear, adapter: Bottleneck):
+    def __init__(self, projection: nn.Module, adapter: Bottleneck):
         super().__init__()
         self.projection, self.adapter = projection, adapter
 
@@ -154,12 +163,18 @@ class BottleneckAdapters(Method):
     def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
         for name, p in model.named_parameters():
             p.requires_grad_(target.is_head(name))
+        if target.architecture not in SITES:
+            raise ConfigError(
+                f"method={self.name} has no adapter sites for {target.architecture} backbones: pick another method"
+            )
         pattern = re.compile("|".join(f"(?:{SITES[target.architecture][s]})" for s in self.sites))
         places = [(name, m) for name, m in model.named_modules() if pattern.search(name)]
         for name, module in places:
-            inline = isinstance(module, nn.Linear)  # BART: the projection, not a block
+            inline = is_linear(module)  # BART, decoder LLMs: the projection, not a block
             weight = module.weight if inline else module.dense.weight
-            adapter = Bottleneck(weight.shape[0], self.config).to(device=weight.device, dtype=weight.dtype)
+            width = features(module)[1] if inline else weight.shape[0]  # the residual stream's width
+            with torch.device(weight.device):  # meta (make params): no init work at all
+                adapter = Bottleneck(width, self.config).to(dtype=weight.dtype)
             parent_name, _, child = name.rpartition(".")
             wrapped = AdaptedProjection(module, adapter) if inline else self.block(module, adapter)
             setattr(model.get_submodule(parent_name), child, wrapped)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 # (pattern on the module's dotted name, column label). First match wins, so the more
-# specific RoBERTa "attention.output.dense" precedes the FFN "output.dense".
+# specific RoBERTa "attention.output.dense" precedes the FFN "output.dense". Decoder LLMs: Llama's
+# and Qwen2's gated MLP is gate/up (Wg, Wf1) then down (Wf2); GPT-2's c_attn holds q, k and v in one.
 _TYPES: tuple[tuple[str, str], ...] = (
     (r"encoder_attn\.q_proj$", "Xq"),
     (r"encoder_attn\.k_proj$", "Xk"),
@@ -23,12 +24,15 @@ _TYPES: tuple[tuple[str, str], ...] = (
     (r"(query|q_proj)$", "Wq"),
     (r"(key|k_proj)$", "Wk"),
     (r"(value|v_proj)$", "Wv"),
-    (r"(attention\.output\.dense|out_proj)$", "Wo"),
-    (r"(intermediate\.dense|fc1)$", "Wf1"),
-    (r"(output\.dense|fc2)$", "Wf2"),
+    (r"c_attn$", "Wqkv"),
+    (r"(attention\.output\.dense|out_proj|o_proj|attn\.c_proj)$", "Wo"),
+    (r"gate_proj$", "Wg"),
+    (r"(intermediate\.dense|fc1|up_proj|c_fc)$", "Wf1"),
+    (r"(output\.dense|fc2|down_proj|mlp\.c_proj)$", "Wf2"),
 )
-COLUMN_ORDER = ("Wq", "Wk", "Wv", "Wo", "Wf1", "Wf2", "Xq", "Xk", "Xv", "Xo")
-_LAYER = re.compile(r"(?:(encoder|decoder)\.)?layers?\.(\d+)\.")
+COLUMN_ORDER = ("Wq", "Wk", "Wv", "Wqkv", "Wo", "Wg", "Wf1", "Wf2", "Xq", "Xk", "Xv", "Xo")
+# RoBERTa/BERT `layer.N.`, BART `encoder.layers.N.` / `decoder.layers.N.`, Llama `layers.N.`, GPT-2 `h.N.`
+_LAYER = re.compile(r"(?:(encoder|decoder)\.)?(?:layers?|h)\.(\d+)\.")
 
 
 def module_position(name: str) -> tuple[str, str]:
@@ -37,8 +41,9 @@ def module_position(name: str) -> tuple[str, str]:
     if found is None:
         raise ValueError(f"no layer index in module name {name!r}")
     stack, index = found.groups()
-    # BART names its stacks `layers` and has two of them; RoBERTa has one `layer` stack.
-    row = f"{'dec' if stack == 'decoder' else 'enc'} {index}" if ".layers." in name else index
+    # BART has an encoder and a decoder stack, both called `layers`; RoBERTa (`encoder.layer`) and the
+    # decoder-only LLMs have one.
+    row = f"{'dec' if stack == 'decoder' else 'enc'} {index}" if stack and ".layers." in name else index
     for pattern, column in _TYPES:
         if re.search(pattern, name):
             return row, column

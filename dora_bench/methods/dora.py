@@ -31,10 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dora_bench import distributed
 from dora_bench.errors import ConfigError
 from dora_bench.methods.allocation import COLUMN_ORDER, allocation_grid, module_position
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 from dora_bench.methods.dropout import drop_input
+from dora_bench.methods.linears import features
 from dora_bench.methods.lora import export_peft_adapter, replace_linears
 
 SCHEDULES = ("reference", "adalora")
@@ -155,7 +157,7 @@ def dem_variance_sum(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 
 class DoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus ``r`` gated single-rank components (eq. 6):
+    """A frozen linear layer (``nn.Linear`` or GPT-2's ``Conv1D``) plus ``r`` gated single-rank components (eq. 6):
 
         y = W0 x + b + s · B (c ⊙ (A · dropout(x)))
 
@@ -166,13 +168,14 @@ class DoRALinear(nn.Module):
     so the layer starts equal to the base.
     """
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float):
         super().__init__()
         self.base = base.requires_grad_(False)
+        self.in_features, self.out_features = features(base)
         kwargs = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(rank, base.in_features, **kwargs)))
+        self.lora_A = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(rank, self.in_features, **kwargs)))
         self.lora_c = nn.Parameter(torch.zeros(rank, **kwargs))
-        self.lora_B = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(base.out_features, rank, **kwargs)))
+        self.lora_B = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(self.out_features, rank, **kwargs)))
         self.scaling, self.dropout = alpha / rank, float(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,7 +205,7 @@ class DoRA(Method):
         # Modules of one shape are scored together: a handful of batched kernels per step, not one per module
         by_shape = defaultdict(list)
         for row, layer in enumerate(self.layers):
-            by_shape[(layer.base.out_features, layer.base.in_features)].append(row)
+            by_shape[(layer.out_features, layer.in_features)].append(row)
         self.groups = [(torch.tensor(rows), [self.layers[r] for r in rows]) for rows in by_shape.values()]
         shape = (len(names), cfg.init_budget)
         self.ema = torch.zeros(shape, dtype=torch.float32)  # Ŝ, one row per module (model order)
@@ -247,6 +250,9 @@ class DoRA(Method):
     def _prune(self, step: int) -> None:
         cfg = self.config
         n = scheduled_pruned(step, self.phases, len(self.layers), cfg.init_budget, cfg.final_budget, cfg.schedule)
+        # Data parallel: every process holds the same weights, so the same scores; ranking rank 0's
+        # copy makes the pruned set identical on every process by construction, rounding included.
+        distributed.broadcast_from_main_(self.ema)
         order = torch.sort(self.ema.flatten(), stable=True).indices  # ties: lower global index first
         mask = torch.ones(self.ema.numel(), dtype=torch.bool, device=self.ema.device)
         mask[order[:n]] = False
@@ -281,7 +287,7 @@ class DoRA(Method):
 
     def _sizes(self) -> torch.Tensor:
         """Parameters of one component of each module: d_in + d_out + 1."""
-        return torch.tensor([layer.base.in_features + layer.base.out_features + 1 for layer in self.layers])
+        return torch.tensor([layer.in_features + layer.out_features + 1 for layer in self.layers])
 
     def paper_trainable_params(self, model: nn.Module, target: AdaptTarget) -> int:
         """Kept components x (d_in + d_out + 1), head excluded: the paper's count (at the end).

@@ -22,7 +22,8 @@ from torch import nn
 
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 from dora_bench.methods.dropout import use_cheap_dropout
-from dora_bench.methods.lora import LoRAConfig
+from dora_bench.methods.linears import fan_in_fan_out
+from dora_bench.methods.lora import LoRAConfig, target_linears
 
 
 class WeightDecomposedLoRA(Method):
@@ -37,6 +38,7 @@ class WeightDecomposedLoRA(Method):
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,
             use_dora=True,
+            fan_in_fan_out=fan_in_fan_out([m for _, m in target_linears(model, target)]),  # GPT-2's Conv1D
             target_modules=list(target.target_modules),
             modules_to_save=list(target.head_modules) or None,
         )

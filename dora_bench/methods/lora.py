@@ -22,6 +22,7 @@ from torch import nn
 from dora_bench.errors import ConfigError
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 from dora_bench.methods.dropout import drop_input
+from dora_bench.methods.linears import fan_in_fan_out, features, is_linear
 
 
 @dataclass
@@ -38,19 +39,21 @@ class LoRAConfig:
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus ``B A``: ``y = base(x) + s · (dropout(x) Aᵀ) Bᵀ``, ``s = α / r``.
+    """A frozen linear layer plus ``B A``: ``y = base(x) + s · (dropout(x) Aᵀ) Bᵀ``, ``s = α / r``.
 
-    ``lora_A``: (r, d_in), Kaiming-uniform with a = sqrt(5) (nn.Linear's and peft's init);
-    ``lora_B``: (d_out, r), zero, so the layer starts equal to the base. x: (..., d_in) -> (..., d_out).
+    ``base``: ``nn.Linear`` or GPT-2's ``Conv1D`` (``linears.py``). ``lora_A``: (r, d_in), Kaiming-uniform
+    with a = sqrt(5) (nn.Linear's and peft's init); ``lora_B``: (d_out, r), zero, so the layer starts
+    equal to the base. x: (..., d_in) -> (..., d_out).
     """
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float):
         super().__init__()
         self.base = base.requires_grad_(False)
+        self.in_features, self.out_features = features(base)
         kwargs = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **kwargs))
+        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **kwargs))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **kwargs))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **kwargs))
         self.scaling, self.dropout = alpha / rank, float(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,16 +63,15 @@ class LoRALinear(nn.Module):
 
 
 def replace_linears(model: nn.Module, target: AdaptTarget, make) -> list[str]:
-    """Swap every targeted ``nn.Linear`` outside the head for ``make(linear)``; freeze the rest
-    of the backbone, unfreeze the head. Returns the swapped modules' names, in model order."""
+    """Swap every targeted linear layer (``nn.Linear`` or ``Conv1D``) outside the head for
+    ``make(linear)``; freeze the rest of the backbone, unfreeze the head. Returns the swapped
+    modules' names, in model order."""
     model.requires_grad_(False)
-    names = [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Linear) and target.is_target(n) and not target.is_head(n)
-    ]
+    names = [name for name, _ in target_linears(model, target)]
     if not names:
-        raise ConfigError(f"no nn.Linear in the model matches {target.target_modules}: check backbone.target_modules")
+        raise ConfigError(
+            f"no linear layer in the model matches {target.target_modules}: check backbone.target_modules"
+        )
     for name in names:
         parent, _, child = name.rpartition(".")
         holder = model.get_submodule(parent)
@@ -78,6 +80,11 @@ def replace_linears(model: nn.Module, target: AdaptTarget, make) -> list[str]:
         if target.is_head(name):
             param.requires_grad_(True)
     return names
+
+
+def target_linears(model: nn.Module, target: AdaptTarget) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of every linear layer (``nn.Linear`` or ``Conv1D``) the target names, head excluded."""
+    return [(n, m) for n, m in model.named_modules() if is_linear(m) and target.is_target(n) and not target.is_head(n)]
 
 
 def export_peft_adapter(
@@ -103,6 +110,7 @@ def export_peft_adapter(
         r=top,
         lora_alpha=top,
         lora_dropout=0.0,
+        fan_in_fan_out=fan_in_fan_out([plain.get_submodule(name) for name in ranks]),  # GPT-2's Conv1D
         target_modules=list(ranks),
         rank_pattern=ranks,
         alpha_pattern=ranks,

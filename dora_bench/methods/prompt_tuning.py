@@ -19,8 +19,10 @@ at budget 2 and 80 tokens, 61,440 parameters at budget 8 on roberta-base). Match
 The prompt also lengthens every sequence by ``n``: ``n`` + the task's ``max_length`` must fit
 the backbone's position table.
 
-Classification only: peft's extractive-QA wrapper would score answer spans on the virtual
-positions too, and seq2seq prompt tuning is out of this benchmark's scope.
+Classification and decoder LLMs (peft's ``CAUSAL_LM`` wrapper: the prompt goes before the
+input, the labels get ``n`` ignored positions in front, and ``generate`` keeps it). Not span QA:
+peft's extractive-QA wrapper would score answer spans on the virtual positions too; seq2seq
+prompt tuning is out of this benchmark's scope.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from dora_bench.errors import ConfigError
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 
 INITS = {"sample_vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
+#: peft's task type for the model classes prompt tuning supports here, by class-name suffix
+TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForCausalLM": "CAUSAL_LM"}
 
 
 @dataclass
@@ -60,14 +64,15 @@ class PromptTuning(Method):
         from peft import PromptTuningConfig as PeftPromptTuningConfig
         from peft import get_peft_model
 
-        if not type(model).__name__.endswith("ForSequenceClassification"):
+        kind = [t for suffix, t in TASK_TYPES.items() if type(model).__name__.endswith(suffix)]
+        if not kind:
             raise ConfigError(
-                f"method=prompt_tuning supports classification tasks only, not {type(model).__name__}: "
-                f"pick a GLUE task or another method"
+                f"method=prompt_tuning supports classification and decoder LLMs, not {type(model).__name__}: "
+                f"pick a GLUE task, a decoder, or another method"
             )
         n = self.config.num_virtual_tokens
         peft_config = PeftPromptTuningConfig(
-            task_type="SEQ_CLS",
+            task_type=kind[0],
             num_virtual_tokens=n,
             prompt_tuning_init=INITS[self.config.init],
             modules_to_save=list(target.head_modules) or None,

@@ -12,6 +12,7 @@ writes under ``<results_dir>/figures/``:
   goes to stderr. The paper's Figure 2 is ``figure2_allocation_sst2_roberta-base.png``.
 - ``budget_schedule/<task>_<backbone>_b<budget>.png``: components kept vs training progress,
   DoRA and AdaLoRA (``extras.budget_schedule``; the lowest complete seed).
+- ``llm/<task>_<backbone>_accuracy_vs_memory.png``: the decoder-LLM experiments (``llm.py``).
 - ``curves/<task>/<backbone>/<method>[-<variant>]_b<budget>.png``: dev main metric per epoch,
   one line per seed, and the training loss from the run's ``metrics.jsonl`` where present.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from matplotlib.ticker import MaxNLocator
 
 from dora_bench.errors import ConfigError, UserError
 from dora_bench.methods.allocation import draw_rank_heatmap, pyplot, save_figure
-from dora_bench.report.cells import Run, by_cell, config_conflict, differing_keys, load_runs
+from dora_bench.report.cells import Run, Settings, by_cell, config_conflict, differing_keys, load_runs, metric
 
 ALLOCATING_METHODS = {"dora": "DoRA", "adalora": "AdaLoRA"}  # methods that distribute a budget, in panel order
 
@@ -62,6 +64,7 @@ def write_figures(results_dir: str | Path) -> list[Path]:
             if any((run.record.get("extras") or {}).get("budget_schedule") for run in same_budget):
                 path = out_dir / "budget_schedule" / f"{task}_{backbone}_b{budget}.png"
                 written.append(budget_schedule(same_budget, path, f"{task}, {backbone}, final budget {budget}"))
+    written += write_llm_figures(every_run, out_dir)  # accuracy vs memory of the decoder-LLM experiments
     for (task, backbone, method, variant, budget), group in by_cell(runs).items():
         name = f"{method}{'-' + variant if variant else ''}_b{'-' if budget is None else budget}"
         written.append(
@@ -309,3 +312,53 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- decoder LLMs: accuracy against memory ---------------------------------------------------
+
+LLM_FAMILIES = ("commonsense", "gsm8k")  # the task families of experiment=llm_* (report/llm.py tabulates them)
+
+
+def write_llm_figures(runs: list[Run], out_dir: Path) -> list[Path]:
+    """``llm/<task>_<backbone>[-<variant>]_accuracy_vs_memory.png`` for every LLM setting in the records."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        if ((run.record.get("config") or {}).get("task") or {}).get("family") in LLM_FAMILIES:
+            groups[(run.key[0], run.key[1] + (f"-{run.key[3]}" if run.key[3] else ""))].append(run)
+    written = []
+    for (task, where), group in sorted(groups.items()):
+        path = out_dir / "llm" / f"{task}_{where}_accuracy_vs_memory.png"
+        if (done := accuracy_vs_memory(group, path, f"{task}, {where}")) is not None:
+            written.append(done)
+    return written
+
+
+def accuracy_vs_memory(runs: list[Run], path: Path, title: str) -> Path | None:
+    """The main metric (x100, best epoch, mean over complete seeds) against peak training memory, a point
+    per (method, budget). GPU runs use torch's peak allocation; CPU runs (no such number) the process's
+    peak RSS, and the axis says which. None when no complete run has both numbers."""
+    complete = [run for run in runs if run.complete]
+    gpu = any(_memory(run, gpu=True) is not None for run in complete)
+    measure = "peak GPU memory allocated in training (MiB)" if gpu else "peak process RSS (MiB; CPU runs)"
+    points = []
+    for key, group in by_cell(complete).items():
+        pairs = [(_memory(run, gpu), metric()(run.record, Settings())) for run in group]
+        pairs = [(m, s) for m, s in pairs if m is not None and s is not None]
+        if pairs:
+            label = key[2] if key[4] is None else f"{key[2]} b{key[4]}"
+            points.append((statistics.mean(m for m, _ in pairs), statistics.mean(s for _, s in pairs), label))
+    if not points:
+        return None
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    for memory, score, label in points:
+        ax.scatter(memory, score)
+        ax.annotate(label, (memory, score), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    main = complete[0].record.get("main_metric") or "main metric"
+    ax.set(xlabel=measure, ylabel=f"{main} x100 (best epoch, mean over seeds)", title=title)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _memory(run: Run, gpu: bool) -> float | None:
+    efficiency = (run.record.get("extras") or {}).get("efficiency") or {}
+    return efficiency.get("peak_gpu_mib" if gpu else "peak_rss_mib")

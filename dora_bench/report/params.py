@@ -1,13 +1,15 @@
 """``dora-bench-params``: every method's trainable parameters, counted as the paper counts them.
 
-    dora-bench-params                                   # roberta-base, bart-base, minilm; budgets 2 and 8
-    dora-bench-params --backbone roberta-base --budgets 2 4 8
+    dora-bench-params                                   # every backbone below, budgets 2 and 8
+    dora-bench-params --backbone llama-3.2-1b --budgets 8
 
 Builds each backbone once from its shipped config with random weights (offline, no
 download), applies every registered method to a copy, and prints a Markdown table of
 ``paper_trainable_params`` beside the paper's column: Table 2 for roberta-base (a 2-label
 classification head), Table 4 for bart-base (seq2seq LM); minilm (the real-weights study) has
-no paper column. The paper's figures are rounded
+no paper column, nor have Llama-3.2-1B and -3B (causal LM: the paper has no LLM), which are
+built on the meta device: shapes without memory, so their 1.2B and 3.2B parameters cost
+nothing. "% of model" is the share the DoRA-wd tables print. The paper's figures are rounded
 to 0.01M, i.e. ±1.5% at 0.33M, so a small relative difference is rounding. The XSum
 column repeats the RoBERTa figures (SPEC §2): on bart-base the real counts are larger.
 Each method is sized by its ``conf/method/<name>.yaml`` at the given ``budget``, exactly
@@ -20,6 +22,7 @@ import argparse
 import copy
 import csv
 import time
+from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
@@ -33,11 +36,13 @@ from dora_bench.report.cells import PAPER_DIR, PAPER_NAMES
 
 CONF_DIR = conf_dir()
 
-#: backbone -> (model kind, the paper table whose column it is compared with; None: no paper column)
+#: column -> (conf/backbone yaml, its overrides, model kind, the paper table compared with or None, device)
 BACKBONES = {
-    "roberta-base": ("sequence_classification", "table2_glue.csv"),
-    "bart-base": ("seq2seq_lm", "table4_xsum.csv"),
-    "minilm": ("sequence_classification", None),  # the real-weights study's backbone (results/minilm/)
+    "roberta-base": ("roberta-base", {}, "sequence_classification", "table2_glue.csv", "cpu"),
+    "bart-base": ("bart-base", {}, "seq2seq_lm", "table4_xsum.csv", "cpu"),
+    "minilm": ("minilm", {}, "sequence_classification", None, "cpu"),  # the real-weights study's (results/minilm/)
+    "llama-3.2-1b": ("llama", {"random_config": "llama-3.2-1b.json"}, "causal_lm", None, "meta"),
+    "llama-3.2-3b": ("llama", {"random_config": "llama-3.2-3b.json"}, "causal_lm", None, "meta"),
 }
 #: supplies ${task.*} for method configs (pruning interval, DEM weight): schedules, never sizes
 CONTEXT_TASK = "rte"
@@ -74,20 +79,27 @@ def count(method: Method, base: nn.Module, target) -> tuple[int, int]:
     return int(paper), sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def load_base(backbone: str) -> tuple[nn.Module, Any]:
+    """The random-init backbone of a column (on the meta device for the LLMs) and its adapt target."""
+    yaml_name, overrides, model_kind, _, device = BACKBONES[backbone]
+    raw = {**yaml.safe_load((CONF_DIR / "backbone" / f"{yaml_name}.yaml").read_text()), **overrides}
+    backbone_cfg = BackboneConfig.from_dict({**raw, "name": backbone, "init": "random", "dtype": "fp32"})
+    base = load_model(backbone_cfg, model_kind, num_labels=2, device=device)
+    return base, adapt_target(backbone_cfg, model_kind)
+
+
 def table(backbone: str, budgets: list[int]) -> str:
     """The Markdown table for one backbone."""
-    model_kind, paper_table = BACKBONES[backbone]
-    backbone_cfg = BackboneConfig.from_dict(
-        {**yaml.safe_load((CONF_DIR / "backbone" / f"{backbone}.yaml").read_text()), "init": "random"}
-    )
-    base = load_model(backbone_cfg, model_kind, num_labels=2)
-    target = adapt_target(backbone_cfg, model_kind)
+    _, _, model_kind, paper_table, device = BACKBONES[backbone]
+    base, target = load_base(backbone)
+    total = sum(p.numel() for p in base.parameters())
     paper = paper_column(paper_table) if paper_table else {}
+    where = f"paper column: {paper_table}" if paper_table else "no paper column: the paper has no run on it"
     lines = [
-        f"### {backbone} ({model_kind}; paper column: {paper_table or 'none, the paper has no run on it'})",
+        f"### {backbone} ({model_kind}, {total:,} parameters{', meta device' if device == 'meta' else ''}; {where})",
         "",
-        "| method | budget | ours (paper's way) | paper | ours / paper - 1 | trains (with head) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | budget | ours (paper's way) | % of model | paper | ours / paper - 1 | trains (with head) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in method_names():
         cls = method_class(name)
@@ -97,12 +109,12 @@ def table(backbone: str, budgets: list[int]) -> str:
                 method = build_method(method_config(name, budget if budget is not None else budgets[0]))
                 ours, trains = count(method, base, target)
             except (UserError, FileNotFoundError) as err:
-                lines.append(f"| {name} | {label} | n/a: {err} | | | |")
+                lines.append(f"| {name} | {label} | n/a: {err} | | | | |")
                 continue
             reference = paper.get((PAPER_NAMES.get(name, ""), budget))
             shown = f"{reference / 1e6:.2f}M" if reference else "-"
             diff = f"{ours / reference - 1:+.1%}" if reference else "-"
-            lines.append(f"| {name} | {label} | {ours:,} | {shown} | {diff} | {trains:,} |")
+            lines.append(f"| {name} | {label} | {ours:,} | {ours / total:.3%} | {shown} | {diff} | {trains:,} |")
     return "\n".join(lines)
 
 

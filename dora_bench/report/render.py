@@ -72,6 +72,7 @@ class Table:
     number: str | None = None  # the paper's table number, for the Markdown heading
     bold_by_budget: bool = False  # compare rows of equal budget only; budget-free rows not at all
     wide: bool = False  # LaTeX: span both columns of a two-column page (table*)
+    reference: str = "paper"  # whose numbers the rows under ours hold (the LLM tables: the lecture deck's)
 
     def paper_value(self, row: Row, column_key: str | None) -> float | None:
         text = (row.paper or {}).get(column_key or "", "")
@@ -199,7 +200,7 @@ def _grid(table: Table, fmt: str) -> tuple[list[str], list[list[str]]]:
     body = []
     for i, (row, cells) in enumerate(zip(table.rows, table.cells)):
         ours = list(row.labels)
-        paper = ["paper (Δ)"] + [""] * (len(row.labels) - 1)
+        paper = [f"{table.reference} (Δ)"] + [""] * (len(row.labels) - 1)
         if table.params:
             mine, theirs = table.params[i]
             ours.append(f"{mine / 1e6:.2f}M" if mine is not None else "—")

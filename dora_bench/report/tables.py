@@ -3,7 +3,8 @@
     dora-bench-tables [--results-dir results] [--stat mean|median] [--epoch best|best_per_metric|last]
                       [--count-ineligible] [--seeds 5] [--backbone <name>] [--no-figures]
 
-writes ``<results_dir>/tables/<table>.{md,tex,csv}`` for Tables 2, 3, 4, 5, 6 and 9, plus
+writes ``<results_dir>/tables/<table>.{md,tex,csv}`` for Tables 2, 3, 4, 5, 6 and 9, the
+decoder-LLM experiments' tables (``llm.py``: ``llm_<task>_<backbone>[_efficiency]``), plus
 ``all_cells.{md,csv}`` (every task/backbone/method/variant/budget found, paper grid or not)
 and ``all_runs.csv`` (one line per record); then the figures (``dora_bench.report.figures``).
 
@@ -47,6 +48,7 @@ from dora_bench.report.cells import (
     peak_gpu_mib,
     trainable_params,
 )
+from dora_bench.report.llm import write_llm_tables
 from dora_bench.report.render import Column, Row, Table, all_runs_csv, to_csv, to_latex, to_markdown
 
 GLUE = {
@@ -460,6 +462,7 @@ def write_tables(results_dir: str | Path, settings: Settings, backbone: str | No
             written.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", render(table)))
         for note in table.notes:
             print(f"dora-bench-tables: {table.name}: {note}", file=sys.stderr)
+    written += write_llm_tables(runs, settings, out_dir)  # the decoder-LLM experiments (report/llm.py)
     cells = all_cells(runs, settings)
     written.append(write_text_atomic(out_dir / "all_cells.md", to_markdown(cells)))
     written.append(write_text_atomic(out_dir / "all_cells.csv", to_csv(cells)))

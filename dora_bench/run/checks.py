@@ -45,9 +45,16 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_grad_norm={trainer.max_grad_norm} must be > 0: use 1.0 (SPEC §3)")
     if trainer.precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={trainer.precision!r} is not known: use one of {', '.join(PRECISIONS)}")
+    if cfg.backbone.get("dtype", "fp32") != "fp32" and trainer.precision == "fp32":
+        # fp32 adapters meet bf16 weights only under autocast
+        raise ConfigError(
+            f"backbone.dtype={cfg.backbone.dtype} runs under bf16 autocast: set trainer.precision=auto "
+            f"(or bf16), or backbone.dtype=fp32 for an fp32 run"
+        )
     for key, value in (
         ("resume", cfg.get("resume")),
         ("trainer.checkpoint", trainer.get("checkpoint")),
+        ("trainer.gradient_checkpointing", trainer.get("gradient_checkpointing")),
         ("overwrite", cfg.overwrite),
         ("dry_run", cfg.dry_run),
     ):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from dora_bench import distributed
 from dora_bench.errors import ConfigError
 
 
@@ -45,6 +46,8 @@ def pick_device(requested: str, job_num: int | None = None, num_gpus: int | str 
     if requested in ("auto", "cuda"):
         if num_gpus == 0:
             raise ConfigError("trainer.device=cuda but no GPU is visible: use trainer.device=auto or cpu")
+        if distributed.launched():  # torchrun / accelerate launch: one process per GPU, by local rank
+            return f"cuda:{distributed.local_rank() % num_gpus}"
         return f"cuda:{(job_num or 0) % num_gpus}"
     if requested.startswith("cuda:") and requested[5:].isdigit():
         index = int(requested[5:])
@@ -93,7 +96,21 @@ def parallel_runs(num_gpus: int | str, runs_per_gpu: int) -> int:
     return max(num_gpus, 1) * runs_per_gpu
 
 
+def backbone_name(name_or_path: str) -> str:
+    """A backbone's short name from its Hub id or folder: ``meta-llama/Llama-3.2-1B`` -> ``llama-3.2-1b``.
+
+    The decoder configs name their runs this way, so that two checkpoints given to one config
+    (``backbone=llama backbone.name_or_path=...``) never share run folders or table cells."""
+    name = str(name_or_path).rstrip("/").rpartition("/")[2].lower()
+    if not name or name in (".", ".."):
+        raise ConfigError(f"backbone.name_or_path={name_or_path!r} names no checkpoint: set backbone.name=<short name>")
+    return name
+
+
 def register_resolvers() -> None:
-    """Make ``${parallel_runs:num_gpus,runs_per_gpu}`` available to the configs (idempotent)."""
+    """Make ``${parallel_runs:num_gpus,runs_per_gpu}`` and ``${backbone_name:path}`` available to the
+    configs (idempotent)."""
     if not OmegaConf.has_resolver("parallel_runs"):
         OmegaConf.register_new_resolver("parallel_runs", parallel_runs)
+    if not OmegaConf.has_resolver("backbone_name"):
+        OmegaConf.register_new_resolver("backbone_name", backbone_name)

@@ -6,6 +6,10 @@ through the hooks of ``methods/base.py``; anything that touches the loss is visi
 (``method.extra_loss``): AdaLoRA's orthogonality penalty included, which adalora.py computes
 itself rather than leave to peft's forward.
 
+Data parallel (``torchrun`` / ``accelerate launch``): every process runs this function; each
+trains on its share of every global batch (``data_parallel.py``), and only rank 0 claims the
+run folder and writes the record, checkpoints and exports.
+
 Resuming: after every evaluated epoch the loop saves ``checkpoint.pt`` (trainable weights,
 optimizer, schedule, method state, RNG, the epochs so far); a rerun of an unfinished run
 loads it and goes on with the next epoch, which then sees the same batches and dropout
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -28,11 +33,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from dora_bench import records
+from dora_bench import distributed, records
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_tokenizer
 from dora_bench.errors import ConfigError, RecordExistsError, TrainingDiverged, UserError
 from dora_bench.methods import AdaptTarget, Method, build_method
 from dora_bench.methods.allocation import save_allocation_heatmap
+from dora_bench.run import data_parallel, efficiency
 from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
 from dora_bench.run.checks import check_config, resolve_lr
 from dora_bench.tasks import load_task, task_model_kind
@@ -57,7 +63,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     record = start_record(cfg, budget)
     if cfg.dry_run:
         return dry_run(cfg, method, record, out_dir / "dry_run.json")
-    with records.claim(out_dir):  # a parallel sweep that names this run twice runs it once
+    device = pick_device(cfg.trainer.device, cfg.get("num_gpus"))
+    distributed.init(device)  # a no-op outside torchrun / accelerate launch
+    main = distributed.is_main()
+    # a parallel sweep that names this run twice runs it once; the processes of one data-parallel run are one run
+    with records.claim(out_dir) if main else contextlib.nullcontext():
         record_path = out_dir / records.RECORD_NAME
         if records.is_complete(record_path) and not cfg.overwrite:
             raise RecordExistsError(
@@ -68,12 +78,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             checkpoint = load_checkpoint(out_dir / records.CHECKPOINT_NAME, record["config"])
         # A failed attempt's traceback or an old adapter must not outlive it; a resumed attempt
         # keeps what it continues from.
-        records.clear_run_dir(out_dir, keep=(records.CHECKPOINT_NAME, METRICS_NAME) if checkpoint else ())
+        if main:
+            records.clear_run_dir(out_dir, keep=(records.CHECKPOINT_NAME, METRICS_NAME) if checkpoint else ())
+        distributed.barrier()  # every process has read the checkpoint before anything is written
         try:
-            run = setup(cfg, method, record, out_dir, checkpoint)
-            with MetricsLog(
-                out_dir / METRICS_NAME, wandb_run=start_wandb(cfg, record), after_step=run.step if checkpoint else None
-            ) as log:
+            run = setup(cfg, method, record, out_dir, checkpoint, device)
+            metrics_path = out_dir / METRICS_NAME if main else None
+            wandb_run = start_wandb(cfg, record) if main else None
+            with MetricsLog(metrics_path, wandb_run=wandb_run, after_step=run.step if checkpoint else None) as log:
                 if checkpoint is not None:  # last, so nothing between here and the loop draws from it
                     set_rng_state(checkpoint["rng"])
                 for epoch in range(run.done_epochs + 1, run.num_epochs + 1):
@@ -82,9 +94,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                         evaluate_epoch(run, epoch, seconds, train_loss, log)
             return finish(run)
         except BaseException as err:  # keep what was learnt about the failure; a rerun replaces it
-            record.update(status="failed", error=f"{type(err).__name__}: {err}", finished_at=records.now_iso())
-            records.write_json_atomic(record_path, record)
-            (out_dir / "traceback.txt").write_text(traceback.format_exc())
+            if main:
+                record.update(status="failed", error=f"{type(err).__name__}: {err}", finished_at=records.now_iso())
+                records.write_json_atomic(record_path, record)
+                (out_dir / "traceback.txt").write_text(traceback.format_exc())
             raise
 
 
@@ -98,7 +111,8 @@ class Run:
     out_dir: Path
     device: torch.device
     task: Any
-    model: torch.nn.Module
+    model: torch.nn.Module  # what the method adapted; its hooks, evaluation and export use it
+    forward: torch.nn.Module  # what the loop calls: ``model``, or torch DDP around it (data_parallel.py)
     target: AdaptTarget
     loader: Any
     optimizer: torch.optim.Optimizer
@@ -132,14 +146,25 @@ def start_record(cfg: DictConfig, budget: int | None) -> dict[str, Any]:
 
 
 def build_model(cfg: DictConfig, method: Method, record: dict[str, Any], num_labels: int):
-    """The backbone with the method applied; its parameter counts go into the record."""
+    """The backbone with the method applied; its parameter counts go into the record.
+
+    Frozen weights stay in ``backbone.dtype``; whatever trains is held in float32 (bf16 master
+    weights would lose small AdamW updates), so Full FT trains an fp32 model whatever the dtype."""
     backbone_cfg = BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True))
-    target = adapt_target(backbone_cfg, task_model_kind(cfg.task))
-    model = load_model(backbone_cfg, task_model_kind(cfg.task), num_labels)
-    check_input_length(int(cfg.task.max_length), method.extra_input_positions(), model, backbone_cfg.name)
+    kind = task_model_kind(cfg.task)
+    target = adapt_target(backbone_cfg, kind)
+    model = load_model(backbone_cfg, kind, num_labels)
+    # a decoder's prompt and its generated tokens share the position table
+    generated = int(cfg.task.get("max_new_tokens") or 0) if kind == "causal_lm" else 0
+    check_input_length(int(cfg.task.max_length) + generated, method.extra_input_positions(), model, backbone_cfg.name)
+    if cfg.trainer.get("gradient_checkpointing"):
+        enable_gradient_checkpointing(model, backbone_cfg.name)
     model = method.apply(model, target)
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
     counts = record["trainable_params"] = count_parameters(model, method, target)
-    print(
+    say(
         f"[dora-bench] parameters: {counts['model']:,} in the model, {counts['total']:,} trainable, "
         f"{counts['paper']:,} as the paper counts them"
     )
@@ -161,20 +186,23 @@ def dry_run(cfg: DictConfig, method: Method, record: dict[str, Any], path: Path)
     return record
 
 
-def setup(cfg: DictConfig, method: Method, record: dict[str, Any], out_dir: Path, checkpoint) -> Run:
+def setup(
+    cfg: DictConfig, method: Method, record: dict[str, Any], out_dir: Path, checkpoint, device: torch.device
+) -> Run:
     """Data, model + method, optimizer and schedule; the state of a resumed run restored."""
     lr, lr_source = resolve_lr(cfg)
-    device = pick_device(cfg.trainer.device, cfg.get("num_gpus"))
-    record["device"] = describe_device(device)
+    world = distributed.world_size()
+    record["device"] = describe_device(device) + (f" x {world} processes" if world > 1 else "")
     if checkpoint is not None:
         record["started_at"] = checkpoint["started_at"]
-    print(
+    say(
         f"[dora-bench] {cfg.task.name} / {cfg.backbone.name} / {cfg.method.name} budget={record['budget']} "
         f"seed={cfg.seed} -> {out_dir}"
     )
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True)))
     task = load_task(OmegaConf.to_container(cfg.task, resolve=True), tokenizer, cache_dir=_cache_dir(cfg))
+    task.progress = bool(cfg.trainer.progress) and distributed.is_main()
     record.update(
         eval_examples=task.eval_examples, data_fingerprint=task.data_fingerprint(), main_metric=task.main_metric
     )
@@ -184,8 +212,14 @@ def setup(cfg: DictConfig, method: Method, record: dict[str, Any], out_dir: Path
     model.to(device)
 
     trainer = cfg.trainer
+    data_parallel.check_batch(trainer.batch_size)
     loader = task.train_loader(
-        trainer.batch_size, seed=cfg.seed, group_by_length=trainer.group_by_length, num_workers=trainer.num_workers
+        trainer.batch_size,
+        seed=cfg.seed,
+        group_by_length=trainer.group_by_length,
+        num_workers=trainer.num_workers,
+        rank=distributed.rank(),
+        world_size=world,
     )
     total_steps = len(loader) * trainer.epochs
     if trainer.max_steps is not None:
@@ -194,10 +228,13 @@ def setup(cfg: DictConfig, method: Method, record: dict[str, Any], out_dir: Path
     method.on_train_begin(model, total_steps)
     optimizer = build_optimizer(model, lr, trainer.weight_decay, device)
     scheduler = linear_warmup_decay(optimizer, round(trainer.warmup_ratio * total_steps), total_steps)
-    autocast = autocast_factory(device, trainer.precision)
+    weights = cfg.backbone.get("dtype") or "fp32"
+    autocast = autocast_factory(device, trainer.precision, weights)
     record["precision"] = "fp32" if autocast is contextlib.nullcontext else "bf16-autocast"
-    record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps}
-    print(
+    record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps, "frozen_weights": weights}
+    if world > 1:
+        record["extras"]["world_size"] = world
+    say(
         f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {len(loader)}), lr {lr:g} from {lr_source}, "
         f"device {record['device']}, precision {record['precision']}"
     )
@@ -209,6 +246,7 @@ def setup(cfg: DictConfig, method: Method, record: dict[str, Any], out_dir: Path
         device,
         task,
         model,
+        data_parallel.wrap(model, device),
         target,
         loader,
         optimizer,
@@ -228,10 +266,17 @@ def setup(cfg: DictConfig, method: Method, record: dict[str, Any], out_dir: Path
             *checkpoint["resumed"],
             {"epoch": run.done_epochs + 1, "step": run.step, "at": records.now_iso()},
         ]
-        print(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
+        say(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    run.bar = tqdm(total=total_steps, initial=run.step, disable=not trainer.progress, dynamic_ncols=True, desc="train")
+    efficiency.reset_peak_rss()
+    run.bar = tqdm(
+        total=total_steps,
+        initial=run.step,
+        disable=not trainer.progress or not distributed.is_main(),
+        dynamic_ncols=True,
+        desc="train",
+    )
     return run
 
 
@@ -245,17 +290,24 @@ def train_epoch(run: Run, epoch: int, log: MetricsLog) -> tuple[float, float]:
     # Epoch e shuffles with (seed, e - 1) (batching.ShuffledBatches counts the epochs it has
     # served from 0): set it, since a resumed run starts its loader at a later epoch.
     run.loader.batch_sampler.set_epoch(epoch - 1)
+    world, causal = distributed.world_size(), run.task.model_kind == "causal_lm"
+    if world > 1:  # each process its own dropout masks, a function of (seed, epoch, rank): resumes exactly
+        torch.manual_seed(run.cfg.seed * 100_003 + epoch * 1_009 + distributed.rank())
     start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
     for batch in run.loader:
         run.step += 1
         step = run.step
         batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
         with run.autocast():
-            task_loss = model(**batch).loss
+            task_loss = run.forward(**batch).loss
+        if world > 1:  # this process's share of the global batch's mean loss (data_parallel.py)
+            task_loss = task_loss * data_parallel.loss_share(batch, causal, run.device)
         extra = method.extra_loss(model, step)
         loss = task_loss if extra is None else task_loss + extra
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), run.cfg.trainer.max_grad_norm)
+        if world > 1:  # the global batch's loss, the same on every process: all stop together if it diverges
+            loss, task_loss = data_parallel.mean_over_processes(torch.stack([loss, task_loss]))
         loss_value = loss.item()  # one GPU sync per step; the check, the bar and the log need it
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             raise TrainingDiverged(
@@ -308,12 +360,14 @@ def evaluate_epoch(run: Run, epoch: int, seconds: float, train_loss: float, log:
     record = run.record
     record["epochs"].append(entry)
     log.write({"step": run.step, "epoch": epoch, "eval": metrics})
+    record["best"], record["last"] = select_epochs(record["epochs"], run.task.main_metric)
+    if not distributed.is_main():
+        return
     run.bar.write(
         f"[dora-bench] epoch {epoch}: "
         + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         + ("" if entry["countable"] else "  (budget not final yet: not eligible as best)")
     )
-    record["best"], record["last"] = select_epochs(record["epochs"], run.task.main_metric)
     records.write_json_atomic(run.out_dir / records.RECORD_NAME, record)  # the epochs so far survive a crash
     if run.cfg.trainer.checkpoint:
         save_checkpoint(
@@ -340,6 +394,10 @@ def finish(run: Run) -> dict[str, Any]:
     record["extras"].update(method.report(model))
     # Budget-moving methods (DoRA, AdaLoRA) only know their paper count once the budget is final.
     record["trainable_params"]["paper"] = int(method.paper_trainable_params(model, run.target))
+    record["extras"]["efficiency"] = efficiency.measure(record["epochs"], run.step, run.device, run.train_peak_mib)
+    if not distributed.is_main():  # rank 0 writes for the run
+        return record
+    print(efficiency.line(record))
     record["artifacts"] = {"metrics": METRICS_NAME, **method.export(model, out_dir)}
     grid = record["extras"].get("rank_allocation_grid")
     if grid:
@@ -347,6 +405,7 @@ def finish(run: Run) -> dict[str, Any]:
         save_allocation_heatmap(grid, out_dir / "rank_allocation.png", title)
         record["artifacts"]["rank_allocation"] = "rank_allocation.png"
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
+    record["extras"]["efficiency"]["adapter_mib"] = efficiency.artifact_mib(out_dir, record["artifacts"].get("adapter"))
     record.update(status="complete", finished_at=records.now_iso())
     records.write_json_atomic(out_dir / records.RECORD_NAME, record)
     (out_dir / records.CHECKPOINT_NAME).unlink(missing_ok=True)  # the exported adapter is the result
@@ -387,6 +446,19 @@ def select_epochs(epochs: list[dict], main_metric: str) -> tuple[dict | None, di
         return {**last, "countable": False}, last
     best = max(countable, key=lambda e: (e["metrics"][main_metric], -e["epoch"]))
     return {"epoch": best["epoch"], "metrics": best["metrics"], "countable": True}, last
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module, backbone: str) -> None:
+    """Recompute each layer's activations in the backward pass instead of keeping them (memory for time).
+
+    Non-reentrant checkpointing: it needs no input that requires grad (the embeddings are frozen)
+    and replays dropout's random numbers, so the adapters see the same masks twice."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"backbone {backbone!r} can't checkpoint its layers: set trainer.gradient_checkpointing=false"
+        )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # a key/value cache is useless in training and clashes with recomputation
 
 
 def check_input_length(max_length: int, extra: int, model: torch.nn.Module, backbone: str) -> None:
@@ -435,6 +507,7 @@ def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
 
 
 def pick_device(requested: str, num_gpus=None) -> torch.device:
+    """``trainer.device`` as a torch device (a data-parallel process: the GPU of its local rank)."""
     from dora_bench.run.launch import pick_device as place
 
     return torch.device(place(str(requested), num_gpus=num_gpus))
@@ -446,12 +519,20 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
-def autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
-    """bf16 autocast on GPU (``precision=auto``), fp32 on CPU; returns a context-manager factory."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+def autocast_factory(device: torch.device, precision: str, weights: str = "fp32") -> Callable[[], Any]:
+    """bf16 autocast on GPU (``precision=auto``), fp32 on CPU unless the frozen weights are bf16
+    (then autocast everywhere: it is what lets fp32 adapters meet bf16 weights); returns a
+    context-manager factory."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and (device.type == "cuda" or weights != "fp32"))
     if not use_bf16:
         return contextlib.nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def say(message: str) -> None:
+    """Print a progress line once per run: from rank 0 of a data-parallel run, as from a single process."""
+    if distributed.is_main():
+        print(message)
 
 
 def _cache_dir(cfg: DictConfig) -> Path | None:
@@ -466,7 +547,9 @@ class MetricsLog:
     ``after_step``: resuming after that many steps; the lines up to it are kept and lines
     of later steps (logged before the crash, about to be redone) dropped."""
 
-    def __init__(self, path: Path, wandb_run=None, after_step: int | None = None):
+    def __init__(self, path: Path | None, wandb_run=None, after_step: int | None = None):
+        if path is None:  # a data-parallel process other than rank 0: rank 0 keeps the log
+            path, after_step = Path(os.devnull), None
         path.parent.mkdir(parents=True, exist_ok=True)
         if after_step is not None and path.is_file():
             kept = [line for line in path.read_text().splitlines() if _logged_step(line) <= after_step]
@@ -504,8 +587,6 @@ def start_wandb(cfg: DictConfig, record: dict[str, Any]):
     """A wandb run when ``logger=wandb``: offline unless WANDB_MODE says otherwise."""
     if cfg.logger != "wandb":
         return None
-    import os
-
     try:
         import wandb
     except ImportError:

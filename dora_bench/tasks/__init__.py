@@ -7,7 +7,9 @@
 
 ``task.family`` in conf/task/<name>.yaml picks the loader: ``glue`` (Hub or the GLUE
 download script's TSVs), ``files`` (a researcher's own csv/tsv/json/jsonl/parquet),
-``demo`` (generated, no files), ``squad`` (span QA), ``summarization`` (XSum).
+``demo`` (generated, no files), ``squad`` (span QA), ``summarization`` (XSum); for decoder
+LLMs ``commonsense`` (eight multiple-choice sets), ``gsm8k`` (maths word problems) and
+``instruct`` (your own prompt/response files).
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from dora_bench.tasks.base import Task
 
 def _loaders() -> dict[str, Callable[..., Task]]:
     # imported here: a family's modules (datasets, rouge-score...) load only when used
+    from dora_bench.tasks.commonsense import load_commonsense
     from dora_bench.tasks.demo import load_demo
     from dora_bench.tasks.files import load_files
     from dora_bench.tasks.glue import load_glue
+    from dora_bench.tasks.gsm8k import load_gsm8k
+    from dora_bench.tasks.instruct import load_instruct
     from dora_bench.tasks.squad import load_squad
     from dora_bench.tasks.summarization import load_summarization
 
@@ -34,6 +39,9 @@ def _loaders() -> dict[str, Callable[..., Task]]:
         "demo": load_demo,
         "squad": load_squad,
         "summarization": load_summarization,
+        "commonsense": load_commonsense,
+        "gsm8k": load_gsm8k,
+        "instruct": load_instruct,
     }
 
 
@@ -44,11 +52,14 @@ MODEL_KINDS = {
     "demo": "sequence_classification",
     "squad": "question_answering",
     "summarization": "seq2seq_lm",
+    "commonsense": "causal_lm",
+    "gsm8k": "causal_lm",
+    "instruct": "causal_lm",
 }
 
 
 def task_model_kind(task_cfg: Mapping[str, Any]) -> str:
-    """``sequence_classification`` | ``question_answering`` | ``seq2seq_lm`` for a task config."""
+    """``sequence_classification`` | ``question_answering`` | ``seq2seq_lm`` | ``causal_lm`` for a task config."""
     family = task_cfg.get("family")
     if family not in MODEL_KINDS:
         raise ConfigError(f"task.family={family!r} is not known: use one of {', '.join(MODEL_KINDS)}")

@@ -28,6 +28,7 @@ class Task:
     num_labels: int  # 1: regression (STS-B); otherwise classes (unused by QA / seq2seq)
     main_metric: str  # key of evaluate()'s result used for best epoch and tables
     eval_examples: int  # dev examples one evaluate() scores (MNLI: matched + mismatched)
+    progress: bool = True  # progress bars inside evaluate() (generation); the loop sets it from trainer.progress
 
     def __init__(self, name: str, train: EncodedDataset, pad_token_id: int):
         self.name = name
@@ -35,9 +36,17 @@ class Task:
         self.collate = PadCollator(pad_token_id)
 
     def train_loader(
-        self, batch_size: int, *, seed: int, group_by_length: bool = False, num_workers: int = 0
+        self,
+        batch_size: int,
+        *,
+        seed: int,
+        group_by_length: bool = False,
+        num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> DataLoader:
-        """Shuffled batches for ``model(**batch).loss``; the order depends only on ``seed`` and the epoch."""
+        """Shuffled batches for ``model(**batch).loss``; the order depends only on ``seed`` and the epoch.
+        Data parallel: this process's share (``rank`` of ``world_size``) of each global batch."""
         return train_loader(
             self.train_set,
             self.collate,
@@ -45,6 +54,8 @@ class Task:
             seed=seed,
             group_by_length=group_by_length,
             num_workers=num_workers,
+            rank=rank,
+            world_size=world_size,
         )
 
     def evaluate(

@@ -35,6 +35,14 @@ class Ragged:
         values = torch.tensor(flat, dtype=dtype) if flat else torch.zeros((0, *trailing), dtype=dtype)
         return cls(values.reshape(-1, *trailing), offsets)
 
+    @classmethod
+    def concat(cls, parts: Sequence[Ragged]) -> Ragged:
+        """The rows of ``parts``, one after the other."""
+        lengths = torch.cat([p.lengths() for p in parts])
+        offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        return cls(torch.cat([p.values for p in parts]), offsets)
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
@@ -77,10 +85,14 @@ class PadCollator:
 
     ``input_ids`` pad with the tokenizer's pad id and get an ``attention_mask``
     (1 = real token); ``labels`` sequences pad with -100; other sequences with 0.
+    ``side="left"`` pads in front: a decoder generating from a batch of prompts needs every
+    prompt to end in the last column, where the new tokens go.
     """
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    def __init__(self, pad_token_id: int, side: str = "right"):
+        if side not in ("right", "left"):
+            raise ValueError(f"side={side!r}: pad on the right or the left")
+        self.pad_token_id, self.side = pad_token_id, side
 
     def __call__(self, rows: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         batch = {}
@@ -90,16 +102,20 @@ class PadCollator:
                 batch[name] = torch.stack(values)
                 continue
             pad = self.pad_token_id if name == "input_ids" else LABEL_PAD if name == "labels" else 0
-            batch[name] = _pad(values, pad)
+            batch[name] = _pad(values, pad, self.side)
             if name == "input_ids":
-                batch["attention_mask"] = _pad([torch.ones_like(v) for v in values], 0)
+                batch["attention_mask"] = _pad([torch.ones_like(v) for v in values], 0, self.side)
         return batch
 
 
-def _pad(rows: Sequence[torch.Tensor], value: int) -> torch.Tensor:
-    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+def _pad(rows: Sequence[torch.Tensor], value: int, side: str = "right") -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
     for i, row in enumerate(rows):
-        out[i, : len(row)] = row
+        if side == "right":
+            out[i, : len(row)] = row
+        else:
+            out[i, width - len(row) :] = row
     return out
 
 
@@ -111,19 +127,42 @@ class ShuffledBatches(Sampler[list[int]]):
     examples of similar length (little padding) while the epoch stays random. Epoch ``e``
     uses the generator seeded with ``(seed, e)``, so a run's order never depends on how
     often anything else drew random numbers.
+
+    Data parallel (``world_size`` processes): every process draws the same global batches and
+    keeps its share, ``batch[rank::world_size]``. A batch with fewer examples than processes
+    (a last, short one) is skipped by all of them, so no process ever gets an empty batch.
     """
 
     def __init__(
-        self, lengths: torch.Tensor, batch_size: int, seed: int, group_by_length: bool = False, mega: int = 50
+        self,
+        lengths: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        group_by_length: bool = False,
+        mega: int = 50,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must lie in [0, world_size={world_size})")
         self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
         self.group_by_length, self.mega = group_by_length, mega
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        return sum(1 for size in self._batch_sizes() if size >= self.world_size)
+
+    def _batch_sizes(self) -> list[int]:
+        """Sizes of the global batches of an epoch (whatever their order)."""
+        chunk = self.batch_size * self.mega if self.group_by_length else len(self.lengths)
+        sizes = []
+        for start in range(0, len(self.lengths), max(chunk, 1)):
+            n = min(chunk, len(self.lengths) - start)
+            sizes += [self.batch_size] * (n // self.batch_size) + ([n % self.batch_size] if n % self.batch_size else [])
+        return sizes
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch`` (0-based): a resumed run replays the order
@@ -131,6 +170,11 @@ class ShuffledBatches(Sampler[list[int]]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:
+        for batch in self._global_batches():
+            if len(batch) >= self.world_size:
+                yield batch[self.rank :: self.world_size]
+
+    def _global_batches(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         self.epoch += 1
         order = torch.randperm(len(self.lengths), generator=generator)
@@ -154,8 +198,11 @@ def train_loader(
     seed: int,
     group_by_length: bool = False,
     num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    sampler = ShuffledBatches(dataset.lengths(), batch_size, seed, group_by_length)
+    """Batches of ``batch_size`` examples; with ``world_size`` > 1 this process's share of each."""
+    sampler = ShuffledBatches(dataset.lengths(), batch_size, seed, group_by_length, rank=rank, world_size=world_size)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
 
 

@@ -153,8 +153,8 @@ def test_bart_base_counts_follow_the_encoder_decoder_layout():
 def test_params_cli_prints_a_markdown_row_per_method(capsys):
     params.main(["--backbone", "roberta-base", "--budgets", "2"])
     out = capsys.readouterr().out
-    assert "| lora | 2 | 331,776 | 0.33M | +0.5% |" in out
-    assert "| full_ft | - | 124,647,170 | 124.65M |" in out
+    assert "| lora | 2 | 331,776 | 0.266% | 0.33M | +0.5% |" in out
+    assert "| full_ft | - | 124,647,170 | 100.000% | 124.65M |" in out
     assert all(f"| {name} |" in out for name in method_names())
 
 
@@ -174,3 +174,36 @@ def test_minilm_counts_follow_the_closed_forms_at_its_size():
         assert ours == expected(name, budget or 2, d, f, layers), name
         if name != "dora":  # DoRA trains b0 = 12 components a module until pruning ends; it counts the final bT
             assert trains - ours == (d * d + d) + (d * 2 + 2), name  # the head: pooler dense + classifier
+
+
+# -- Llama-3.2 columns: the real sizes, on the meta device (no memory, no weights) -----------
+
+
+def llama_lora(d: int, kv: int, f: int, layers: int, r: int) -> int:
+    """r (d_in + d_out) on q (d->d), k and v (d->kv, grouped-query), o (d->d), gate and up (d->f), down (f->d)."""
+    return layers * r * (2 * d + 2 * (d + kv) + 2 * d + 3 * (d + f))
+
+
+@pytest.mark.parametrize(
+    ("column", "total", "shape"),
+    [("llama-3.2-1b", 1_235_814_400, (2048, 512, 8192, 16)), ("llama-3.2-3b", 3_212_749_824, (3072, 1024, 8192, 28))],
+)
+def test_llama_columns_count_the_real_architecture_without_memory(column, total, shape):
+    base, target = params.load_base(column)
+    assert {p.device.type for p in base.parameters()} == {"meta"}
+    assert sum(p.numel() for p in base.parameters()) == total  # the model cards' counts
+    d, kv, f, layers = shape
+    for budget in (2, 8):
+        lora_count, _ = params.count(build_method(params.method_config("lora", budget)), base, target)
+        assert lora_count == llama_lora(d, kv, f, layers, budget)
+        dora_count, _ = params.count(build_method(params.method_config("dora", budget)), base, target)
+        assert dora_count == lora_count + budget * 7 * layers  # one gate per component
+    assert llama_lora(2048, 512, 8192, 16, 8) == 5_636_096
+
+
+@pytest.mark.slow
+def test_params_cli_prints_the_llama_column_with_shares_of_the_model(capsys):
+    params.main(["--backbone", "llama-3.2-1b", "--budgets", "8"])
+    out = capsys.readouterr().out
+    assert "| lora | 8 | 5,636,096 | 0.456% | - | - | 5,636,096 |" in out
+    assert "| bitfit | - | n/a: method=bitfit: this llama backbone has no bias terms" in out

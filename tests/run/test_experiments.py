@@ -32,8 +32,26 @@ EXPERIMENTS = {
     # MiniLM study: 5 seeds x 5 tasks x 8 methods at one budget; the lr sweep: 2 tasks x 8 methods x 3 rates
     "minilm_glue": (5 * 5 * 8, 5 * 5 * 8),
     "minilm_lr_sweep": (2 * 8 * 4, 2 * 8 * 4),
+    # decoder LLMs: 8 methods (BitFit left out: Llama has no biases) x budget 8 x 3 seeds
+    "llm_commonsense": (8 * 3, 8 * 3),
+    "llm_gsm8k": (8 * 3, 8 * 3),
+    "llm_efficiency": (8, 8),  # one timing run per method
 }
-SEEDS = {"minilm_lr_sweep": {"100"}}  # the sweep's own seed, apart from the main grid's 0-4
+SEEDS = {
+    "minilm_lr_sweep": {"100"},
+    "llm_commonsense": {"0", "1", "2"},
+    "llm_gsm8k": {"0", "1", "2"},
+    "llm_efficiency": {"0"},
+}
+BACKBONES = {
+    "table4": "bart-base",
+    "minilm_glue": "minilm",
+    "minilm_lr_sweep": "minilm",
+    "llm_commonsense": "llama-3.2-1b",
+    "llm_gsm8k": "llama-3.2-1b",
+    "llm_efficiency": "llama-3.2-1b",
+}
+LLM = {"llm_commonsense": "commonsense", "llm_gsm8k": "gsm8k", "llm_efficiency": "gsm8k-synthetic"}
 
 # debug=smoke: the demo task in place of the paper's tasks, seeds 0 and 1; methods, budgets, arms kept
 SMOKE_JOBS = {
@@ -46,6 +64,9 @@ SMOKE_JOBS = {
     "table9_efficiency": 7 * 2,
     "minilm_glue": 8 * 2,
     "minilm_lr_sweep": 8 * 4 * 2,
+    "llm_commonsense": 8 * 2,
+    "llm_gsm8k": 8 * 2,
+    "llm_efficiency": 8 * 2,
 }
 
 
@@ -114,8 +135,10 @@ def test_experiment_sweeps_the_paper_grid_and_every_job_composes(hydra_compose, 
     for overrides in covering_jobs(jobs):  # every task, method, budget and arm in some job that composes
         job = hydra_compose(f"experiment={name}", *overrides)
         OmegaConf.to_container(OmegaConf.masked_copy(job, [k for k in job if k != "hydra"]), resolve=True)
-        expected = "bart-base" if name == "table4" else "minilm" if name.startswith("minilm") else "roberta-base"
-        assert job.backbone.name == expected
+        assert job.backbone.name == BACKBONES.get(name, "roberta-base")
+        if name in LLM:  # the decoder setting: bf16 frozen weights, checkpointed layers, no BitFit
+            assert (job.task.name, job.backbone.dtype, job.trainer.gradient_checkpointing) == (LLM[name], "bf16", True)
+            assert "method=bitfit" not in {item for job in jobs for item in job}
 
 
 def test_ablation_arms_set_their_variant_and_knob(hydra_compose):
@@ -146,7 +169,8 @@ def test_smoke_variant_is_small_offline_and_apart(hydra_compose, name):
     jobs = sweep_jobs(hydra_compose(f"experiment={name}", "debug=smoke"))
     assert len(jobs) == SMOKE_JOBS[name]
     job = hydra_compose(f"experiment={name}", "debug=smoke", *jobs[-1])
-    assert (job.task.name, job.backbone.name, job.results_dir) == ("demo", "tiny", "results/smoke")
+    stand_ins = (f"{LLM[name].removesuffix('-synthetic')}-synthetic", "tiny-llama") if name in LLM else ("demo", "tiny")
+    assert (job.task.name, job.backbone.name, job.results_dir) == (*stand_ins, "results/smoke")
     assert job.trainer.max_steps <= 60
 
 

@@ -42,8 +42,31 @@ def summarization(tmp_path, write, task_cfg):
     return task_cfg("xsum", train_file=str(path), dev_file=str(path), max_length=64)
 
 
-FAMILIES = {"glue": glue, "files": files, "demo": demo, "squad": squad, "summarization": summarization}
-BACKBONE = {"seq2seq_lm": "tiny-bart"}  # every other kind on the tiny RoBERTa
+def commonsense(tmp_path, write, task_cfg):
+    generated = {"synthetic": {"train": 1, "eval": 1}, "max_length": 512}  # as task=commonsense-synthetic
+    return task_cfg("commonsense", **generated)
+
+
+def gsm8k(tmp_path, write, task_cfg):
+    return task_cfg("gsm8k", synthetic={"train": 2, "eval": 1}, max_length=128)
+
+
+def instruct(tmp_path, write, task_cfg):
+    path = write(tmp_path / "pairs.jsonl", json.dumps({"prompt": "Say hi.", "response": "hi"}) + "\n")
+    return task_cfg("instruct", train_file=str(path), dev_file=str(path), max_length=64)
+
+
+FAMILIES = {
+    "glue": glue,
+    "files": files,
+    "demo": demo,
+    "squad": squad,
+    "summarization": summarization,
+    "commonsense": commonsense,
+    "gsm8k": gsm8k,
+    "instruct": instruct,
+}
+BACKBONE = {"seq2seq_lm": "tiny-bart", "causal_lm": "tiny-llama"}  # every other kind on the tiny RoBERTa
 
 
 def test_every_family_has_a_case_here():

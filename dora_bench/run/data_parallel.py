@@ -1,0 +1,72 @@
+"""The loop's side of data parallelism: one process per GPU, each with its share of every global batch.
+
+    torchrun --nproc-per-node 4 -m dora_bench.run.cli task=gsm8k backbone=llama method=dora budget=8
+    accelerate launch --multi_gpu --num_processes 4 -m dora_bench.run.cli task=gsm8k ...
+
+``trainer.batch_size`` stays the *global* batch: each of the W processes gets ``batch[rank::W]``
+(``batching.ShuffledBatches``), and its loss is weighted so that torch DDP's gradient average
+equals the gradient of the loss over the whole global batch, the one a single process computes:
+
+    loss_r = mean_r · n_r · W / N      (n_r: loss terms on process r, N = Σ n_r)
+    (1/W) Σ_r ∇loss_r = Σ_r ∇(sum_r) / N = ∇(global mean)
+
+A loss term is a response token for a language model (labels shifted by one, as the model shifts
+them) or a sequence, and an example for a classifier. Parameters start equal (same seed, and DDP
+broadcasts rank 0's at wrap time) and receive the same averaged gradients, so every process holds
+the same weights after every step; methods that score or prune from weights and gradients (DoRA,
+AdaLoRA) decide the same on every process, and DoRA also ranks from rank 0's broadcast scores.
+Only rank 0 writes the record, checkpoints and exports; every process evaluates (causal-LM tasks
+share the generation out and gather it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dora_bench import distributed
+from dora_bench.errors import ConfigError
+from dora_bench.tasks.batching import LABEL_PAD
+
+
+def check_batch(batch_size: int) -> None:
+    """The global batch must split evenly over the processes (equal shares, so equal memory)."""
+    world = distributed.world_size()
+    if batch_size % world:
+        raise ConfigError(
+            f"trainer.batch_size={batch_size} is the global batch and must split over {world} processes: "
+            f"set it to a multiple of {world}"
+        )
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """The module the loop calls forward on: ``model`` itself in one process, torch DDP around it otherwise.
+
+    Methods keep the unwrapped ``model`` (their hooks read its submodules by name)."""
+    if distributed.world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def loss_terms(batch: dict[str, torch.Tensor], causal: bool) -> int:
+    """How many terms this process's mean loss averages: label tokens (shifted by one for a causal LM),
+    else examples."""
+    labels = batch.get("labels")
+    if labels is not None and labels.dim() > 1:
+        return int(((labels[:, 1:] if causal else labels) != LABEL_PAD).sum())
+    return len(next(iter(batch.values())))
+
+
+def loss_share(batch: dict[str, torch.Tensor], causal: bool, device: torch.device) -> float:
+    """``n_r · W / N``: the factor that turns this process's mean loss into its share of the global mean."""
+    local = loss_terms(batch, causal)
+    total = distributed.all_reduce_sum_(torch.tensor([float(local)], device=device)).item()
+    return local * distributed.world_size() / max(total, 1.0)
+
+
+def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """The mean over processes of per-process values (a copy; for logging and the divergence check,
+    which must stop every process at the same step)."""
+    return distributed.all_reduce_sum_(values.detach().clone()) / distributed.world_size()
