@@ -31,7 +31,7 @@ EXPERIMENTS = {
     "table9_efficiency": (7 * 5, 7 * 5),
     # MiniLM study: 5 seeds x 5 tasks x 8 methods at one budget; the lr sweep: 2 tasks x 8 methods x 3 rates
     "minilm_glue": (5 * 5 * 8, 5 * 5 * 8),
-    "minilm_lr_sweep": (2 * 8 * 4, 2 * 8 * 4),
+    "minilm_lr_sweep": (1 * 7 * 4, 1 * 7 * 4),
     # decoder LLMs: 8 methods (BitFit left out: Llama has no biases) x budget 8 x 3 seeds
     "llm_commonsense": (8 * 3, 8 * 3),
     "llm_gsm8k": (8 * 3, 8 * 3),
@@ -63,7 +63,7 @@ SMOKE_JOBS = {
     "figure2_allocation": 2 * 4 * 2,
     "table9_efficiency": 7 * 2,
     "minilm_glue": 8 * 2,
-    "minilm_lr_sweep": 8 * 4 * 2,
+    "minilm_lr_sweep": 7 * 4 * 2,
     "llm_commonsense": 8 * 2,
     "llm_gsm8k": 8 * 2,
     "llm_efficiency": 8 * 2,
