@@ -209,7 +209,7 @@ def test_a_refusal_note_lists_each_record_s_value_of_the_differing_keys(tmp_path
     records.write_json_atomic(second, record)
     (note,) = table2(load_runs(tmp_path), Settings(seeds=2)).notes
     assert note == (
-        "LoRA 8 / RTE: refused, records made with different configs, differing in method.lr, trainer.warmup_ratio "
+        "[1] LoRA 8 / RTE: refused, records that differ in method.lr, trainer.warmup_ratio "
         f"[method.lr: 0.001, 0.0005; trainer.warmup_ratio: <absent>, 0.1]: {first}, {second}"
     )
     # at most four keys are detailed; the rest are counted
@@ -217,7 +217,7 @@ def test_a_refusal_note_lists_each_record_s_value_of_the_differing_keys(tmp_path
     records.write_json_atomic(second, record)
     (note,) = table2(load_runs(tmp_path), Settings(seeds=2)).notes
     # five keys differ (sorted: method.lr, trainer.a, .b, .c, .warmup_ratio): the fifth is counted only
-    assert "trainer.c: <absent>, 3 (and 1 more keys)]" in note and "trainer.warmup_ratio:" not in note
+    assert "trainer.c: <absent>, 3 (and 1 more)]" in note and "trainer.warmup_ratio:" not in note
 
 
 def test_a_complete_record_without_the_column_s_metric_shows_n_a(tmp_path):
@@ -244,16 +244,18 @@ def test_what_a_column_reads_from_a_record():
 def test_settings_and_unreadable_records_are_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"^stat='mode' is not known: use stat=mean or stat=median$"):
         Settings(stat="mode")
-    with pytest.raises(ConfigError, match=r"^epoch='first' is not known: use one of best, last$"):
+    with pytest.raises(ConfigError, match=r"^epoch='first' is not known: use one of best, best_per_metric, last$"):
         Settings(epoch="first")
     with pytest.raises(ConfigError, match=r"^seeds=0 must be >= 1: the seeds each cell should have \(paper: 5\)$"):
         Settings(seeds=0)
     assert Settings(stat="median", epoch="last", seeds=3).describe() == (
-        "median [min, max] over seeds of each run's last epoch; 3 seeds expected per cell"
+        "median [min, max] over seeds of each run's last epoch; 3 seeds expected per cell; "
+        "seeds without an eligible epoch (†) left out"
     )
     assert Settings().describe() == (
-        "mean ± sample std (ddof=1) over seeds of each run's best dev epoch (DoRA, AdaLoRA: only epochs "
-        "after the budget is final); 5 seeds expected per cell"
+        "mean ± sample std (ddof=1) over seeds of each run's best dev epoch by its main metric (only epochs "
+        "after the budget is final are eligible for DoRA and AdaLoRA); 5 seeds expected per cell; "
+        "seeds without an eligible epoch (†) left out"
     )
     path = write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70)
     record = records.read_record(path)
@@ -278,10 +280,10 @@ def test_two_records_of_one_seed_in_a_cell_are_refused_not_pooled(tmp_path):
     markdown, cells = to_markdown(table), csv_cells(table)
     lora = cells[("LoRA 8", "RTE")]
     assert lora["state"] == "refused" and lora["value"] == "" and lora["best"] == "False"
-    assert "| LoRA | 8 | 1.31M | refused (see notes) |" in markdown
+    assert "| LoRA | 8 | 1.31M | refused [1] |" in markdown
     assert "71.00" not in markdown and "75.00" not in markdown
     (note,) = [n for n in table.notes if "refused" in n]
-    assert note == f"LoRA 8 / RTE: refused, two records of the same seed: {copy}, " + ", ".join(
+    assert note == f"[1] LoRA 8 / RTE: refused, two records of the same seed: {copy}, " + ", ".join(
         str(p) for p in sorted((tmp_path / "runs" / "rte").rglob(records.RECORD_NAME))
     )
 
