@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from torch import nn
 from dora_bench.errors import ConfigError, OfflineError, first_line
 from dora_bench.hub import hub_reachable
 from dora_bench.methods.base import AdaptTarget
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 CONFIG_DIR = Path(__file__).parent / "backbone_configs"
 
@@ -70,7 +74,7 @@ class BackboneConfig:
     install: str | None = None  # the command that installs ``package``, for the error when it is missing
     dtype: str = "fp32"  # "fp32" | "bf16": storage of the frozen weights (bf16 needs bf16 autocast)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ConfigError(f"backbone.dtype={self.dtype!r} is not known: use one of {', '.join(DTYPES)}")
         if self.init not in ("pretrained", "random"):
@@ -109,7 +113,7 @@ def weights_source(cfg: BackboneConfig) -> str:
     return str(path)
 
 
-def load_tokenizer(cfg: BackboneConfig):
+def load_tokenizer(cfg: BackboneConfig) -> PreTrainedTokenizerBase:
     """The tokenizer named by ``backbone.tokenizer`` (or the backbone's own); decoders get a pad token."""
     tokenizer = _tokenizer(cfg)
     if cfg.architecture in DECODERS and tokenizer.pad_token_id is None:
@@ -119,7 +123,7 @@ def load_tokenizer(cfg: BackboneConfig):
     return tokenizer
 
 
-def _tokenizer(cfg: BackboneConfig):
+def _tokenizer(cfg: BackboneConfig) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer, BartTokenizer, ByT5Tokenizer, RobertaTokenizer
 
     source = cfg.tokenizer or weights_source(cfg)
@@ -193,7 +197,8 @@ def adapt_target(cfg: BackboneConfig, model_kind: str) -> AdaptTarget:
     return AdaptTarget(architecture=cfg.architecture, target_modules=cfg.target_modules, head_modules=heads)
 
 
-def _from_pretrained(auto, source: str, what: str, **kwargs):
+def _from_pretrained(auto: Any, source: str, what: str, **kwargs: Any) -> Any:
+    """``auto.from_pretrained(source, **kwargs)`` (``auto``: an Auto* model class or AutoTokenizer), offline-aware."""
     is_local = Path(source).expanduser().is_dir()
     try:
         # Where the Hub can't be reached, ask only the local cache: otherwise each call

@@ -13,6 +13,7 @@ A leaf module: the methods (DoRA broadcasts its scores) and the loop both import
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -68,7 +69,7 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _on_backend_device(tensor: torch.Tensor, collective) -> None:
+def _on_backend_device(tensor: torch.Tensor, collective: Callable[[torch.Tensor], object]) -> None:
     """Run ``collective`` on ``tensor``, through a GPU copy where NCCL needs one (it can't reduce CPU tensors)."""
     if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
         copy = tensor.to(f"cuda:{torch.cuda.current_device()}")

@@ -25,10 +25,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "record.json"
@@ -229,7 +229,7 @@ def clear_run_dir(folder: str | Path, keep: tuple[str, ...] = ()) -> None:
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON so that a reader sees the old file or the new one, never half of one."""
 
-    def dump(handle) -> None:
+    def dump(handle: BinaryIO) -> None:
         handle.write((json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
 
     return _write_atomic(path, dump)
@@ -247,7 +247,7 @@ def save_torch_atomic(path: str | Path, payload: Any) -> Path:
     return _write_atomic(path, lambda handle: torch.save(payload, handle))
 
 
-def _write_atomic(path: str | Path, write) -> Path:
+def _write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """``write(binary handle)`` into a temp file in the same folder, fsync, rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ class AdaLoRAConfig:
     alpha: float = 32.0  # scaling alpha / init_r (the yaml: per task, as the scripts whose lr we use)
     dropout: float = 0.1  # on the adapter's input only
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.init_r is None:
             self.init_r = math.ceil(1.5 * int(self.target_r))
         if int(self.target_r) < 1:
@@ -108,7 +108,7 @@ def orthogonality_penalty(model: nn.Module) -> torch.Tensor:
 class AdaLoRA(Method):
     Config = AdaLoRAConfig
 
-    def __init__(self, config: AdaLoRAConfig):
+    def __init__(self, config: AdaLoRAConfig) -> None:
         super().__init__(config)
         self.total_steps: int | None = None
         self.tfinal = 0

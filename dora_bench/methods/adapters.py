@@ -64,7 +64,7 @@ class AdapterConfig:
     init: str  # truncated_normal (adapter-bert) | normal (AdapterHub)
     init_std: float  # std of both projections' init
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if int(self.budget) < 1 or int(self.width_per_budget) < 1:
             raise ValueError(
                 f"budget={self.budget} and width_per_budget={self.width_per_budget} must be >= 1: set budget=2"
@@ -100,7 +100,7 @@ class PfeifferConfig(AdapterConfig):
 class Bottleneck(nn.Module):
     """``f(h) = up(act(down(h)))`` on the last dimension, (..., d) -> (..., d); no residual inside."""
 
-    def __init__(self, dim: int, cfg: AdapterConfig):
+    def __init__(self, dim: int, cfg: AdapterConfig) -> None:
         super().__init__()
         self.down, self.act, self.up = (
             nn.Linear(dim, cfg.width),
@@ -121,7 +121,7 @@ class Bottleneck(nn.Module):
 class HoulsbyOutput(nn.Module):
     """A frozen post-LN output block with Houlsby's adapter: ``LN(a + f(a) + x)``, ``a = dropout(dense(h))``."""
 
-    def __init__(self, block: nn.Module, adapter: Bottleneck):
+    def __init__(self, block: nn.Module, adapter: Bottleneck) -> None:
         super().__init__()
         self.block, self.adapter = block, adapter
 
@@ -133,7 +133,7 @@ class HoulsbyOutput(nn.Module):
 class PfeifferOutput(nn.Module):
     """A frozen post-LN output block with Pfeiffer's adapter: ``LN(f(LN(a + x)) + a + x)``."""
 
-    def __init__(self, block: nn.Module, adapter: Bottleneck):
+    def __init__(self, block: nn.Module, adapter: Bottleneck) -> None:
         super().__init__()
         self.block, self.adapter = block, adapter
 
@@ -145,7 +145,7 @@ class PfeifferOutput(nn.Module):
 class AdaptedProjection(nn.Module):
     """BART, decoder LLMs: a frozen output projection and its adapter, ``a + f(a)`` with ``a = projection(x)``."""
 
-    def __init__(self, projection: nn.Module, adapter: Bottleneck):
+    def __init__(self, projection: nn.Module, adapter: Bottleneck) -> None:
         super().__init__()
         self.projection, self.adapter = projection, adapter
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
 
 # (pattern on the module's dotted name, column label). First match wins, so the more
 # specific RoBERTa "attention.output.dense" precedes the FFN "output.dense". Decoder LLMs: Llama's
@@ -78,7 +84,9 @@ def _row_key(row: str) -> tuple[int, int]:
 # -- drawing: one run's heatmap (written beside its record) and the paper figure's panels ----------
 
 
-def draw_rank_heatmap(ax, grid: dict[str, Any], *, title: str = "", vmax: float | None = None, decimals: int = 0):
+def draw_rank_heatmap(
+    ax: Axes, grid: dict[str, Any], *, title: str = "", vmax: float | None = None, decimals: int = 0
+) -> AxesImage:
     """A rank grid (``allocation_grid``'s layout; values may be means over seeds, so ``decimals``
     sets how the cell labels print) on the matplotlib axes ``ax``; returns the image for a colour bar."""
     import numpy as np
@@ -117,7 +125,7 @@ def save_allocation_heatmap(grid: dict[str, Any], path: Path, title: str) -> Pat
     return save_figure(fig, path)
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib's pyplot on the file-only backend (runs happen on headless boxes), imported on first use."""
     import matplotlib
 
@@ -127,7 +135,7 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: Path, dpi: int = 150) -> Path:
+def save_figure(fig: Figure, path: Path, dpi: int = 150) -> Path:
     """Write atomically (temp file + rename) and close the figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,7 @@ class Method:
     uses_budget: ClassVar[bool] = True
     Config: ClassVar[type] = object
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any) -> None:
         self.config = config
 
     # -- set-up ---------------------------------------------------------------------

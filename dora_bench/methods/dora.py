@@ -57,7 +57,7 @@ class DoRAConfig:
     dropout: float = 0.1  # on the adapter's input only
     export_merged: bool = False  # also save the backbone with ΔW merged in (zero inference overhead)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if float(self.final_budget) != int(self.final_budget) or int(self.final_budget) < 1:
             raise ValueError(f"final_budget={self.final_budget} must be a whole number >= 1: set budget=1 or more")
         self.final_budget = int(self.final_budget)
@@ -168,7 +168,7 @@ class DoRALinear(nn.Module):
     so the layer starts equal to the base.
     """
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float) -> None:
         super().__init__()
         self.base = base.requires_grad_(False)
         self.in_features, self.out_features = features(base)
@@ -360,7 +360,7 @@ class DoRA(Method):
     def state_dict(self) -> dict[str, Any]:
         """Scores, mask and history as CPU copies (the live tensors keep changing in place)."""
 
-        def cpu(value):
+        def cpu(value: object) -> object:
             return value.to("cpu", copy=True) if torch.is_tensor(value) else value
 
         return {

@@ -31,7 +31,7 @@ def drop_input(x: torch.Tensor, p: float, training: bool) -> tuple[torch.Tensor,
 class InputDropout(nn.Module):
     """``drop_input`` as a drop-in ``nn.Dropout`` (for layers we don't own, e.g. peft's AdaLoRA)."""
 
-    def __init__(self, p: float):
+    def __init__(self, p: float) -> None:
         super().__init__()
         self.p = float(p)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ class LoRAConfig:
     alpha: float = 8.0  # scaling alpha / r (SPEC §1, as in the paper's code)
     dropout: float = 0.1  # on the adapter's input only
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if int(self.r) < 1:
             raise ValueError(f"rank r={self.r} must be >= 1: set budget=1 or more")
         if not 0.0 <= self.dropout < 1.0:
@@ -46,7 +47,7 @@ class LoRALinear(nn.Module):
     equal to the base. x: (..., d_in) -> (..., d_out).
     """
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float) -> None:
         super().__init__()
         self.base = base.requires_grad_(False)
         self.in_features, self.out_features = features(base)
@@ -62,7 +63,7 @@ class LoRALinear(nn.Module):
         return self.base(x) + F.linear(F.linear(dropped, self.lora_A) * (self.scaling * factor), self.lora_B)
 
 
-def replace_linears(model: nn.Module, target: AdaptTarget, make) -> list[str]:
+def replace_linears(model: nn.Module, target: AdaptTarget, make: Callable[[nn.Module], nn.Module]) -> list[str]:
     """Swap every targeted linear layer (``nn.Linear`` or ``Conv1D``) outside the head for
     ``make(linear)``; freeze the rest of the backbone, unfreeze the head. Returns the swapped
     modules' names, in model order."""

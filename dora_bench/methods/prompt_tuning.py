@@ -46,7 +46,7 @@ class PromptTuningConfig:
     tokens_per_budget: int = 10  # 20 / 80 tokens at budgets 2 / 8
     init: str = "sample_vocab"  # sample_vocab | random
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if int(self.budget) < 1 or int(self.tokens_per_budget) < 1:
             raise ValueError(f"budget={self.budget} and tokens_per_budget={self.tokens_per_budget} must be >= 1")
         if self.init not in INITS:

@@ -74,7 +74,7 @@ class Settings:
     seeds: int = 5  # complete seeds a cell should have
     count_ineligible: bool = False  # True: seeds without an eligible epoch enter the statistic (still marked)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.stat not in ("mean", "median"):
             raise ConfigError(f"stat={self.stat!r} is not known: use stat=mean or stat=median")
         if self.epoch not in EPOCH_CHOICES:

@@ -73,7 +73,9 @@ class Paired:
         return "no detectable difference"
 
 
-def seed_scores(runs: list[Run], task: str, backbone: str, method: str, budget, settings: Settings):
+def seed_scores(
+    runs: list[Run], task: str, backbone: str, method: str, budget: int | None, settings: Settings
+) -> tuple[dict[int, float], str]:
     """``({seed: score x100}, note)`` of one cell; empty with the reason when the cell is refused."""
     cell = aggregate(by_cell(runs).get((task, backbone, method, None, budget), []), metric(), settings)
     if cell.refused:
@@ -82,7 +84,14 @@ def seed_scores(runs: list[Run], task: str, backbone: str, method: str, budget, 
 
 
 def compare(
-    runs: list[Run], tasks: list[str], backbone: str, a: str, b: str, budget_a, budget_b, settings: Settings
+    runs: list[Run],
+    tasks: list[str],
+    backbone: str,
+    a: str,
+    b: str,
+    budget_a: int | None,
+    budget_b: int | None,
+    settings: Settings,
 ) -> list[Paired]:
     """Per task and pooled over tasks (seed by seed), ``a - b``."""
     rows, per_seed = [], {}

@@ -28,9 +28,10 @@ import math
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from matplotlib.ticker import MaxNLocator
 
@@ -287,8 +288,11 @@ def _grid(run: Run) -> dict[str, Any] | None:
     return (run.record.get("extras") or {}).get("rank_allocation_grid")
 
 
-def _group(runs: list[Run], key) -> dict[Any, list[Run]]:
-    groups: dict[Any, list[Run]] = defaultdict(list)
+_K = TypeVar("_K", bound=Hashable)
+
+
+def _group(runs: list[Run], key: Callable[[Run], _K]) -> dict[_K, list[Run]]:
+    groups: dict[_K, list[Run]] = defaultdict(list)
     for run in runs:
         groups[key(run)].append(run)
     return groups

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 from dora_bench.records import write_text_atomic
-from dora_bench.report.cells import PAPER_DIR, Run, Settings, by_cell, metric, trainable_params
+from dora_bench.report.cells import PAPER_DIR, Cell, Run, Settings, Value, by_cell, metric, trainable_params
 from dora_bench.report.render import Column, Row, Table, to_csv, to_latex, to_markdown
 
 SEEDS = 3  # the LLM experiments' seeds
@@ -147,13 +148,15 @@ def _key(task: str, backbone: str, row: Row) -> tuple:
     return (task, backbone, row.method, row.variant, row.budget)
 
 
-def _cell(cells_of, task, backbone, row, column, settings):
+def _cell(
+    cells_of: Mapping[tuple, list[Run]], task: str, backbone: str, row: Row, column: Column, settings: Settings
+) -> Cell:
     from dora_bench.report.cells import aggregate
 
     return aggregate(cells_of.get(_key(task, backbone, row), []), column.value, settings)
 
 
-def _efficiency(key: str):
+def _efficiency(key: str) -> Value:
     def value(record: dict, settings: Settings) -> float | None:
         found = ((record.get("extras") or {}).get("efficiency") or {}).get(key)
         return None if found is None else float(found)

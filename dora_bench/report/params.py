@@ -31,7 +31,7 @@ from torch import nn
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model
 from dora_bench.configs import conf_dir
 from dora_bench.errors import UserError
-from dora_bench.methods import Method, build_method, method_class, method_names
+from dora_bench.methods import AdaptTarget, Method, build_method, method_class, method_names
 from dora_bench.report.cells import PAPER_DIR, PAPER_NAMES
 
 CONF_DIR = conf_dir()
@@ -68,7 +68,7 @@ def method_config(name: str, budget: int) -> dict:
     return OmegaConf.to_container(cfg.method, resolve=True)
 
 
-def count(method: Method, base: nn.Module, target) -> tuple[int, int]:
+def count(method: Method, base: nn.Module, target: AdaptTarget) -> tuple[int, int]:
     """``(paper count, everything that trains)`` for ``method`` applied to a copy of ``base``."""
     model = method.apply(copy.deepcopy(base), target)
     try:

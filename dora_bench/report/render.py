@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ class Table:
             for row, (value, full) in zip(self.rows, values)
         ]
 
-    def block(self, row: Row):
+    def block(self, row: Row) -> int | str | None:
         """The rows a row is compared with: all of them, or (``bold_by_budget``) those of its
         budget; None: compared with none (Full FT and BitFit beside the budget blocks)."""
         return row.budget if self.bold_by_budget else "all"
@@ -389,7 +390,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _seeds(seeds) -> str:
+def _seeds(seeds: Iterable[int]) -> str:
     return " ".join(map(str, sorted(seeds)))
 
 

@@ -45,8 +45,8 @@ def save_checkpoint(
     total_steps: int,
     model: torch.nn.Module,
     method: Method,
-    optimizer,
-    scheduler,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> None:
     """Everything the loop needs to go on after ``epoch`` (``step`` optimizer steps done), written
     atomically. Only trainable weights: the frozen backbone is rebuilt from the config."""
@@ -120,8 +120,8 @@ def restore_training_state(
     total_steps: int,
     model: torch.nn.Module,
     method: Method,
-    optimizer,
-    scheduler,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> tuple[int, int]:
     """Load weights, optimizer, schedule and method state; return (epochs done, steps done).
     The RNG is restored separately (``set_rng_state``), right before the loop."""

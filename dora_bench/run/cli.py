@@ -18,9 +18,13 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dora_bench.configs import conf_dir
 from dora_bench.errors import first_line
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 GROUPS = ("task", "backbone", "method", "debug", "experiment")
 # Hydra flags that take the next argument as their value.
@@ -167,7 +171,7 @@ def _fail(message: str) -> None:
 _FAILED_JOBS: list[str] = []  # runs of this process's sweep that stopped on a user error
 
 
-def _run(cfg) -> None:
+def _run(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

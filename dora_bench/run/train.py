@@ -25,9 +25,10 @@ import os
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -42,6 +43,11 @@ from dora_bench.run import data_parallel, efficiency
 from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
 from dora_bench.run.checks import check_config, resolve_lr
 from dora_bench.tasks import load_task, task_model_kind
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from dora_bench.tasks import Task
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -110,14 +116,14 @@ class Run:
     record: dict[str, Any]
     out_dir: Path
     device: torch.device
-    task: Any
+    task: Task
     model: torch.nn.Module  # what the method adapted; its hooks, evaluation and export use it
     forward: torch.nn.Module  # what the loop calls: ``model``, or torch DDP around it (data_parallel.py)
     target: AdaptTarget
-    loader: Any
+    loader: DataLoader
     optimizer: torch.optim.Optimizer
-    scheduler: Any
-    autocast: Callable[[], Any]
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: Callable[[], AbstractContextManager]
     total_steps: int
     num_epochs: int
     bar: Any
@@ -145,7 +151,9 @@ def start_record(cfg: DictConfig, budget: int | None) -> dict[str, Any]:
     )
 
 
-def build_model(cfg: DictConfig, method: Method, record: dict[str, Any], num_labels: int):
+def build_model(
+    cfg: DictConfig, method: Method, record: dict[str, Any], num_labels: int
+) -> tuple[torch.nn.Module, AdaptTarget]:
     """The backbone with the method applied; its parameter counts go into the record.
 
     Frozen weights stay in ``backbone.dtype``; whatever trains is held in float32 (bf16 master
@@ -187,7 +195,12 @@ def dry_run(cfg: DictConfig, method: Method, record: dict[str, Any], path: Path)
 
 
 def setup(
-    cfg: DictConfig, method: Method, record: dict[str, Any], out_dir: Path, checkpoint, device: torch.device
+    cfg: DictConfig,
+    method: Method,
+    record: dict[str, Any],
+    out_dir: Path,
+    checkpoint: dict[str, Any] | None,
+    device: torch.device,
 ) -> Run:
     """Data, model + method, optimizer and schedule; the state of a resumed run restored."""
     lr, lr_source = resolve_lr(cfg)
@@ -420,7 +433,7 @@ def finish(run: Run) -> dict[str, Any]:
 # -- helpers (each small enough to test alone) ----------------------------------------------
 
 
-def count_parameters(model: torch.nn.Module, method: Method, target) -> dict[str, int]:
+def count_parameters(model: torch.nn.Module, method: Method, target: AdaptTarget) -> dict[str, int]:
     """``paper``: as the paper counts (head excluded; Full FT: everything); ``paper_nominal``:
     the same before training (DoRA, AdaLoRA: bT components in every module); ``total``: everything
     that trains; ``model``: every parameter of the model."""
@@ -477,7 +490,9 @@ def check_input_length(max_length: int, extra: int, model: torch.nn.Module, back
         )
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device):
+def build_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
     """AdamW; biases and LayerNorm weights take no weight decay (the BERT-family rule).
     Everything else decays, DoRA's scalar gates ``c`` included, as in the released code."""
     decay, no_decay = [], []
@@ -491,11 +506,13 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devi
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
 
 
-def optimizer_params(optimizer) -> list[torch.Tensor]:
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
+def linear_warmup_decay(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the peak lr over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
 
     def factor(step: int) -> float:
@@ -506,7 +523,7 @@ def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def pick_device(requested: str, num_gpus=None) -> torch.device:
+def pick_device(requested: str, num_gpus: int | str | None = None) -> torch.device:
     """``trainer.device`` as a torch device (a data-parallel process: the GPU of its local rank)."""
     from dora_bench.run.launch import pick_device as place
 
@@ -519,7 +536,9 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
-def autocast_factory(device: torch.device, precision: str, weights: str = "fp32") -> Callable[[], Any]:
+def autocast_factory(
+    device: torch.device, precision: str, weights: str = "fp32"
+) -> Callable[[], AbstractContextManager]:
     """bf16 autocast on GPU (``precision=auto``), fp32 on CPU unless the frozen weights are bf16
     (then autocast everywhere: it is what lets fp32 adapters meet bf16 weights); returns a
     context-manager factory."""
@@ -547,7 +566,7 @@ class MetricsLog:
     ``after_step``: resuming after that many steps; the lines up to it are kept and lines
     of later steps (logged before the crash, about to be redone) dropped."""
 
-    def __init__(self, path: Path | None, wandb_run=None, after_step: int | None = None):
+    def __init__(self, path: Path | None, wandb_run: Any = None, after_step: int | None = None) -> None:
         if path is None:  # a data-parallel process other than rank 0: rank 0 keeps the log
             path, after_step = Path(os.devnull), None
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -569,7 +588,7 @@ class MetricsLog:
     def __enter__(self) -> MetricsLog:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.handle.close()
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=1 if exc[0] else 0)
@@ -583,7 +602,7 @@ def _logged_step(line: str) -> float:
         return math.inf
 
 
-def start_wandb(cfg: DictConfig, record: dict[str, Any]):
+def start_wandb(cfg: DictConfig, record: dict[str, Any]) -> Any:
     """A wandb run when ``logger=wandb``: offline unless WANDB_MODE says otherwise."""
     if cfg.logger != "wandb":
         return None

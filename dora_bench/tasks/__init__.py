@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError
 from dora_bench.tasks.base import Task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def _loaders() -> dict[str, Callable[..., Task]]:
@@ -66,7 +69,9 @@ def task_model_kind(task_cfg: Mapping[str, Any]) -> str:
     return MODEL_KINDS[family]
 
 
-def load_task(task_cfg: Mapping[str, Any], tokenizer, *, cache_dir: Path | None = None) -> Task:
+def load_task(
+    task_cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, *, cache_dir: Path | None = None
+) -> Task:
     """The task described by ``task_cfg`` (the resolved ``cfg.task`` as a plain dict),
     tokenised with ``tokenizer``; encodings are cached under ``cache_dir`` (None: no cache)."""
     if not isinstance(task_cfg, Mapping):

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from torch.utils.data import DataLoader
 
 from dora_bench.errors import ConfigError
 from dora_bench.tasks.batching import EncodedDataset, PadCollator, Ragged, train_loader
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 
 class Task:
@@ -30,7 +33,7 @@ class Task:
     eval_examples: int  # dev examples one evaluate() scores (MNLI: matched + mismatched)
     progress: bool = True  # progress bars inside evaluate() (generation); the loop sets it from trainer.progress
 
-    def __init__(self, name: str, train: EncodedDataset, pad_token_id: int):
+    def __init__(self, name: str, train: EncodedDataset, pad_token_id: int) -> None:
         self.name = name
         self.train_set = train
         self.collate = PadCollator(pad_token_id)
@@ -84,7 +87,7 @@ class Task:
         )
 
 
-def _feed(digest, part: Any) -> None:
+def _feed(digest: _Hash, part: Any) -> None:
     """Hash a dataset, a ragged column, a tensor (dtype and shape included) or plain JSON data."""
     if isinstance(part, EncodedDataset):
         for name in sorted(part.columns):

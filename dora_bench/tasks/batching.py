@@ -23,11 +23,13 @@ class Ragged:
     ``values`` is ``(total, *trailing)``; trailing dims hold e.g. (start, end) char offsets.
     """
 
-    def __init__(self, values: torch.Tensor, offsets: torch.Tensor):
+    def __init__(self, values: torch.Tensor, offsets: torch.Tensor) -> None:
         self.values, self.offsets = values, offsets
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Sequence], dtype=torch.int32, trailing: tuple[int, ...] = ()) -> Ragged:
+    def from_rows(
+        cls, rows: Sequence[Sequence], dtype: torch.dtype = torch.int32, trailing: tuple[int, ...] = ()
+    ) -> Ragged:
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
         offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
         torch.cumsum(lengths, 0, out=offsets[1:])
@@ -63,7 +65,7 @@ class Ragged:
 class EncodedDataset(Dataset):
     """Rows of aligned columns: ``Ragged`` columns give one sequence per row, tensors one value."""
 
-    def __init__(self, columns: Mapping[str, Ragged | torch.Tensor]):
+    def __init__(self, columns: Mapping[str, Ragged | torch.Tensor]) -> None:
         sizes = {name: len(col) for name, col in columns.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"columns of different lengths: {sizes}")
@@ -89,7 +91,7 @@ class PadCollator:
     prompt to end in the last column, where the new tokens go.
     """
 
-    def __init__(self, pad_token_id: int, side: str = "right"):
+    def __init__(self, pad_token_id: int, side: str = "right") -> None:
         if side not in ("right", "left"):
             raise ValueError(f"side={side!r}: pad on the right or the left")
         self.pad_token_id, self.side = pad_token_id, side
@@ -142,7 +144,7 @@ class ShuffledBatches(Sampler[list[int]]):
         mega: int = 50,
         rank: int = 0,
         world_size: int = 1,
-    ):
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         if not 0 <= rank < world_size:

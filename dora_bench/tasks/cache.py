@@ -16,9 +16,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 #: Bump when the layout of cached encodings changes.
 CACHE_FORMAT = 1
@@ -29,7 +32,7 @@ def file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def tokenizer_identity(tokenizer) -> dict[str, Any]:
+def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     return {
         "class": type(tokenizer).__name__,
         "name_or_path": str(getattr(tokenizer, "name_or_path", "")),

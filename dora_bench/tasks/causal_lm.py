@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,9 @@ from dora_bench.errors import DataError
 from dora_bench.tasks.base import Task, evaluating, to_device
 from dora_bench.tasks.batching import LABEL_PAD, EncodedDataset, PadCollator, Ragged, eval_batches
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 @dataclass(frozen=True)
 class Example:
@@ -43,7 +47,7 @@ class Example:
     answer: str = ""  # what its generation is scored against (a label, a number); "" when not scored that way
 
 
-def special_prefix(tokenizer) -> list[int]:
+def special_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The ids the tokenizer adds before any text (Llama-3: ``[<|begin_of_text|>]``; GPT-2, ByT5: none).
 
     Read off an encoding rather than from tokenizer flags, which differ between tokenizer classes."""
@@ -55,7 +59,9 @@ def special_prefix(tokenizer) -> list[int]:
     return []
 
 
-def encode_examples(tokenizer, examples: Sequence[Example], max_length: int) -> tuple[dict, int]:
+def encode_examples(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_length: int
+) -> tuple[dict, int]:
     """Training sequences and their labels (see the module docstring), as ``Ragged`` dicts, and the
     number of sequences whose prompt lost its start to ``max_length``."""
     if tokenizer.eos_token_id is None:
@@ -74,7 +80,7 @@ def encode_examples(tokenizer, examples: Sequence[Example], max_length: int) -> 
     return {"input_ids": Ragged.from_rows(ids).to_dict(), "labels": Ragged.from_rows(labels).to_dict()}, cut
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], max_length: int) -> dict:
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_length: int) -> dict:
     """``[prefix] prompt`` for generation, the prompt's start cut as in training."""
     prefix = special_prefix(tokenizer)
     room = max_length - len(prefix)
@@ -82,7 +88,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str], max_length: int) -> dict:
     return {"input_ids": Ragged.from_rows(rows).to_dict()}
 
 
-def _ids(tokenizer, texts: Sequence[str], chunk: int = 4096) -> list[list[int]]:
+def _ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], chunk: int = 4096) -> list[list[int]]:
     out: list[list[int]] = []
     for start in range(0, len(texts), chunk):
         out.extend(tokenizer(list(texts[start : start + chunk]), add_special_tokens=False)["input_ids"])
@@ -103,7 +109,9 @@ class CausalLMTask(Task):
     model_kind = "causal_lm"
     num_labels = 0  # a language-model head: no classes
 
-    def __init__(self, name: str, train: EncodedDataset, tokenizer, *, max_new_tokens: int):
+    def __init__(
+        self, name: str, train: EncodedDataset, tokenizer: PreTrainedTokenizerBase, *, max_new_tokens: int
+    ) -> None:
         super().__init__(name, train, tokenizer.pad_token_id)
         self.left = PadCollator(tokenizer.pad_token_id, side="left")
         self.pad_token_id, self.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
@@ -188,13 +196,13 @@ class CausalLMTask(Task):
 class _Rows:
     """A view of some rows of a column (``Ragged`` or tensor), for one process's share of a dev set."""
 
-    def __init__(self, column, rows: list[int]):
+    def __init__(self, column: Ragged | torch.Tensor, rows: list[int]) -> None:
         self.column, self.rows = column, rows
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> torch.Tensor:
         return self.column[self.rows[i]]
 
     def lengths(self) -> torch.Tensor:

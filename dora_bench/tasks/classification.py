@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from dora_bench.tasks.base import Task, evaluating, positive_int, require, to_de
 from dora_bench.tasks.batching import EncodedDataset, Ragged, eval_batches
 from dora_bench.tasks.metrics import CLASSIFICATION_METRICS
 from dora_bench.tasks.readers import Row
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -99,7 +102,7 @@ class SequenceClassificationTask(Task):
         metrics: Sequence[str],
         main_metric: str,
         pad_token_id: int,
-    ):
+    ) -> None:
         super().__init__(name, train, pad_token_id)
         self.dev_sets = dev_sets
         self.num_labels = num_labels
@@ -129,7 +132,9 @@ class SequenceClassificationTask(Task):
                 out[indices] = (logits.squeeze(-1) if self.num_labels == 1 else logits.argmax(-1)).cpu()
         return out
 
-    def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
+    ) -> dict[str, float]:
         scores = {}
         for suffix, dataset in self.dev_sets:
             predictions = self.predict(model, dataset, batch_size=batch_size, device=device, autocast=autocast)
@@ -140,7 +145,12 @@ class SequenceClassificationTask(Task):
 
 
 def build_classification_task(
-    cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None, *, train: SplitSource, dev: Sequence[SplitSource]
+    cfg: Mapping[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    cache_dir: Path | None,
+    *,
+    train: SplitSource,
+    dev: Sequence[SplitSource],
 ) -> SequenceClassificationTask:
     """Tokenise (or read from the cache) every split and wrap them in a task."""
     name = require(cfg, "name")
@@ -187,13 +197,15 @@ def build_classification_task(
     )
 
 
-def uses_segments(tokenizer) -> bool:
+def uses_segments(tokenizer: PreTrainedTokenizerBase) -> bool:
     """BERT-family models read which sentence of a pair a token belongs to (``token_type_ids``);
     RoBERTa and BART don't, and their tokenizers don't return them."""
     return "token_type_ids" in getattr(tokenizer, "model_input_names", ())
 
 
-def encode_split(tokenizer, split: TextSplit, max_length: int, *, regression: bool, chunk: int = 4096) -> dict:
+def encode_split(
+    tokenizer: PreTrainedTokenizerBase, split: TextSplit, max_length: int, *, regression: bool, chunk: int = 4096
+) -> dict:
     """Token ids (truncated, special tokens added, unpadded), segment ids where the model
     reads them, and a label tensor."""
     if not split.labels:

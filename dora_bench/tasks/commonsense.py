@@ -18,9 +18,10 @@ toy rows of the same shape (``synthetic.py``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache
@@ -30,6 +31,11 @@ from dora_bench.tasks.causal_lm import CausalLMTask, Example, encode_examples, e
 from dora_bench.tasks.readers import load_hub_split, read_table
 from dora_bench.tasks.synthetic import ROWS
 from dora_bench.tasks.synthetic import rows as synthetic_rows
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
 
 # -- prompts: one function per set, from a row with the Hub's fields to (prompt, answer word) -------
 
@@ -144,7 +150,14 @@ def score(generations: Mapping[str, list[str]], answers: Mapping[str, list[str]]
 class CommonsenseTask(CausalLMTask):
     main_metric = "avg"
 
-    def __init__(self, name, train, dev_sets: dict[str, tuple[EncodedDataset, list[str]]], tokenizer, **kwargs):
+    def __init__(
+        self,
+        name: str,
+        train: EncodedDataset,
+        dev_sets: dict[str, tuple[EncodedDataset, list[str]]],
+        tokenizer: PreTrainedTokenizerBase,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(name, train, tokenizer, **kwargs)
         self.dev_sets = dev_sets
         self.eval_examples = sum(len(answers) for _, answers in dev_sets.values())
@@ -155,7 +168,9 @@ class CommonsenseTask(CausalLMTask):
             *(p for name, (prompts, answers) in self.dev_sets.items() for p in (name, prompts, answers)),
         ]
 
-    def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
+    ) -> dict[str, float]:
         generations = {
             name: self.generate(model, prompts, batch_size=batch_size, device=device, autocast=autocast, desc=name)
             for name, (prompts, _) in self.dev_sets.items()
@@ -163,7 +178,9 @@ class CommonsenseTask(CausalLMTask):
         return score(generations, {name: answers for name, (_, answers) in self.dev_sets.items()})
 
 
-def load_commonsense(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) -> CommonsenseTask:
+def load_commonsense(
+    cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None
+) -> CommonsenseTask:
     name = require(cfg, "name")
     sources = require(cfg, "sets", "a mapping {set: {hub_id, hub_config, train_split, eval_split}}")
     unknown = sorted(set(sources) - set(SETS))
@@ -187,7 +204,7 @@ def load_commonsense(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) 
         make_prompt = SETS[set_name][0]
         limit = limits[which]
 
-        def examples(rows) -> list[Example]:
+        def examples(rows: Iterable[Mapping[str, Any]]) -> list[Example]:
             out = []
             for i, row in enumerate(rows):
                 if limit is not None and i >= int(limit):
@@ -223,7 +240,7 @@ def load_commonsense(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) 
     for set_name in sources:
         identity, rows = read(set_name, "train")
 
-        def build_train(rows=rows, set_name=set_name) -> dict:
+        def build_train(rows: Callable[[], list[Example]] = rows, set_name: str = set_name) -> dict:
             encoded, cut = encode_examples(tokenizer, rows(), max_length)
             report_cut(set_name, "train", cut, len(encoded["input_ids"]["offsets"]) - 1)
             return encoded
@@ -233,7 +250,7 @@ def load_commonsense(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) 
         )
         identity, rows = read(set_name, "eval")
 
-        def build_eval(rows=rows) -> dict:
+        def build_eval(rows: Callable[[], list[Example]] = rows) -> dict:
             examples = rows()
             return {
                 **encode_prompts(tokenizer, [e.prompt for e in examples], max_length),

@@ -20,9 +20,14 @@ import functools
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dora_bench.tasks.classification import SplitSource, TextSplit, build_classification_task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from dora_bench.tasks.classification import SequenceClassificationTask
 
 #: Bump when the generator changes, so cached encodings of the old examples are not reused.
 DEMO_VERSION = 2
@@ -71,7 +76,9 @@ def _examples(rng: random.Random, n: int, seen: set[str]) -> TextSplit:
     return TextSplit([[sentences[i] for i in order]], [labels[i] for i in order])
 
 
-def load_demo(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None):
+def load_demo(
+    cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None
+) -> SequenceClassificationTask:
     seed = int(cfg.get("data_seed", 0))
     sizes = {"train": int(cfg.get("train_size", 1600)), "dev": int(cfg.get("dev_size", 240))}
     splits = functools.cache(lambda: dict(zip(("train", "dev"), make_splits(sizes["train"], sizes["dev"], seed))))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError
 from dora_bench.tasks import cache
@@ -18,8 +18,15 @@ from dora_bench.tasks.base import require
 from dora_bench.tasks.classification import LabelSpec, SplitSource, build_classification_task, rows_to_split
 from dora_bench.tasks.readers import FILE_FORMATS, read_table
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def load_files(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None):
+    from dora_bench.tasks.classification import SequenceClassificationTask
+
+
+def load_files(
+    cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None
+) -> SequenceClassificationTask:
     labels = LabelSpec.from_cfg(cfg)
     text_fields = list(require(cfg, "text_fields"))
     label_field = require(cfg, "label_field")

@@ -10,9 +10,9 @@ which lists the Hub's ClassLabel names in id order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError
 from dora_bench.tasks import cache
@@ -20,12 +20,23 @@ from dora_bench.tasks.base import require
 from dora_bench.tasks.classification import LabelSpec, SplitSource, TextSplit, build_classification_task, rows_to_split
 from dora_bench.tasks.readers import load_hub_split, read_tsv
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from dora_bench.tasks.classification import SequenceClassificationTask
+
+#: ``make(name, split, suffix)``: the source of one split, ``split`` being an entry of ``task.dev_sets``
+#: (or ``DEFAULT_TRAIN``) that names its Hub split and its TSV file.
+MakeSource = Callable[[str, Mapping[str, str], str], SplitSource]
+
 #: The dev split of every GLUE task but MNLI, which lists its two in its yaml.
 DEFAULT_DEV_SETS = [{"hub_split": "validation", "tsv_file": "dev.tsv", "suffix": ""}]
 DEFAULT_TRAIN = {"hub_split": "train", "tsv_file": "train.tsv"}
 
 
-def load_glue(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None):
+def load_glue(
+    cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None
+) -> SequenceClassificationTask:
     labels = LabelSpec.from_cfg(cfg)
     text_fields = list(require(cfg, "text_fields"))
     label_field = cfg.get("label_field") or "label"
@@ -39,7 +50,7 @@ def load_glue(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None):
     return build_classification_task(cfg, tokenizer, cache_dir, train=train, dev=dev)
 
 
-def _tsv_source(cfg, text_fields, label_field, labels):
+def _tsv_source(cfg: Mapping[str, Any], text_fields: Sequence[str], label_field: str, labels: LabelSpec) -> MakeSource:
     folder = Path(cfg["data_dir"]).expanduser() / require(cfg, "glue_dir")
     if not folder.is_dir():
         raise ConfigError(
@@ -72,7 +83,7 @@ def _tsv_source(cfg, text_fields, label_field, labels):
     return make
 
 
-def _hub_source(cfg, text_fields, label_field, labels):
+def _hub_source(cfg: Mapping[str, Any], text_fields: Sequence[str], label_field: str, labels: LabelSpec) -> MakeSource:
     hub_id, hub_config, revision = require(cfg, "hub_id"), cfg.get("hub_config"), cfg.get("hub_revision")
     folder = cfg.get("glue_dir", "<TASK>")
     hint = f"task.data_dir=<dir holding {folder}/train.tsv and dev.tsv, the GLUE download script's layout>"

@@ -12,10 +12,11 @@ Rows: the Hub, local files (``task.train_file``, ``task.test_file``), or generat
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache
@@ -26,6 +27,11 @@ from dora_bench.tasks.commonsense import _count
 from dora_bench.tasks.readers import load_hub_split, read_table
 from dora_bench.tasks.synthetic import ROWS
 from dora_bench.tasks.synthetic import rows as synthetic_rows
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
 
 NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 MARKERS = re.compile(r"####|the answer is", re.IGNORECASE)
@@ -72,7 +78,15 @@ def prompt(question: str) -> str:
 class GSM8KTask(CausalLMTask):
     main_metric = "exact_match"
 
-    def __init__(self, name, train, test: EncodedDataset, gold: list[str], tokenizer, **kwargs):
+    def __init__(
+        self,
+        name: str,
+        train: EncodedDataset,
+        test: EncodedDataset,
+        gold: list[str],
+        tokenizer: PreTrainedTokenizerBase,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(name, train, tokenizer, **kwargs)
         self.test, self.gold = test, gold
         self.eval_examples = len(gold)
@@ -80,12 +94,14 @@ class GSM8KTask(CausalLMTask):
     def data_parts(self) -> list:
         return [self.train_set, self.test, self.gold]
 
-    def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
+    ) -> dict[str, float]:
         texts = self.generate(model, self.test, batch_size=batch_size, device=device, autocast=autocast, desc="gsm8k")
         return exact_match(texts, self.gold)
 
 
-def load_gsm8k(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) -> GSM8KTask:
+def load_gsm8k(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None) -> GSM8KTask:
     name = require(cfg, "name")
     sources = require(cfg, "sources")
     train_source = require(cfg, "train_source", f"one of {', '.join(sources)}")
@@ -100,7 +116,9 @@ def load_gsm8k(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) -> GSM
         "rows": ROWS if cfg.get("synthetic") else None,
     }
 
-    def rows(source: Mapping[str, Any], file_key: str, limit) -> tuple[dict, Any]:
+    def rows(
+        source: Mapping[str, Any], file_key: str, limit: int | None
+    ) -> tuple[dict[str, Any], Callable[[], list[tuple[str, str]]]]:
         """(identity, a function returning [(question, solution)]) from a local file or the Hub."""
         question, solution = require(source, "question_field"), require(source, "answer_field")
         if cfg.get("synthetic"):

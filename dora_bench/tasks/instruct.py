@@ -13,9 +13,10 @@ The best epoch is chosen by ``task.main_metric``: ``token_accuracy`` or ``exact_
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache
@@ -23,6 +24,11 @@ from dora_bench.tasks.base import positive_int, require
 from dora_bench.tasks.batching import EncodedDataset, Ragged
 from dora_bench.tasks.causal_lm import CausalLMTask, Example, encode_examples, encode_prompts, report_cut
 from dora_bench.tasks.readers import read_table
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
 
 MAIN_METRICS = ("token_accuracy", "exact_match")
 
@@ -38,7 +44,18 @@ def exact_match(generations: list[str], references: list[str]) -> float:
 
 
 class InstructTask(CausalLMTask):
-    def __init__(self, name, train, dev: EncodedDataset, prompts, references, tokenizer, *, main_metric, **kwargs):
+    def __init__(
+        self,
+        name: str,
+        train: EncodedDataset,
+        dev: EncodedDataset,
+        prompts: EncodedDataset | None,
+        references: list[str],
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        main_metric: str,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(name, train, tokenizer, **kwargs)
         self.dev, self.prompts, self.references = dev, prompts, references
         self.main_metric = main_metric
@@ -47,7 +64,9 @@ class InstructTask(CausalLMTask):
     def data_parts(self) -> list:
         return [self.train_set, self.dev, self.references] + ([self.prompts] if self.prompts is not None else [])
 
-    def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
+    ) -> dict[str, float]:
         metrics = self.response_loss(model, self.dev, batch_size=batch_size, device=device, autocast=autocast)
         if self.prompts is not None:
             texts = self.generate(
@@ -57,7 +76,7 @@ class InstructTask(CausalLMTask):
         return metrics
 
 
-def load_instruct(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) -> InstructTask:
+def load_instruct(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None) -> InstructTask:
     name = require(cfg, "name")
     hint = "a json/jsonl/csv/parquet file with one prompt and one response per row"
     files = {split: Path(require(cfg, f"{split}_file", hint)).expanduser() for split in ("train", "dev")}

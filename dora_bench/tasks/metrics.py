@@ -49,7 +49,7 @@ def spearman(predictions: Sequence[float], labels: Sequence[float]) -> float:
     return _correlation("spearmanr", predictions, labels)
 
 
-def _correlation(name: str, predictions, labels) -> float:
+def _correlation(name: str, predictions: Sequence[float], labels: Sequence[float]) -> float:
     import scipy.stats
 
     x, y = np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64)

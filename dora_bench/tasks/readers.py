@@ -13,10 +13,13 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.hub import hub_reachable
+
+if TYPE_CHECKING:
+    import datasets
 
 FILE_FORMATS = ("tsv", "csv", "json", "jsonl", "parquet")
 
@@ -132,7 +135,9 @@ def read_table(path: Path) -> list[Row]:
     return rows
 
 
-def load_hub_split(hub_id: str, config: str | None, split: str, *, revision: str | None = None, hint: str):
+def load_hub_split(
+    hub_id: str, config: str | None, split: str, *, revision: str | None = None, hint: str
+) -> datasets.Dataset:
     """``datasets.load_dataset(hub_id, config, split=split)``; offline, only a cached copy.
 
     ``hint`` is the offline alternative to suggest (``task.data_dir=...``).

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from dora_bench.tasks.base import Task, evaluating, positive_int, require, to_de
 from dora_bench.tasks.batching import EncodedDataset, Ragged, eval_batches
 from dora_bench.tasks.metrics import squad_metrics
 from dora_bench.tasks.readers import load_hub_split
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 NOT_CONTEXT = -1  # offset of a token outside the context (question, special tokens)
 
@@ -82,7 +85,9 @@ def read_squad_json(path: Path) -> list[QAExample]:
     return examples
 
 
-def _example(qid, question, context, texts, starts, where) -> QAExample:
+def _example(
+    qid: str | int, question: str, context: str, texts: Sequence[str], starts: Sequence[int], where: str
+) -> QAExample:
     for text, start in zip(texts, starts):
         if not (0 <= start and start + len(text) <= len(context)):
             raise DataError(f"{where}: answer_start {start} of {text!r} lies outside the context")
@@ -116,7 +121,7 @@ class PairTemplate:
     suffix: list[int]
 
     @classmethod
-    def of(cls, tokenizer) -> PairTemplate:
+    def of(cls, tokenizer: PreTrainedTokenizerBase) -> PairTemplate:
         enc = tokenizer("a", "b", return_special_tokens_mask=True)
         ids, special = enc["input_ids"], enc["special_tokens_mask"]
         text_positions = [i for i, s in enumerate(special) if not s]
@@ -131,7 +136,9 @@ class PairTemplate:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
 
 
-def context_tokens(tokenizer, contexts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+def context_tokens(
+    tokenizer: PreTrainedTokenizerBase, contexts: Sequence[str]
+) -> list[tuple[list[int], list[tuple[int, int]]]]:
     """(token ids, character span of each token) of each context, no special tokens."""
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(list(contexts), add_special_tokens=False, return_offsets_mapping=True)
@@ -155,7 +162,13 @@ def context_tokens(tokenizer, contexts: Sequence[str]) -> list[tuple[list[int], 
 
 
 def build_features(
-    examples: Sequence[QAExample], tokenizer, *, max_length: int, doc_stride: int, max_query_length: int, train: bool
+    examples: Sequence[QAExample],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    doc_stride: int,
+    max_query_length: int,
+    train: bool,
 ) -> dict:
     """Windows of every example, as tensors (see the module docstring).
 
@@ -283,7 +296,7 @@ class SquadTask(Task):
         n_best: int,
         max_answer_length: int,
         null_threshold: float,
-    ):
+    ) -> None:
         super().__init__(name, train, pad_token_id)
         self.main_metric = main_metric
         self.dev, self.dev_offsets, self.dev_examples = dev, dev_offsets, dev_examples
@@ -324,7 +337,7 @@ class SquadTask(Task):
         return squad_metrics(dict(zip(ids, texts)), dict(zip(ids, self.dev_examples["answers"])))
 
 
-def load_squad(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) -> SquadTask:
+def load_squad(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None) -> SquadTask:
     name = require(cfg, "name")
     version_2 = bool(cfg.get("version_2", False))
     settings = {

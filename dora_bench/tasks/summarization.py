@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from dora_bench.tasks.base import Task, evaluating, positive_int, require, to_de
 from dora_bench.tasks.batching import EncodedDataset, Ragged, eval_batches
 from dora_bench.tasks.metrics import rouge
 from dora_bench.tasks.readers import load_hub_split, read_table
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 
@@ -44,7 +47,7 @@ class SummarizationTask(Task):
         max_new_tokens: int,
         decode: Callable,
         rouge_stemmer: bool = False,
-    ):
+    ) -> None:
         super().__init__(name, train, pad_token_id)
         self.dev, self.references = dev, references
         self.main_metric, self.num_beams, self.max_new_tokens = main_metric, num_beams, max_new_tokens
@@ -69,7 +72,9 @@ class SummarizationTask(Task):
                     summaries[i] = text.strip()
         return summaries
 
-    def evaluate(self, model, *, batch_size, device, autocast) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, *, batch_size: int, device: torch.device, autocast: Callable[[], AbstractContextManager]
+    ) -> dict[str, float]:
         return rouge(
             self.generate(model, batch_size=batch_size, device=device, autocast=autocast),
             self.references,
@@ -77,7 +82,9 @@ class SummarizationTask(Task):
         )
 
 
-def load_summarization(cfg: Mapping[str, Any], tokenizer, cache_dir: Path | None) -> SummarizationTask:
+def load_summarization(
+    cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None
+) -> SummarizationTask:
     name = require(cfg, "name")
     document_field, summary_field = cfg.get("document_field") or "document", cfg.get("summary_field") or "summary"
     settings = {
