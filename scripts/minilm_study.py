@@ -3,7 +3,7 @@
     python scripts/minilm_study.py sweep --data-dir ../shared/data/glue_data   # experiment=minilm_lr_sweep
     python scripts/minilm_study.py pick                                        # -> results/minilm/lr_picks.yaml
     python scripts/minilm_study.py main --data-dir ... --seeds 0,1,2           # experiment=minilm_glue
-    python scripts/minilm_study.py dem --data-dir ... --seeds 0,1,2            # DoRA without DEM, STS-B + CoLA
+    python scripts/minilm_study.py dem --data-dir ... --seeds 0,1,2            # DoRA without DEM, STS-B + SST-2
     python scripts/minilm_study.py all --data-dir ...                          # the whole study, in priority order
     python scripts/minilm_study.py commit                                      # git-commit the complete records
     python scripts/minilm_study.py report                                      # -> results/minilm/analysis.md
@@ -143,7 +143,7 @@ def dem(args) -> int:
             "experiment=minilm_glue",
             f"task.data_dir={args.data_dir}",
             f"seed={args.seeds}",
-            f"task={args.tasks or 'stsb,cola'}",
+            f"task={args.tasks or 'stsb,sst2'}",
             "method=dora",
             "method.dem_coef=0",
             "variant=nodem",
@@ -155,18 +155,22 @@ def dem(args) -> int:
 
 def everything(args) -> int:
     """Priority order, so that a study cut short has the most useful part: three seeds of DoRA, LoRA and
-    AdaLoRA (whose rates the sweep has) on the cheap tasks, the rest of the sweep, the DEM ablation, the
-    other methods' cells, and only then the costly tasks and seeds 3 and 4."""
-    cheap, costly, headline = "stsb,cola,sst2", "mrpc,rte", "dora,lora,adalora"
+    AdaLoRA (whose rates the sweep has) on STS-B and SST-2, the rest of the sweep, the DEM ablation, the
+    other methods' cells, the costly tasks, and only then CoLA and seeds 3 and 4. CoLA comes last because
+    in 200 steps at the picked rates DoRA and LoRA both ended as constant predictors (Matthews 0.0, seed 0):
+    a cell that cannot tell methods apart is the least useful use of the CPU."""
+    cheap, costly, headline = "stsb,sst2", "mrpc,rte", "dora,lora,adalora"
     others = "houlsby,pfeiffer,bitfit,full_ft"
+    everyone = f"{headline},{others}"
     plan = [
         (main_grid, {"seeds": "0,1,2", "tasks": cheap, "methods": headline}),
         (sweep, {}),
-        (dem, {"seeds": "0,1,2", "tasks": "stsb,cola"}),
+        (dem, {"seeds": "0,1,2", "tasks": cheap}),
         (main_grid, {"seeds": "0,1,2", "tasks": cheap, "methods": others}),
-        (main_grid, {"seeds": "0,1,2", "tasks": costly, "methods": f"{headline},{others}"}),
-        (main_grid, {"seeds": "3,4", "tasks": f"{cheap},{costly}", "methods": f"{headline},{others}"}),
-        (dem, {"seeds": "3,4", "tasks": "stsb,cola"}),
+        (main_grid, {"seeds": "0,1,2", "tasks": costly, "methods": everyone}),
+        (main_grid, {"seeds": "0,1,2", "tasks": "cola", "methods": everyone}),
+        (main_grid, {"seeds": "3,4", "tasks": f"{cheap},{costly},cola", "methods": everyone}),
+        (dem, {"seeds": "3,4", "tasks": cheap}),
     ]
     status = 0
     for stage, settings in plan:
@@ -247,7 +251,7 @@ def report(args) -> int:
     plain = [r for r in runs if r.key[2] == "dora" and r.key[3] is None]
     lines += [
         to_markdown(
-            compare(plain + renamed, ["stsb", "cola"], "minilm", "dora", "dora_nodem", 8, 8, Settings(seeds=1))
+            compare(plain + renamed, ["stsb", "sst2"], "minilm", "dora", "dora_nodem", 8, 8, Settings(seeds=1))
         ),
         "",
     ]
@@ -278,7 +282,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="runs at a time (default: one per core)")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--methods", default=METHODS)
-    parser.add_argument("--tasks", help="main: rte,mrpc,stsb,cola,sst2 unless given; dem: stsb,cola")
+    parser.add_argument("--tasks", help="main: rte,mrpc,stsb,cola,sst2 unless given; dem: stsb,sst2")
     args = parser.parse_args()
     if args.stage not in ("pick", "commit", "report") and not Path(args.data_dir, "RTE", "dev.tsv").is_file():
         parser.error(f"--data-dir {args.data_dir} holds no RTE/dev.tsv: point it at the GLUE TSV folder")
