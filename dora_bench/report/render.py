@@ -74,6 +74,12 @@ class Table:
     bold_by_budget: bool = False  # compare rows of equal budget only; budget-free rows not at all
     wide: bool = False  # LaTeX: span both columns of a two-column page (table*)
     reference: str = "paper"  # whose numbers the rows under ours hold (the LLM tables: the lecture deck's)
+    reference_backbone: str | None = None  # the backbone those numbers were measured on (None: ours)
+
+    @property
+    def compares_to_reference(self) -> bool:
+        """Δ only between numbers of one backbone: MiniLM's 83 on STS-B is not 8 points below roberta-base's 91."""
+        return self.reference_backbone in (None, self.backbone)
 
     def paper_value(self, row: Row, column_key: str | None) -> float | None:
         text = (row.paper or {}).get(column_key or "", "")
@@ -201,7 +207,9 @@ def _grid(table: Table, fmt: str) -> tuple[list[str], list[list[str]]]:
     body = []
     for i, (row, cells) in enumerate(zip(table.rows, table.cells)):
         ours = list(row.labels)
-        paper = [f"{table.reference} (Δ)"] + [""] * (len(row.labels) - 1)
+        delta = table.compares_to_reference  # otherwise the reference row prints its numbers alone
+        label = f"{table.reference} (Δ)" if delta else f"{table.reference}, {table.reference_backbone}"
+        paper = [label] + [""] * (len(row.labels) - 1)
         if table.params:
             mine, theirs = table.params[i]
             ours.append(f"{mine / 1e6:.2f}M" if mine is not None else "—")
@@ -209,7 +217,8 @@ def _grid(table: Table, fmt: str) -> tuple[list[str], list[list[str]]]:
         ours, paper = [esc(t) for t in ours], [esc(t) for t in paper]
         for j, (column, cell) in enumerate(zip(table.columns, cells)):
             ours.append(_cell_text(table, i, j, bold[j][i], fmt))
-            paper.append(esc(_paper_text(cell.center(stat), table.paper_value(row, column.paper_key), column.digits)))
+            ours_center = cell.center(stat) if delta else None
+            paper.append(esc(_paper_text(ours_center, table.paper_value(row, column.paper_key), column.digits)))
         if table.average:
             value, full = averages[i]
             text = "—" if value is None else _number(value)
@@ -219,7 +228,7 @@ def _grid(table: Table, fmt: str) -> tuple[list[str], list[list[str]]]:
             if average_bold[i]:
                 text = f"**{text}**" if fmt == "md" else f"\\textbf{{{text}}}"
             ours.append(text)
-            paper.append(esc(_paper_text(value, table.paper_value(row, table.average))))
+            paper.append(esc(_paper_text(value if delta else None, table.paper_value(row, table.average))))
         body += [ours, paper] if any(row.paper for row in table.rows) else [ours]
     return [esc(h) for h in header], body
 
@@ -377,7 +386,9 @@ def to_csv(table: Table) -> str:
                     "state": cell.state(),
                     "refused": cell.refused or "",
                     "paper": paper,
-                    "diff": _round(center - paper) if center is not None and paper is not None else None,
+                    "diff": _round(center - paper)
+                    if center is not None and paper is not None and table.compares_to_reference
+                    else None,
                     "best": bold[j][i],
                     "lr": " ".join(f"{lr:g}" for _, lr in sorted(cell.lrs)),
                     "lr_source": " ".join(source for source, _ in sorted(cell.lrs)),

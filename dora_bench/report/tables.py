@@ -88,6 +88,7 @@ def build_table(
     by_budget: bool = False,
     wide: bool = False,
     epochs: bool = True,
+    paper_backbone: str = "roberta-base",
 ) -> Table:
     """A paper table: ``name`` "table<N>"; ``by_budget``: bold compares equal budgets only;
     ``epochs``: the columns read dev epochs (False: Table 9's timings)."""
@@ -114,11 +115,14 @@ def build_table(
         number=name.removeprefix("table"),
         bold_by_budget=by_budget,
         wide=wide,
+        reference_backbone=paper_backbone,
     )
-    table.caption = (
-        f"{title} ({backbone}): {what}; {settings.describe(epochs)}. Paper: Mao et al. (ACL 2024); "
-        f"Δ = ours − paper. {_bold_rule(table)}"
+    paper = (
+        "Paper: Mao et al. (ACL 2024); Δ = ours − paper."
+        if table.compares_to_reference
+        else f"Paper: Mao et al. (ACL 2024) on {paper_backbone}, for reference only (no Δ: another backbone)."
     )
+    table.caption = f"{title} ({backbone}): {what}; {settings.describe(epochs)}. {paper} {_bold_rule(table)}"
     if with_params:
         table.params = [
             (
@@ -169,12 +173,18 @@ def add_learning_rates(table: Table) -> None:
     """Append to the caption, per method, the learning rates its scored runs trained at and the
     config key that set each (``extras.lr_source``); nothing if no record says."""
     rates: dict[str, dict[str, set[float]]] = {}  # method -> source -> rates
+    picked_by: set[str] = set()  # where lr_picks came from (a sweep), said once rather than per method
     for row, row_cells in zip(table.rows, table.cells):
         for cell in row_cells:
             if cell.refused:  # its number isn't shown, so neither is its rate
                 continue
             for source, lr in cell.lrs:
                 source = "method.lr_by_task" if source.startswith("method.lr_by_task.") else source
+                if source.startswith("lr_picks."):
+                    key, _, detail = source.partition(" (")
+                    source = "lr_picks"
+                    if detail:
+                        picked_by.add(detail.removesuffix(")"))
                 rates.setdefault(PAPER_NAMES.get(row.method, row.method), {}).setdefault(source, set()).add(lr)
     if not rates:
         return
@@ -184,11 +194,14 @@ def add_learning_rates(table: Table) -> None:
         + ", ".join(f"{LR_SOURCES.get(source, source)} {_rates(values)}" for source, values in sorted(sources.items()))
         for name, sources in rates.items()
     )
-    table.caption += (
-        f" Learning rates (extras.lr_source): {per_method}. Only task.lr is tuned (for DoRA, by its "
-        f"authors); every other rate is as configured in conf/method (sources in its comments), "
-        f"not tuned here."
-    )
+    table.caption += f" Learning rates (extras.lr_source): {per_method}."
+    if picked_by:
+        table.caption += f" lr_picks: one rate per method, picked on the dev set ({'; '.join(sorted(picked_by))})."
+    if any(source != "lr_picks" for sources in rates.values() for source in sources):
+        table.caption += (
+            " Only task.lr is tuned (for DoRA, by its authors); every other rate is as configured in "
+            "conf/method (sources in its comments), not tuned here."
+        )
 
 
 def _rates(values: set[float]) -> str:
@@ -285,6 +298,7 @@ def table4(runs: list[Run], settings: Settings, backbone: str = "bart-base") -> 
         with_params=True,
         by_budget=True,
         what=f"ROUGE-1/2/L x100 (beam 3, summaries up to 64 tokens), {picked_by(runs, columns, settings)}",
+        paper_backbone="bart-base",
     )
 
 

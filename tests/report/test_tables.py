@@ -496,3 +496,26 @@ def test_best_per_metric_takes_each_metric_from_its_own_best_eligible_epoch(tmp_
     assert "picked by f1" in best.caption and "each metric's own best" in per_metric.caption
     assert "best_per_metric" in csv_cells(per_metric)[("LoRA 8", "v1.1 EM")]["epoch"]
     assert main(["--results-dir", str(tmp_path), "--epoch", "best_per_metric", "--seeds", "1", "--no-figures"]) == 0
+
+
+def test_the_paper_is_compared_only_on_its_own_backbone(tmp_path):
+    # The paper's 80.65 on RTE (LoRA 8) is roberta-base's: a MiniLM run at 70 is not "-10.65" behind it.
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70, backbone="minilm")
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70)
+    theirs, ours = (table2(load_runs(tmp_path), Settings(seeds=1), backbone=b) for b in ("minilm", "roberta-base"))
+    assert "| paper, roberta-base |  | 1.33M | 80.65 |" in to_markdown(theirs)
+    assert "(-10.65)" not in to_markdown(theirs) and "for reference only (no Δ" in theirs.caption
+    assert csv_cells(theirs)[("LoRA 8", "RTE")]["diff"] == "" and csv_cells(theirs)[("LoRA 8", "RTE")]["paper"]
+    assert "| paper (Δ) |  | 1.33M | 80.65 (-10.65) |" in to_markdown(ours)
+    assert csv_cells(ours)[("LoRA 8", "RTE")]["diff"] == "-10.65" and "Δ = ours − paper" in ours.caption
+
+
+def test_rates_picked_by_a_sweep_are_said_to_be_picked(tmp_path):
+    source = "lr_picks.lora (my sweep: seed 100 on STS-B)"
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70, extras={"lr": 3e-3, "lr_source": source})
+    caption = table2(load_runs(tmp_path), Settings(seeds=1)).caption
+    assert "LoRA lr_picks 3e-3." in caption
+    assert "picked on the dev set (my sweep: seed 100 on STS-B)" in caption and "not tuned here" not in caption
+    write_run(tmp_path, task="rte", method="dora", seed=0, best=0.70, extras={"lr": 5e-4, "lr_source": "task.lr"})
+    caption = table2(load_runs(tmp_path), Settings(seeds=1)).caption
+    assert "DoRA task.lr (DoRA's, paper Table 8) 5e-4" in caption and "not tuned here" in caption
