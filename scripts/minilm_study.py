@@ -255,6 +255,7 @@ def report(args) -> int:
         ),
         "",
     ]
+    lines += allocation_section(runs)
     commits = sorted({r.record.get("git_commit") or "?" for r in runs})
     devices = sorted({r.record.get("device") or "?" for r in runs})
     complete = sum(r.complete for r in runs)
@@ -273,6 +274,62 @@ def report(args) -> int:
     out.write_text("\n".join(lines))
     print(f"[study] wrote {out}")
     return 0
+
+
+def allocation_section(runs: list) -> list[str]:
+    """Where DoRA and AdaLoRA put the budget (Figure 2's grid averaged over every complete main-grid
+    run), and the three tendencies the paper reads off its Figure 2 for roberta-base on SST-2, each
+    as a number: in the middle layers Wq and Wk get more than Wv; early layers' Wo gets more than
+    its layer's mean; the last layers' Wf2 gets very little."""
+    lines = ["## Where the budget went (Figure 2's grid, mean over runs)", ""]
+    for method in ("dora", "adalora"):
+        grids = [
+            r.record["extras"]["rank_allocation_grid"]
+            for r in runs
+            if r.complete and r.key[2] == method and r.key[3] is None and "rank_allocation_grid" in r.record["extras"]
+        ]
+        if not grids:
+            lines += [f"{method}: no complete run yet.", ""]
+            continue
+        rows, columns = grids[0]["rows"], grids[0]["columns"]
+        mean = [
+            [statistics.mean(g["values"][i][j] for g in grids) for j in range(len(columns))] for i in range(len(rows))
+        ]
+        tasks = sorted({r.key[0] for r in runs if r.complete and r.key[2] == method and r.key[3] is None})
+        lines += [
+            f"**{method}** ({len(grids)} runs: {', '.join(tasks)}; budget 8, so 8.0 is an even spread)",
+            "",
+            "| layer | " + " | ".join(columns) + " | mean |",
+            "|---|" + "---:|" * (len(columns) + 1),
+            *(
+                f"| {row} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {statistics.mean(values):.1f} |"
+                for row, values in zip(rows, mean)
+            ),
+            "| mean | "
+            + " | ".join(f"{statistics.mean(col):.1f}" for col in zip(*mean))
+            + f" | {statistics.mean(v for r in mean for v in r):.1f} |",
+            "",
+        ]
+        col = {name: j for j, name in enumerate(columns)}
+        third = max(1, len(rows) // 3)
+        middle, early, late = range(third, len(rows) - third), range(third), range(len(rows) - third, len(rows))
+
+        def avg(layers: range, names: tuple[str, ...], mean: list = mean, col: dict = col) -> float:
+            return statistics.mean(mean[i][col[n]] for i in layers for n in names)
+
+        def row_mean(layers: range, mean: list = mean) -> float:
+            return statistics.mean(v for i in layers for v in mean[i])
+
+        lines += [
+            f"- middle layers ({middle.start}-{middle.stop - 1}): Wq, Wk {avg(middle, ('Wq', 'Wk')):.1f} "
+            f"vs Wv {avg(middle, ('Wv',)):.1f} (paper: Wq, Wk more, Wv fewer)",
+            f"- early layers (0-{early.stop - 1}): Wo {avg(early, ('Wo',)):.1f} vs their mean "
+            f"{row_mean(early):.1f} (paper: early Wo more)",
+            f"- last layers ({late.start}-{late.stop - 1}): Wf2 {avg(late, ('Wf2',)):.1f} vs their mean "
+            f"{row_mean(late):.1f} (paper: very few)",
+            "",
+        ]
+    return lines
 
 
 def main() -> int:
