@@ -3,11 +3,13 @@ cheap input dropout keeps nn.Dropout's mathematics; the export loads with plain 
 
 from __future__ import annotations
 
+import pytest
 import torch
 import yaml
 from torch import nn
 
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model
+from dora_bench.errors import ConfigError
 from dora_bench.methods import build_method
 from dora_bench.methods.dropout import InputDropout, drop_input
 from dora_bench.methods.lora import LoRALinear
@@ -47,13 +49,21 @@ def test_input_dropout_keeps_with_probability_one_minus_p_and_rescales():
     torch.manual_seed(0)
     x = torch.ones(400_000)
     dropped, factor = drop_input(x, 0.1, training=True)
-    kept = (dropped != 0).float().mean().item()
-    assert abs(kept - 0.9) < 0.003  # 6 standard errors of a binomial mean at n = 400k
-    assert factor == 1 / 0.9
+    realised = 6554 / 65536  # on a CPU p is used rounded to a multiple of 2^-16, and so is the rescaling
+    assert factor == 1 / (1 - realised)
+    kept = (dropped != 0).float()
+    assert abs(kept.mean().item() - (1 - realised)) < 0.003  # 6 standard errors of a binomial mean at n = 400k
+    # four decisions come from each random int64: every 16-bit slice keeps at the same rate
+    for slice_kept in kept.view(-1, 4).mean(0).tolist():
+        assert abs(slice_kept - (1 - realised)) < 0.006
     module = InputDropout(0.1)
     assert abs(module(x).mean().item() - 1.0) < 0.004  # unbiased, as nn.Dropout
+    half = drop_input(torch.ones(400_000), 0.5, training=True)
+    assert half[1] == 2.0 and abs((half[0] != 0).float().mean().item() - 0.5) < 0.005
     module.eval()
     assert torch.equal(module(x), x) and drop_input(x, 0.0, True) == (x, 1.0)
+    with pytest.raises(ConfigError, match=r"^dropout p=1e-06 rounds to 0/65536 on a CPU: use 0, or"):
+        drop_input(x, 1e-6, True)
 
 
 def test_lora_export_reloads_with_plain_peft_and_gives_the_same_logits(tmp_path):
