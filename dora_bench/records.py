@@ -277,15 +277,19 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def git_commit() -> str | None:
-    """The commit of the code that ran (with "-dirty" if the tree had changes)."""
-    repo = Path(__file__).resolve().parent.parent
+CODE_PATHS = ("dora_bench", "conf", "pyproject.toml")  # what a run's numbers depend on; results/ etc. are not
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    """The commit of the code that ran, with "-dirty" if the package, the configs or pyproject had
+    uncommitted changes (changed results, docs or scripts don't make the code that ran another)."""
+    repo = repo or Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
             cwd=repo,
             capture_output=True,
             text=True,

@@ -108,3 +108,24 @@ def test_atomic_torch_save_replaces_whole_file_and_leaves_no_temp(tmp_path):
     kept = torch.load(path, weights_only=True)
     assert kept["step"] == 20 and torch.equal(kept["weights"], torch.arange(4.0))
     assert os.listdir(tmp_path) == [records.CHECKPOINT_NAME]
+
+
+def test_the_commit_is_dirty_only_when_code_or_configs_changed(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for path in ("dora_bench/train.py", "conf/config.yaml", "results/runs/record.json", "README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("v1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = records.git_commit(tmp_path)
+    assert clean is not None and len(clean) == 40
+    (tmp_path / "results" / "runs" / "record.json").unlink()  # results moved away (a study's symlink)
+    (tmp_path / "README.md").write_text("v2\n")
+    assert records.git_commit(tmp_path) == clean
+    (tmp_path / "conf" / "config.yaml").write_text("v2\n")
+    assert records.git_commit(tmp_path) == clean + "-dirty"
