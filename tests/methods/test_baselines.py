@@ -347,3 +347,19 @@ def test_method_yaml_sizes_follow_the_budget():
         == yaml.safe_load((CONF_DIR / "task" / "rte.yaml").read_text())["pruning_interval"]
     )
     assert math.ceil(1.5 * 5) == build_method(compose_method("adalora", 5)).config.init_r
+
+
+@pytest.mark.parametrize(
+    ("task", "alpha", "orth"),
+    [("rte", 32, 0.3), ("stsb", 32, 0.3), ("sst2", 16, 0.1), ("cola", 32, 0.1), ("demo", 32, 0.1)],
+)
+def test_adalora_takes_alpha_and_orthogonality_weight_with_its_scripts_rates(task, alpha, orth):
+    # AdaLoRA's run_debertav3_<task>.sh set lr, lora_alpha and reg_orth_coef together: the rate we take
+    # from a script comes with that script's alpha (alpha / init_r is the update scale) and weight
+    from support import compose
+
+    cfg = compose([f"task={task}", "method=adalora", "budget=8", "backbone=tiny"])
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    assert (method_cfg["alpha"], method_cfg["orth_reg_weight"]) == (alpha, orth)
+    config = build_method(method_cfg).config
+    assert (config.alpha, config.orth_reg_weight) == (alpha, orth)

@@ -160,3 +160,33 @@ def test_the_probe_is_gone_from_the_registry_after_its_run(probed_run):
     from dora_bench.methods import method_names
 
     assert "probe" not in method_names()
+
+
+def test_a_loss_that_stops_being_finite_stops_the_run_with_a_failed_record(tmp_path):
+    from dora_bench import records
+    from dora_bench.errors import TrainingDiverged
+
+    class Diverging(Probe):
+        log, problems, seen = [], [], {}
+
+        def extra_loss(self, model, step):
+            w = super().extra_loss(model, step)
+            return w * float("nan") if step == 3 else w
+
+    cfg = compose(
+        [*TINY, f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "method=bitfit", *LOOP]
+    )
+    with open_dict(cfg):
+        cfg.method = OmegaConf.create({"name": "probe"})
+    register_method("probe", Diverging)
+    try:
+        with pytest.raises(
+            TrainingDiverged, match=r"^step 3: loss nan, gradient norm nan \(last finite loss [0-9.]+\)"
+        ):
+            train(cfg)
+    finally:
+        base._REGISTRY.pop("probe")
+    (path,) = (tmp_path / "results").rglob(records.RECORD_NAME)
+    record = records.read_record(path)
+    assert record["status"] == "failed" and record["error"].startswith("TrainingDiverged: step 3: loss nan")
+    assert record["epochs"] == [] and record["best"] is None  # nothing was scored after the bad step
