@@ -4,11 +4,13 @@
 
 For each task, the seeds both methods completed are paired (same seed: same data order, same head
 init), and the per-seed differences ``d_s = a_s - b_s`` (dev metric x100) give a mean and a 95 %
-Student-t interval; the two-sided paired t-test's p-value is printed beside it. Across tasks, each
-seed's differences are averaged over the tasks both methods completed for that seed, and the same
-interval is taken over seeds. Verdict: "a better" / "b better" when the interval excludes 0,
-"no detectable difference" otherwise. With 3-5 seeds an interval is wide: a difference smaller
-than it is not evidence of no effect, only of none this study can see.
+Student-t interval; the two-sided paired t-test's p-value is printed beside it. Across tasks, two
+pooled rows: "all tasks" averages each seed's differences over the tasks (seeds that have every task
+for both methods) and takes the interval over seeds, the conservative reading; "all pairs" counts
+every (task, seed) pair once, more pairs but tasks of different noise side by side. Verdict:
+"a better" / "b better" when the interval excludes 0, "no detectable difference" otherwise. With
+3-5 seeds an interval is wide: a difference smaller than it is not evidence of no effect, only of
+none this study can see.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ def compare(
     rows.append(
         Paired("all tasks", a, b, tuple(statistics.mean(d.values()) for _, d in sorted(complete.items())), note)
     )
+    pairs = tuple(d[task] for _, d in sorted(per_seed.items()) for task in tasks if task in d)
+    rows.append(Paired("all pairs", a, b, pairs, "each (task, seed) pair once"))
     return rows
 
 
@@ -122,7 +126,7 @@ def to_markdown(rows: list[Paired]) -> str:
         mean = f"{row.mean:+.2f}" if row.mean is not None else "-"
         p = row.p_value()
         p_text = "-" if p is None else f"{p:.3f}"
-        verdict = row.verdict() + (f" ({row.note})" if row.note and row.task != "all tasks" else "")
+        verdict = row.verdict() + (f" ({row.note})" if row.note and row.task not in ("all tasks", "all pairs") else "")
         lines.append(f"| {row.a} − {row.b} | {row.task} | {row.n} | {mean} | {ci} | {p_text} | {verdict} |")
     return "\n".join(lines)
 

@@ -55,10 +55,12 @@ def test_seeds_are_paired_and_pooled_seed_by_seed(tmp_path):
         record(tmp_path, "cola", "lora", seed, lora)
     record(tmp_path, "cola", "dora", 2, 0.99)  # no partner: left out of every pair
     rows = compare(load_runs(tmp_path), ["rte", "cola"], "minilm", "dora", "lora", 8, 8, Settings(seeds=1))
-    rte, cola, pooled = rows
+    rte, cola, pooled, pairs = rows
     assert rte.diffs == pytest.approx((1.0, 2.0, 4.0)) and cola.diffs == pytest.approx((3.0, -1.0))
     # pooled: seeds 0 and 1 have both tasks -> ((1 + 3) / 2, (2 - 1) / 2) = (2.0, 0.5)
     assert pooled.task == "all tasks" and pooled.diffs == pytest.approx((2.0, 0.5))
+    # every (task, seed) pair once, seed by seed: (1, 3), (2, -1), (4,)
+    assert pairs.task == "all pairs" and pairs.diffs == pytest.approx((1.0, 3.0, 2.0, -1.0, 4.0))
 
 
 def test_cli_writes_the_table(tmp_path, capsys):
