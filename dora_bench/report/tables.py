@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dora_bench.errors import ConfigError, UserError
@@ -463,6 +465,14 @@ def all_cells(runs: list[Run], settings: Settings) -> Table:
 # -- entry point ----------------------------------------------------------------------------------
 
 
+def default_backbone(make: Callable[..., Table], runs: list[Run]) -> str:
+    """The paper's backbone for the table, unless every record comes from one other backbone
+    (``make tables RESULTS=results/minilm`` then fills the tables with MiniLM's runs)."""
+    paper = inspect.signature(make).parameters["backbone"].default
+    present = {run.key[1] for run in runs}
+    return next(iter(present)) if len(present) == 1 and paper not in present else paper
+
+
 def write_tables(results_dir: str | Path, settings: Settings, backbone: str | None = None) -> list[Path]:
     """Write every table under ``<results_dir>/tables/``; returns the paths written."""
     results_dir = Path(results_dir)
@@ -471,7 +481,7 @@ def write_tables(results_dir: str | Path, settings: Settings, backbone: str | No
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for make in PAPER_TABLES:
-        table = make(runs, settings, **({"backbone": backbone} if backbone else {}))
+        table = make(runs, settings, backbone=backbone or default_backbone(make, runs))
         for suffix, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
             written.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", render(table)))
         for note in table.notes:
@@ -506,7 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         help="count seeds that never reached an eligible epoch in the statistic (they stay marked)",
     )
     parser.add_argument("--seeds", type=int, default=5, help="complete seeds a cell should have (default: %(default)s)")
-    parser.add_argument("--backbone", default=None, help="the backbone whose runs fill the paper tables")
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="the backbone whose runs fill the paper tables (default: the paper's, or the only one the records hold)",
+    )
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     try:

@@ -519,3 +519,13 @@ def test_rates_picked_by_a_sweep_are_said_to_be_picked(tmp_path):
     write_run(tmp_path, task="rte", method="dora", seed=0, best=0.70, extras={"lr": 5e-4, "lr_source": "task.lr"})
     caption = table2(load_runs(tmp_path), Settings(seeds=1)).caption
     assert "DoRA task.lr (DoRA's, paper Table 8) 5e-4" in caption and "not tuned here" in caption
+
+
+def test_records_of_one_other_backbone_fill_the_tables_without_being_asked(tmp_path):
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70, backbone="minilm")
+    main(["--results-dir", str(tmp_path), "--seeds", "1", "--no-figures"])
+    table = (tmp_path / "tables" / "table2.md").read_text()
+    assert "GLUE (minilm)" in table and "| LoRA | 8 | 1.31M | **70.00** |" in table
+    write_run(tmp_path, task="rte", method="lora", seed=1, best=0.72)  # roberta-base too: the paper's wins
+    main(["--results-dir", str(tmp_path), "--seeds", "1", "--no-figures"])
+    assert "GLUE (roberta-base)" in (tmp_path / "tables" / "table2.md").read_text()
