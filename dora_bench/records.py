@@ -18,6 +18,7 @@ Schema history (``schema_version``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -280,9 +281,12 @@ def now_iso() -> str:
 CODE_PATHS = ("dora_bench", "conf", "pyproject.toml")  # what a run's numbers depend on; results/ etc. are not
 
 
+@functools.cache
 def git_commit(repo: Path | None = None) -> str | None:
     """The commit of the code that ran, with "-dirty" if the package, the configs or pyproject had
-    uncommitted changes (changed results, docs or scripts don't make the code that ran another)."""
+    uncommitted changes (changed results, docs or scripts don't make the code that ran another).
+    Asked once per process: a sweep's later runs execute the code it loaded, whatever the checkout
+    moved to meanwhile."""
     repo = repo or Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)

@@ -122,10 +122,14 @@ def test_the_commit_is_dirty_only_when_code_or_configs_changed(tmp_path):
         (tmp_path / path).write_text("v1\n")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    records.git_commit.cache_clear()
     clean = records.git_commit(tmp_path)
     assert clean is not None and len(clean) == 40
     (tmp_path / "results" / "runs" / "record.json").unlink()  # results moved away (a study's symlink)
     (tmp_path / "README.md").write_text("v2\n")
+    records.git_commit.cache_clear()
     assert records.git_commit(tmp_path) == clean
     (tmp_path / "conf" / "config.yaml").write_text("v2\n")
+    assert records.git_commit(tmp_path) == clean  # asked once per process: the code already loaded
+    records.git_commit.cache_clear()
     assert records.git_commit(tmp_path) == clean + "-dirty"
