@@ -1,6 +1,6 @@
 """Seconds per training step of every method on one backbone: the cost table of `make bench`.
 
-A step is what the training loop does (dora_bench/train.py): forward, task loss + the method's
+A step is what the training loop does (dora_bench/run/train.py): forward, task loss + the method's
 extra loss, backward, gradient clipping, AdamW, the method's ``after_step``, ``zero_grad``.
 Methods run round robin, one step each in turn, so a machine whose load drifts slows every
 method alike; the table gives the median and the ratio to Full FT's median, which is what

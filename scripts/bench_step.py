@@ -1,4 +1,4 @@
-"""Time one training step on roberta-base (random init): LoRA (peft, r = b0), DoRA with
+"""Time one training step on roberta-base (random init): LoRA (our layer, equal to peft's, r = b0), DoRA with
 closed-form importance scores, and DoRA scoring the released code's way (every component
 product c_i B_i A_i materialised as a d_out x d_in matrix, module by module).
 

@@ -14,7 +14,7 @@ reference implementation, inside a post-LN block ``LayerNorm(dropout(dense(h)) +
 
 On BART, whose layers apply dropout, residual and LayerNorm inline, the adapter follows the
 output projection (``out_proj``, ``fc2``) as ``a + f(a)`` before them: an approximation of both
-arrangements, noted in the README. The decoder LLMs (Llama, Qwen2, GPT-2) are pre-LN: each
+arrangements, noted in docs/methods.md. The decoder LLMs (Llama, Qwen2, GPT-2) are pre-LN: each
 sub-layer ends in an output projection (``o_proj``, ``down_proj``; GPT-2's ``attn.c_proj``,
 ``mlp.c_proj``) whose result joins the residual stream, and the adapter sits there the same way,
 ``a + f(a)``: Houlsby's place in a pre-LN block, and Pfeiffer's without the second LayerNorm these

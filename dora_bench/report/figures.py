@@ -1,6 +1,6 @@
 """The paper's Figure 2 and the per-run plots, drawn from the records under ``<results_dir>/runs/``.
 
-    python -m dora_bench.report.figures [results_dir=results]     (make tables runs it too)
+    python -m dora_bench.report.figures [--results-dir results]     (make tables runs it too)
 
 writes under ``<results_dir>/figures/``:
 
