@@ -249,7 +249,7 @@ def report(args) -> int:
         for r in runs
         if r.complete and r.key[3] is None and r.record.get("best")
     }
-    not_run = []
+    not_run, summary = [], []
     for other in methods[1:]:
         tasks = [t for t in TASKS if (t, "dora") in scored and (t, other) in scored]
         constant = [t for t in tasks if all(v == 0 for (task, m), v in scored.items() if task == t)]
@@ -273,18 +273,21 @@ def report(args) -> int:
             to_markdown(rows),
             "",
         ]
+        summary.append(rows[-1])  # every (task, seed) pair: the headline row
     if not_run:
         lines += [f"No records yet for: {', '.join(not_run)}.", ""]
+    if summary:
+        lines += ["In one line each (every (task, seed) pair once):", "", to_markdown(summary), ""]
     lines += ["## DEM ablation (DoRA with γ = 0, `variant=nodem`), paired over seeds", ""]
     nodem = [r for r in runs if r.key[3] == "nodem"]
     renamed = [type(r)(r.path, {**r.record, "method": "dora_nodem", "variant": None}) for r in nodem]
     plain = [r for r in runs if r.key[2] == "dora" and r.key[3] is None]
-    lines += [
-        to_markdown(
-            compare(plain + renamed, ["stsb", "sst2"], "minilm", "dora", "dora_nodem", 8, 8, Settings(seeds=1))
-        ),
-        "",
-    ]
+    ablated = sorted({r.key[0] for r in nodem if r.complete})
+    if ablated:
+        rows = compare(plain + renamed, ablated, "minilm", "dora", "dora_nodem", 8, 8, Settings(seeds=1))
+        lines += [to_markdown(rows), ""]
+    else:
+        lines += ["No `nodem` record yet.", ""]
     lines += allocation_section(runs)
     commits = sorted({r.record.get("git_commit") or "?" for r in runs})
     devices = sorted({r.record.get("device") or "?" for r in runs})
