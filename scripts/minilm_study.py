@@ -194,7 +194,8 @@ def commit(args) -> int:
         print("[study] nothing new to commit")
         return 0
     message = f"MiniLM study: {len(done)} complete runs so far (records, metrics, heatmaps; logs)"
-    return subprocess.run(["git", "commit", "-q", "-m", message, "--", str(RESULTS)]).returncode
+    # only these paths: an edited write-up or table under results/minilm is committed with its own message
+    return subprocess.run(["git", "commit", "-q", "-m", message, "--", *map(str, done + extra)]).returncode
 
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
