@@ -245,15 +245,15 @@ def report(args) -> int:
     lines += ["", "## DoRA against each baseline, paired over seeds (Δ in points, 95 % t-interval)", ""]
     # a task where every run of both methods scored exactly 0 (a constant predictor: Matthews 0) has
     # nothing to compare; it would only pull the pooled rows towards "no difference"
-    scored = {
-        (r.key[0], r.key[2]): r.record["best"]["metrics"].get(r.record["main_metric"])
-        for r in runs
-        if r.complete and r.key[3] is None and r.record.get("best")
-    }
+    scored: dict[tuple[str, str], list[float]] = {}  # (task, method) -> main metric of every complete seed
+    for r in runs:
+        if r.complete and r.key[3] is None and r.record.get("best"):
+            value = r.record["best"]["metrics"].get(r.record["main_metric"])
+            scored.setdefault((r.key[0], r.key[2]), []).append(value)
     not_run, summary = [], []
     for other in methods[1:]:
         tasks = [t for t in TASKS if (t, "dora") in scored and (t, other) in scored]
-        constant = [t for t in tasks if all(v == 0 for (task, m), v in scored.items() if task == t)]
+        constant = [t for t in tasks if all(v == 0 for m in ("dora", other) for v in scored[(t, m)])]
         if not tasks:
             not_run.append(other)
             continue
