@@ -69,6 +69,15 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def max_over_processes(value: int) -> int:
+    """The largest ``value`` any process holds (``value`` itself in a single process)."""
+    if world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64)
+    _on_backend_device(tensor, lambda t: dist.all_reduce(t, op=dist.ReduceOp.MAX))
+    return int(tensor.item())
+
+
 def _on_backend_device(tensor: torch.Tensor, collective: Callable[[torch.Tensor], object]) -> None:
     """Run ``collective`` on ``tensor``, through a GPU copy where NCCL needs one (it can't reduce CPU tensors)."""
     if dist.get_backend() == "nccl" and tensor.device.type != "cuda":

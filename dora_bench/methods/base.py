@@ -72,6 +72,10 @@ class Method:
     #: records store ``budget: null`` and their run directory says ``b-``.
     uses_budget: ClassVar[bool] = True
     Config: ClassVar[type] = object
+    #: Under FSDP (``trainer.fsdp``) the frozen weights are sharded over the processes; a method's own
+    #: trainable parameters stay whole on every process (its hooks read them between steps) unless
+    #: this is True: Full FT's trainable parameters are the model's weights, the ones worth sharding.
+    shard_trainable: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -37,7 +37,7 @@ from dora_bench.methods.allocation import COLUMN_ORDER, allocation_grid, module_
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 from dora_bench.methods.dropout import drop_input
 from dora_bench.methods.linears import features
-from dora_bench.methods.lora import export_peft_adapter, replace_linears
+from dora_bench.methods.lora import export_peft_adapter, merged_copy, replace_linears
 
 SCHEDULES = ("reference", "adalora")
 EPS = 1e-8  # eq. 7's guard on the denominator
@@ -336,10 +336,10 @@ class DoRA(Method):
             for name, layer, keep in zip(self.names, self.layers, self.mask.unbind(0))
             if keep.any()
         }
-        peft_model = export_peft_adapter(model, self.names, factors, self.target, run_dir / "adapter")
+        export_peft_adapter(model, factors, self.target, run_dir / "adapter")
         artifacts = {"adapter": "adapter"}
         if self.config.export_merged:
-            peft_model.merge_and_unload().save_pretrained(str(run_dir / "merged"))
+            merged_copy(model, self.names, run_dir / "adapter").save_pretrained(str(run_dir / "merged"))
             artifacts["merged"] = "merged"
         torch.save(
             {

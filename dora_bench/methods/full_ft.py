@@ -14,6 +14,7 @@ from dora_bench.methods.base import AdaptTarget, Method, UnsizedConfig, register
 class FullFT(Method):
     Config = UnsizedConfig
     uses_budget = False
+    shard_trainable = True
 
     def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
         for p in model.parameters():

@@ -90,41 +90,57 @@ def target_linears(model: nn.Module, target: AdaptTarget) -> list[tuple[str, nn.
 
 def export_peft_adapter(
     model: nn.Module,
-    names: list[str],
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]],
     target: AdaptTarget,
     out_dir: Path,
-) -> nn.Module:
+) -> None:
     """Save ``{module: (A, B)}`` (``ΔW = B A``, any scaling folded in) as a peft LoRA adapter that
-    plain ``PeftModel.from_pretrained`` loads onto the base model; returns the peft model.
-    Per-module ranks go in ``rank_pattern`` with ``alpha = rank``, so peft's scaling is 1."""
-    from peft import LoraConfig, get_peft_model
+    plain ``PeftModel.from_pretrained`` loads onto the base model, the task head with it.
+    Per-module ranks go in ``rank_pattern`` with ``alpha = rank``, so peft's scaling is 1.
+
+    The two files are written directly in peft's layout (its config; tensors named
+    ``base_model.model.<module>.lora_A.weight``), not through a peft copy of the model: copying an
+    8B backbone to save a few MB doubles its memory, and a backbone sharded by FSDP can't be copied."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
 
     ranks = {name: int(a.shape[0]) for name, (a, _) in factors.items()}
-    plain = copy.deepcopy(model)
-    for name in names:  # the adapted layers back to their frozen base linears
-        parent, _, child = name.rpartition(".")
-        holder = plain.get_submodule(parent)
-        setattr(holder, child, getattr(holder, child).base)
     top = max(ranks.values())
     config = LoraConfig(
         r=top,
         lora_alpha=top,
         lora_dropout=0.0,
-        fan_in_fan_out=fan_in_fan_out([plain.get_submodule(name) for name in ranks]),  # GPT-2's Conv1D
+        fan_in_fan_out=fan_in_fan_out([model.get_submodule(name).base for name in ranks]),  # GPT-2's Conv1D
         target_modules=list(ranks),
         rank_pattern=ranks,
         alpha_pattern=ranks,
         modules_to_save=list(target.head_modules) or None,
+        base_model_name_or_path=getattr(model.config, "name_or_path", None) or None,
     )
-    peft_model = get_peft_model(plain, config)
-    with torch.no_grad():
-        for name, (a, b) in factors.items():
-            layer = peft_model.base_model.model.get_submodule(name)
-            layer.lora_A["default"].weight.copy_(a)
-            layer.lora_B["default"].weight.copy_(b)
-    peft_model.save_pretrained(str(out_dir))
-    return peft_model
+    tensors = {}
+    for name, (a, b) in factors.items():
+        tensors[f"base_model.model.{name}.lora_A.weight"] = a
+        tensors[f"base_model.model.{name}.lora_B.weight"] = b
+    for name, param in model.named_parameters():
+        if target.is_head(name):
+            tensors[f"base_model.model.{name}"] = param
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(out_dir))
+    save_file(
+        {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(out_dir / "adapter_model.safetensors")
+    )
+
+
+def merged_copy(model: nn.Module, names: list[str], adapter_dir: Path) -> nn.Module:
+    """A copy of the base model with the adapter saved in ``adapter_dir`` merged into its weights."""
+    from peft import PeftModel
+
+    plain = copy.deepcopy(model)
+    for name in names:  # the adapted layers back to their frozen base linears
+        parent, _, child = name.rpartition(".")
+        holder = plain.get_submodule(parent)
+        setattr(holder, child, getattr(holder, child).base)
+    return PeftModel.from_pretrained(plain, str(adapter_dir)).merge_and_unload()
 
 
 class LoRA(Method):
@@ -141,7 +157,7 @@ class LoRA(Method):
         for name in self.names:
             layer = model.get_submodule(name)
             factors[name] = (layer.lora_A.detach(), layer.lora_B.detach() * layer.scaling)
-        export_peft_adapter(model, self.names, factors, self.target, Path(run_dir) / "adapter")
+        export_peft_adapter(model, factors, self.target, Path(run_dir) / "adapter")
         return {"adapter": "adapter"}
 
 

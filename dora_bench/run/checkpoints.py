@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from dora_bench import records
+from dora_bench import distributed, records
 from dora_bench.errors import ConfigError
 from dora_bench.methods import Method
+from dora_bench.run import sharding
 
 CHECKPOINT_FORMAT = 1
 #: What save_checkpoint writes and a resume reads: a file without one of these can't be resumed.
@@ -49,7 +50,18 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> None:
     """Everything the loop needs to go on after ``epoch`` (``step`` optimizer steps done), written
-    atomically. Only trainable weights: the frozen backbone is rebuilt from the config."""
+    atomically by rank 0. Only trainable weights: the frozen backbone is rebuilt from the config.
+
+    Called on every process: under FSDP the trainable weights and their AdamW moments may be sharded
+    (Full FT), and gathering them whole takes every process."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    gather = any(sharding.is_sharded(p) for _, p in trainable)
+    if not distributed.is_main() and not gather:
+        return
+    params = {name: sharding.whole(p.detach()).to("cpu", copy=True) for name, p in trainable}
+    optimizer_state = sharding.whole_optimizer_state(optimizer) if gather else optimizer.state_dict()
+    if not distributed.is_main():
+        return
     records.save_torch_atomic(
         path,
         {
@@ -61,10 +73,8 @@ def save_checkpoint(
             "started_at": record["started_at"],
             "epochs": record["epochs"],
             "resumed": record["extras"].get("resumed", []),
-            "params": {
-                name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad
-            },
-            "optimizer": optimizer.state_dict(),
+            "params": params,
+            "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
             "method": method.state_dict(),
             "rng": {
@@ -140,8 +150,8 @@ def restore_training_state(
         )
     with torch.no_grad():
         for name, param in trainable.items():
-            param.copy_(checkpoint["params"][name])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+            param.copy_(sharding.like(checkpoint["params"][name], param))
+    optimizer.load_state_dict(sharding.optimizer_state_like(checkpoint["optimizer"], optimizer))
     scheduler.load_state_dict(checkpoint["scheduler"])
     method.load_state_dict(checkpoint["method"])
     return int(checkpoint["epoch"]), int(checkpoint["step"])

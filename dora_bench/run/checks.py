@@ -43,6 +43,11 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.weight_decay={trainer.weight_decay} is negative: use 0.01 (SPEC §3) or 0")
     if float(trainer.max_grad_norm) <= 0:
         raise ConfigError(f"trainer.max_grad_norm={trainer.max_grad_norm} must be > 0: use 1.0 (SPEC §3)")
+    if trainer.get("fsdp") and cfg.method.get("export_merged"):
+        raise ConfigError(
+            "method.export_merged=true needs the whole backbone in one process and trainer.fsdp=true splits it: "
+            "set method.export_merged=false and merge adapter/ afterwards (peft's merge_and_unload)"
+        )
     if trainer.precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={trainer.precision!r} is not known: use one of {', '.join(PRECISIONS)}")
     if cfg.backbone.get("dtype", "fp32") != "fp32" and trainer.precision == "fp32":

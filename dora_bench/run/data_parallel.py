@@ -26,6 +26,7 @@ from torch import nn
 
 from dora_bench import distributed
 from dora_bench.errors import ConfigError
+from dora_bench.run import sharding
 from dora_bench.tasks.batching import LABEL_PAD
 
 
@@ -39,15 +40,22 @@ def check_batch(batch_size: int) -> None:
         )
 
 
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """The module the loop calls forward on: ``model`` itself in one process, torch DDP around it otherwise.
+def wrap(
+    model: nn.Module, device: torch.device, *, fsdp: bool = False, shard_trainable: bool = False, backbone: str = ""
+) -> tuple[nn.Module, list[nn.Parameter]]:
+    """``(forward, replicated)``: the module the loop calls forward on, and the parameters whose gradients
+    the loop itself must average (``sharding.average_gradients``).
 
+    One process: ``model``, nothing. Several: torch DDP around ``model`` (DDP averages), or with
+    ``fsdp`` the model sharded in place (``sharding.py``) and the parameters it left whole.
     Methods keep the unwrapped ``model`` (their hooks read its submodules by name)."""
     if distributed.world_size() == 1:
-        return model
+        return model, []
+    if fsdp:
+        return model, sharding.shard(model, shard_trainable=shard_trainable, backbone=backbone)
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None), []
 
 
 def loss_terms(batch: dict[str, torch.Tensor], causal: bool) -> int:

@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_
 from dora_bench.errors import ConfigError, RecordExistsError, TrainingDiverged, UserError
 from dora_bench.methods import AdaptTarget, Method, build_method
 from dora_bench.methods.allocation import save_allocation_heatmap
-from dora_bench.run import data_parallel, efficiency
+from dora_bench.run import data_parallel, efficiency, sharding
 from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
 from dora_bench.run.checks import check_config, resolve_lr
 from dora_bench.tasks import load_task, task_model_kind
@@ -118,7 +118,7 @@ class Run:
     device: torch.device
     task: Task
     model: torch.nn.Module  # what the method adapted; its hooks, evaluation and export use it
-    forward: torch.nn.Module  # what the loop calls: ``model``, or torch DDP around it (data_parallel.py)
+    forward: torch.nn.Module  # what the loop calls: ``model`` (also under FSDP), or torch DDP around it
     target: AdaptTarget
     loader: DataLoader
     optimizer: torch.optim.Optimizer
@@ -131,6 +131,7 @@ class Run:
     done_epochs: int = 0
     last_finite_loss: float | None = None  # named in the error if the loss stops being finite
     train_peak_mib: float = 0.0  # Table 9 compares training memory: evaluation is left out
+    replicated: list[torch.nn.Parameter] = field(default_factory=list)  # FSDP: whole on every process
 
 
 # -- set-up ----------------------------------------------------------------------------------------
@@ -226,6 +227,14 @@ def setup(
 
     trainer = cfg.trainer
     data_parallel.check_batch(trainer.batch_size)
+    # before the optimizer: FSDP replaces the parameters it shards
+    forward, replicated = data_parallel.wrap(
+        model,
+        device,
+        fsdp=bool(trainer.get("fsdp")),
+        shard_trainable=method.shard_trainable,
+        backbone=cfg.backbone.name,
+    )
     loader = task.train_loader(
         trainer.batch_size,
         seed=cfg.seed,
@@ -247,6 +256,7 @@ def setup(
     record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps, "frozen_weights": weights}
     if world > 1:
         record["extras"]["world_size"] = world
+        record["extras"]["parallel"] = "fsdp" if forward is model else "ddp"
     say(
         f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {len(loader)}), lr {lr:g} from {lr_source}, "
         f"device {record['device']}, precision {record['precision']}"
@@ -259,7 +269,7 @@ def setup(
         device,
         task,
         model,
-        data_parallel.wrap(model, device),
+        forward,
         target,
         loader,
         optimizer,
@@ -268,6 +278,7 @@ def setup(
         total_steps,
         num_epochs,
         bar=None,
+        replicated=replicated,
     )
     if checkpoint is not None:
         run.done_epochs, run.step = restore_training_state(
@@ -318,7 +329,10 @@ def train_epoch(run: Run, epoch: int, log: MetricsLog) -> tuple[float, float]:
         extra = method.extra_loss(model, step)
         loss = task_loss if extra is None else task_loss + extra
         loss.backward()
+        if run.replicated:  # FSDP leaves a PEFT method's parameters whole: their gradients are averaged here
+            sharding.average_gradients(run.replicated)
         grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), run.cfg.trainer.max_grad_norm)
+        grad_norm = sharding.whole(grad_norm)  # FSDP's norm of sharded gradients is itself sharded
         if world > 1:  # the global batch's loss, the same on every process: all stop together if it diverges
             loss, task_loss = data_parallel.mean_over_processes(torch.stack([loss, task_loss]))
         loss_value = loss.item()  # one GPU sync per step; the check, the bar and the log need it
@@ -374,15 +388,14 @@ def evaluate_epoch(run: Run, epoch: int, seconds: float, train_loss: float, log:
     record["epochs"].append(entry)
     log.write({"step": run.step, "epoch": epoch, "eval": metrics})
     record["best"], record["last"] = select_epochs(record["epochs"], run.task.main_metric)
-    if not distributed.is_main():
-        return
-    run.bar.write(
-        f"[dora-bench] epoch {epoch}: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        + ("" if entry["countable"] else "  (budget not final yet: not eligible as best)")
-    )
-    records.write_json_atomic(run.out_dir / records.RECORD_NAME, record)  # the epochs so far survive a crash
-    if run.cfg.trainer.checkpoint:
+    if distributed.is_main():
+        run.bar.write(
+            f"[dora-bench] epoch {epoch}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            + ("" if entry["countable"] else "  (budget not final yet: not eligible as best)")
+        )
+        records.write_json_atomic(run.out_dir / records.RECORD_NAME, record)  # the epochs so far survive a crash
+    if run.cfg.trainer.checkpoint:  # on every process: sharded weights are gathered from all; rank 0 writes
         save_checkpoint(
             run.out_dir / records.CHECKPOINT_NAME,
             record=record,

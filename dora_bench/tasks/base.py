@@ -105,13 +105,24 @@ def _feed(digest: _Hash, part: Any) -> None:
 
 @contextlib.contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
-    """``model.eval()`` and ``torch.no_grad()`` for the block; the train/eval state is restored after."""
+    """``model.eval()`` and ``torch.no_grad()`` for the block; the train/eval state is restored after.
+
+    A model sharded by FSDP (run/sharding.py) also has its outermost unit (embeddings, final norm,
+    head) gathered for the block: a peft wrapper's ``generate`` calls the inner model, around which
+    that unit's own gathering hooks don't run. Its layers still gather one at a time."""
+    from torch.distributed.fsdp import FSDPModule
+
     was_training = model.training
+    sharded = isinstance(model, FSDPModule)
     model.eval()
+    if sharded:
+        model.unshard()
     try:
         with torch.no_grad():
             yield
     finally:
+        if sharded:
+            model.reshard()
         model.train(was_training)
 
 

@@ -143,14 +143,14 @@ class CausalLMTask(Task):
         )
         mine = list(range(distributed.rank(), len(prompts), distributed.world_size()))
         texts: dict[int, str] = {}
-        shard = EncodedDataset({k: _Rows(col, mine) for k, col in prompts.columns.items()})
-        batches = list(eval_batches(shard, self.left, batch_size))
+        batches = in_lockstep(list(eval_batches(_share(prompts, mine), self.left, batch_size)), prompts, self.left)
         with evaluating(model):
             for indices, batch in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
                 inputs = to_device(batch, device)
                 with autocast():
-                    # keyword arguments only: a peft-wrapped model's generate() takes no positional inputs
-                    out = model.generate(**inputs, generation_config=config)
+                    # keyword arguments only: a peft-wrapped model's generate() takes no positional inputs;
+                    # synced_gpus: every process decodes until all are done (FSDP gathers in each forward)
+                    out = model.generate(**inputs, generation_config=config, synced_gpus=distributed.world_size() > 1)
                 new = out[:, inputs["input_ids"].shape[1] :].cpu()  # left padding: every prompt ends here
                 for i, text in zip(indices, self.decode(new)):
                     texts[i] = text
@@ -169,13 +169,16 @@ class CausalLMTask(Task):
         token (``loss``), ``perplexity = exp(loss)``, and ``token_accuracy`` (argmax = next token)."""
         totals = torch.zeros(3, dtype=torch.float64)  # summed NLL, correct tokens, tokens
         rows = list(range(distributed.rank(), len(dataset), distributed.world_size()))
-        shard = EncodedDataset({k: _Rows(col, rows) for k, col in dataset.columns.items()})
         with evaluating(model):
-            for _, batch in eval_batches(shard, self.collate, batch_size):
+            for indices, batch in in_lockstep(
+                list(eval_batches(_share(dataset, rows), self.collate, batch_size)), dataset, self.collate
+            ):
                 batch = to_device(batch, device)
                 labels = batch.pop("labels")
                 with autocast():
                     logits = model(**batch).logits
+                if not indices:  # a filler batch (in_lockstep): run for the other processes, not scored
+                    continue
                 targets = labels[:, 1:]
                 scored = targets != LABEL_PAD
                 predicted = logits[:, :-1][scored].float()  # (tokens, vocab): only where a label is
@@ -191,6 +194,27 @@ class CausalLMTask(Task):
         nll, correct, tokens = distributed.all_reduce_sum_(totals).tolist()
         loss = nll / max(tokens, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": correct / max(tokens, 1)}
+
+
+def _share(dataset: EncodedDataset, rows: list[int]) -> EncodedDataset:
+    return EncodedDataset({k: _Rows(col, rows) for k, col in dataset.columns.items()})
+
+
+def in_lockstep(
+    batches: list[tuple[list[int], dict]], dataset: EncodedDataset, collate: PadCollator
+) -> list[tuple[list[int], dict]]:
+    """This process's evaluation batches, padded to as many as the process with the most has.
+
+    Under FSDP every forward gathers weights from all processes, so all must run the same number;
+    a round-robin share can be one batch short (or empty). The padding batches are the first row of
+    the dataset with no row indices: the caller runs them and keeps nothing."""
+    if distributed.world_size() == 1:
+        return batches
+    rounds = distributed.max_over_processes(len(batches))
+    if len(batches) < rounds:
+        _, filler = next(eval_batches(_share(dataset, [0]), collate, 1))
+        batches = batches + [([], filler)] * (rounds - len(batches))
+    return batches
 
 
 class _Rows:

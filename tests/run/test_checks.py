@@ -46,3 +46,11 @@ def test_lr_precedence_cli_then_method_task_then_method_then_task():
     assert source == "method.lr_by_task.rte" and lr == pytest.approx(5e-4)  # LoRA paper, RTE
     cfg = compose(["task=rte", "backbone=tiny", "method=dora"])
     assert resolve_lr(cfg) == (pytest.approx(2e-3), "task.lr")
+
+
+def test_a_merged_export_is_refused_under_fsdp():
+    """Merging needs the whole backbone in one process; FSDP splits it (the adapter export still works)."""
+    dora = ["task=demo", "backbone=tiny", "method=dora", "trainer.fsdp=true"]
+    with pytest.raises(ConfigError, match="method.export_merged=true needs the whole backbone"):
+        check_config(compose([*dora, "method.export_merged=true"]))
+    check_config(compose(dora))
