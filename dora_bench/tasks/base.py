@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dora_bench import distributed
 from dora_bench.errors import ConfigError
 from dora_bench.tasks.batching import EncodedDataset, PadCollator, Ragged, train_loader
 
@@ -124,6 +125,12 @@ def evaluating(model: nn.Module) -> Iterator[None]:
         if sharded:
             model.reshard()
         model.train(was_training)
+
+
+def lockstep_decoding() -> dict[str, bool]:
+    """``generate`` arguments for several processes: each decodes until all are done, since under FSDP
+    every decoding step gathers weights from all of them (none in a single process)."""
+    return {"synced_gpus": True} if distributed.world_size() > 1 else {}
 
 
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from dora_bench import distributed
 from dora_bench.errors import DataError
-from dora_bench.tasks.base import Task, evaluating, to_device
+from dora_bench.tasks.base import Task, evaluating, lockstep_decoding, to_device
 from dora_bench.tasks.batching import LABEL_PAD, EncodedDataset, PadCollator, Ragged, eval_batches
 
 if TYPE_CHECKING:
@@ -148,9 +148,8 @@ class CausalLMTask(Task):
             for indices, batch in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
                 inputs = to_device(batch, device)
                 with autocast():
-                    # keyword arguments only: a peft-wrapped model's generate() takes no positional inputs;
-                    # synced_gpus: every process decodes until all are done (FSDP gathers in each forward)
-                    out = model.generate(**inputs, generation_config=config, synced_gpus=distributed.world_size() > 1)
+                    # keyword arguments only: a peft-wrapped model's generate() takes no positional inputs
+                    out = model.generate(**inputs, generation_config=config, **lockstep_decoding())
                 new = out[:, inputs["input_ids"].shape[1] :].cpu()  # left padding: every prompt ends here
                 for i, text in zip(indices, self.decode(new)):
                     texts[i] = text

@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from dora_bench import distributed
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache
-from dora_bench.tasks.base import Task, evaluating, positive_int, require, to_device
+from dora_bench.tasks.base import Task, evaluating, lockstep_decoding, positive_int, require, to_device
 from dora_bench.tasks.batching import EncodedDataset, Ragged, eval_batches
 from dora_bench.tasks.metrics import rouge
 from dora_bench.tasks.readers import load_hub_split, read_table
@@ -68,12 +67,11 @@ class SummarizationTask(Task):
                 inputs = to_device({k: batch[k] for k in ("input_ids", "attention_mask")}, device)
                 with autocast():
                     # keyword arguments only: a peft-wrapped model's generate() takes no positional inputs
-                    # synced_gpus: under FSDP each decoding step gathers weights from every process
                     out = model.generate(
                         **inputs,
                         num_beams=self.num_beams,
                         max_new_tokens=self.max_new_tokens,
-                        synced_gpus=distributed.world_size() > 1,
+                        **lockstep_decoding(),  # several processes: each decodes until all are done (FSDP)
                     )
                 for i, text in zip(indices, self.decode(out.cpu())):
                     summaries[i] = text.strip()
