@@ -11,6 +11,11 @@ every (task, seed) pair once, more pairs but tasks of different noise side by si
 "a better" / "b better" when the interval excludes 0, "no detectable difference" otherwise. With
 3-5 seeds an interval is wide: a difference smaller than it is not evidence of no effect, only of
 none this study can see.
+
+A t-interval needs differences that vary. Accuracy on a few hundred dev examples moves in steps
+(1/872 on SST-2), so two seeds can give exactly the same difference, and a t-interval of width 0
+would call it certain. When every difference is the same the interval is left out and the two-sided
+sign test decides instead (p = 2 · 0.5^n: six seeds before it can call a difference at 0.05).
 """
 
 from __future__ import annotations
@@ -45,9 +50,14 @@ class Paired:
     def mean(self) -> float | None:
         return statistics.mean(self.diffs) if self.diffs else None
 
+    @property
+    def constant(self) -> bool:
+        """Every pair gave the same difference: no spread for a t-interval to measure."""
+        return self.n >= 2 and max(self.diffs) - min(self.diffs) < 1e-9  # equal up to float rounding
+
     def interval(self, level: float = 0.95) -> tuple[float, float] | None:
-        """Student-t interval of the mean difference; None below two pairs."""
-        if self.n < 2:
+        """Student-t interval of the mean difference; None below two pairs or when every difference is the same."""
+        if self.n < 2 or self.constant:
             return None
         from scipy import stats
 
@@ -57,13 +67,17 @@ class Paired:
     def p_value(self) -> float | None:
         if self.n < 2:
             return None
-        if statistics.stdev(self.diffs) == 0:
-            return 0.0 if self.mean else 1.0
+        if self.constant:  # the sign test: every difference has the same sign (or is 0)
+            return min(1.0, 2 * 0.5**self.n) if self.mean else 1.0
         from scipy import stats
 
         return float(stats.ttest_1samp(self.diffs, 0.0).pvalue)
 
     def verdict(self) -> str:
+        if self.constant:
+            if self.p_value() >= 0.05:
+                return "no detectable difference (every seed the same difference; sign test)"
+            return f"{self.a if self.mean > 0 else self.b} better (every seed; sign test)"
         low_high = self.interval()
         if low_high is None:
             return "too few paired seeds"

@@ -45,6 +45,16 @@ def test_interval_and_p_value_match_the_hand_computation():
     assert Paired("rte", "dora", "lora", (1.0,)).verdict() == "too few paired seeds"
 
 
+def test_equal_differences_are_judged_by_the_sign_test_not_a_zero_width_interval():
+    # SST-2 accuracy moves in steps of 1/872: two seeds at -13/872 each gave a t-interval [-1.49, -1.49]
+    two = Paired("sst2", "dora", "pfeiffer", (0.7993 * 100 - 0.8142 * 100, 0.8005 * 100 - 0.8154 * 100))  # float-equal
+    assert two.interval() is None and two.p_value() == 0.5
+    assert two.verdict().startswith("no detectable difference")
+    six = Paired("sst2", "dora", "pfeiffer", (1.0,) * 6)  # sign test: 2 * 0.5^6 = 0.031
+    assert six.p_value() == pytest.approx(0.03125) and six.verdict().startswith("dora better")
+    assert Paired("sst2", "dora", "lora", (0.0, 0.0, 0.0)).verdict().startswith("no detectable difference")
+
+
 def test_seeds_are_paired_and_pooled_seed_by_seed(tmp_path):
     # rte: dora 70, 72, 75 / lora 69, 70, 71 -> d = 1, 2, 4; cola: seed 2 missing for lora -> d = 3, -1
     for seed, (dora, lora) in enumerate([(0.70, 0.69), (0.72, 0.70), (0.75, 0.71)]):
