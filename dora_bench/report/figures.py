@@ -13,6 +13,10 @@ writes under ``<results_dir>/figures/``:
 - ``budget_schedule/<task>_<backbone>_b<budget>.png``: components kept vs training progress,
   DoRA and AdaLoRA (``extras.budget_schedule``; the lowest complete seed).
 - ``llm/<task>_<backbone>_accuracy_vs_memory.png``: the decoder-LLM experiments (``llm.py``).
+- ``seed_scores_<backbone>_b<budget>.png``: every seed's dev main metric as a dot and the mean as
+  a bar, per task (panels) and method (x): the spread a "mean ± std" cell compresses, and the
+  pairing (a seed's dots share a marker). Methods without a budget (Full FT, BitFit) join each
+  budget's figure. Drawn when some task has at least two methods to compare.
 - ``curves/<task>/<backbone>/<method>[-<variant>]_b<budget>.png``: dev main metric per epoch,
   one line per seed, and the training loss from the run's ``metrics.jsonl`` where present.
 
@@ -28,7 +32,7 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +41,17 @@ from matplotlib.ticker import MaxNLocator
 
 from dora_bench.errors import ConfigError, UserError
 from dora_bench.methods.allocation import draw_rank_heatmap, pyplot, save_figure
-from dora_bench.report.cells import Run, Settings, by_cell, config_conflict, differing_keys, load_runs, metric
+from dora_bench.report.cells import (
+    METHODS,
+    PAPER_NAMES,
+    Run,
+    Settings,
+    by_cell,
+    config_conflict,
+    differing_keys,
+    load_runs,
+    metric,
+)
 
 ALLOCATING_METHODS = {"dora": "DoRA", "adalora": "AdaLoRA"}  # methods that distribute a budget, in panel order
 
@@ -65,6 +79,10 @@ def write_figures(results_dir: str | Path) -> list[Path]:
             if any((run.record.get("extras") or {}).get("budget_schedule") for run in same_budget):
                 path = out_dir / "budget_schedule" / f"{task}_{backbone}_b{budget}.png"
                 written.append(budget_schedule(same_budget, path, f"{task}, {backbone}, final budget {budget}"))
+    plain_runs = [run for run in runs if run.key[3] is None]
+    for (backbone, budget), points in seed_points(plain_runs).items():
+        if any(len(methods) > 1 for methods in points.values()):
+            written.append(seed_scores(points, out_dir / f"seed_scores_{backbone}_b{budget}.png", backbone, budget))
     written += write_llm_figures(every_run, out_dir)  # accuracy vs memory of the decoder-LLM experiments
     for (task, backbone, method, variant, budget), group in by_cell(runs).items():
         name = f"{method}{'-' + variant if variant else ''}_b{'-' if budget is None else budget}"
@@ -225,6 +243,76 @@ def budget_schedule(runs: list[Run], path: Path, where: str) -> Path:
     ax.legend()
     ax.set_title(f"Budget schedule: {where}")
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+#: x-axis order of the seed-score figure: the paper's row order, then any other method alphabetically
+METHOD_ORDER = (*METHODS.values(), "dora_wd", "prompt_tuning")
+TASK_ORDER = ("rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli", "squad_v1", "squad_v2", "xsum")
+SeedPoints = dict[str, dict[str, dict[int, tuple[float, bool]]]]  # task -> method -> seed -> (x100, eligible)
+
+
+def seed_points(runs: list[Run]) -> dict[tuple[str, int], SeedPoints]:
+    """``{(backbone, budget): {task: {method: {seed: (best epoch's main metric x100, eligible)}}}}`` from
+    complete plain runs; a method without a budget is put under every budget its backbone has."""
+    budgets: dict[str, set[int]] = defaultdict(set)
+    for run in runs:
+        if run.key[4] is not None:
+            budgets[run.key[1]].add(run.key[4])
+    out: dict[tuple[str, int], SeedPoints] = {}
+    for run in runs:
+        task, backbone, method, _, budget = run.key
+        best, main = run.record.get("best") or {}, run.record.get("main_metric")
+        value = (best.get("metrics") or {}).get(main)
+        if value is None or not math.isfinite(value):
+            continue
+        for b in [budget] if budget is not None else sorted(budgets[backbone]):
+            cell = out.setdefault((backbone, b), {}).setdefault(task, {}).setdefault(method, {})
+            cell[int(run.record.get("seed", 0))] = (100 * value, best.get("countable", True))
+    return out
+
+
+def _order(names: Iterable[str], order: tuple[str, ...]) -> list[str]:
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def seed_scores(points: SeedPoints, path: Path, backbone: str, budget: int) -> Path:
+    """One panel per task: a bar at each method's mean, a dot per seed (hollow: no eligible epoch)."""
+    tasks = _order(points, TASK_ORDER)
+    methods = _order({m for by_method in points.values() for m in by_method}, METHOD_ORDER)
+    seeds = sorted({seed for by_method in points.values() for by_seed in by_method.values() for seed in by_seed})
+    markers = dict(zip(seeds, "osD^vP*Xhp" * (len(seeds) // 10 + 1)))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(tasks), squeeze=False, figsize=(1.2 + 0.55 * len(methods) * len(tasks), 4.2))
+    for ax, task in zip(axes[0], tasks):
+        by_method = points[task]
+        shown = [m for m in methods if m in by_method]
+        for x, method in enumerate(shown):
+            values = by_method[method]
+            ax.bar(x, statistics.mean(v for v, _ in values.values()), width=0.6, color="0.85", zorder=1)
+            for k, (seed, (value, eligible)) in enumerate(sorted(values.items())):
+                offset = (k - (len(values) - 1) / 2) * 0.08  # seeds side by side, not on top of each other
+                ax.plot(
+                    x + offset,
+                    value,
+                    marker=markers[seed],
+                    color="C0",
+                    fillstyle="full" if eligible else "none",
+                    markersize=5,
+                    linestyle="none",
+                    zorder=2,
+                )
+        ax.set_xticks(range(len(shown)), [PAPER_NAMES.get(m, m) for m in shown], rotation=45, ha="right")
+        ax.set_title(task)
+        low = min(v for m in shown for v, _ in by_method[m].values())
+        high = max(v for m in shown for v, _ in by_method[m].values())
+        ax.set_ylim(low - 0.15 * (high - low + 1), high + 0.15 * (high - low + 1))  # the spread, not the bars' base
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("dev main metric x100 (best eligible epoch)")
+    handles = [plt.Line2D([], [], marker=markers[s], color="C0", linestyle="none", label=f"seed {s}") for s in seeds]
+    fig.legend(handles=handles, loc="upper right", fontsize=7, ncol=len(seeds))
+    fig.suptitle(f"Every seed: {backbone}, budget {budget} (bar: mean; hollow: no eligible epoch)", x=0.4)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save_figure(fig, path)
 
 

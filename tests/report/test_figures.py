@@ -10,7 +10,7 @@ from test_tables import write_run  # pytest puts tests/ on sys.path
 from dora_bench import records
 from dora_bench.methods.allocation import allocation_grid
 from dora_bench.report.cells import load_runs
-from dora_bench.report.figures import mean_grid, pool_allocations, write_figures
+from dora_bench.report.figures import mean_grid, pool_allocations, seed_points, write_figures
 
 TYPES = (
     "attention.self.query",
@@ -55,9 +55,32 @@ def test_figure2_and_friends_are_written(allocation_runs):
     written = {p.relative_to(allocation_runs / "figures").as_posix() for p in write_figures(allocation_runs)}
     assert "figure2_allocation_sst2_roberta-base.png" in written
     assert {"budget_schedule/sst2_roberta-base_b2.png", "budget_schedule/sst2_roberta-base_b8.png"} <= written
-    assert "curves/sst2/roberta-base/dora_b8.png" in written and len(written) == 1 + 2 + 4
+    assert {"seed_scores_roberta-base_b2.png", "seed_scores_roberta-base_b8.png"} <= written
+    assert "curves/sst2/roberta-base/dora_b8.png" in written and len(written) == 1 + 2 + 2 + 4
     figure = allocation_runs / "figures" / "figure2_allocation_sst2_roberta-base.png"
     assert figure.read_bytes()[:8] == PNG_MAGIC and figure.stat().st_size > 50_000  # 4 panels of 12 x 6 cells
+
+
+def test_seed_points_keep_every_seed_and_put_unbudgeted_methods_under_each_budget(tmp_path):
+    for seed, (dora, lora) in enumerate([(0.81, 0.80), (0.79, 0.82)]):
+        write_run(tmp_path, task="rte", method="dora", seed=seed, best=dora, budget=2)
+        write_run(tmp_path, task="rte", method="lora", seed=seed, best=lora, budget=8)
+    write_run(tmp_path, task="rte", method="bitfit", seed=0, best=0.70)
+    write_run(tmp_path, task="rte", method="dora", seed=3, best=0.60, budget=8, countable=False)
+    write_run(tmp_path, task="rte", method="dora", seed=4, best=0.99, budget=8, variant="nodem")  # not plain
+    write_run(tmp_path, task="rte", method="lora", seed=5, best=0.99, budget=8, status="failed")
+    runs = [run for run in load_runs(tmp_path) if run.complete and run.key[3] is None]
+    points = seed_points(runs)
+    assert set(points) == {("roberta-base", 2), ("roberta-base", 8)}
+    assert points[("roberta-base", 2)]["rte"] == {
+        "dora": {0: (pytest.approx(81.0), True), 1: (pytest.approx(79.0), True)},
+        "bitfit": {0: (pytest.approx(70.0), True)},  # no budget: beside every budget's methods
+    }
+    b8 = points[("roberta-base", 8)]["rte"]
+    assert b8["dora"] == {3: (pytest.approx(60.0), False)}  # hollow in the figure: no eligible epoch
+    assert set(b8["lora"]) == {0, 1} and set(b8["bitfit"]) == {0}
+    written = {p.name for p in write_figures(tmp_path)}
+    assert {"seed_scores_roberta-base_b2.png", "seed_scores_roberta-base_b8.png"} <= written
 
 
 def test_mean_grid_averages_seeds_cell_by_cell():
