@@ -58,7 +58,7 @@ def save_checkpoint(
     gather = any(sharding.is_sharded(p) for _, p in trainable)
     if not distributed.is_main() and not gather:
         return
-    params = {name: sharding.whole(p.detach()).to("cpu", copy=True) for name, p in trainable}
+    params = {name: sharding.whole_on_main(p) for name, p in trainable}
     optimizer_state = sharding.whole_optimizer_state(optimizer) if gather else optimizer.state_dict()
     if not distributed.is_main():
         return
@@ -91,7 +91,8 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None
     if not path.is_file():
         return None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: the processes of a sharded run each read the pages they need, not a copy of the whole file
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
         raise ConfigError(
             f"checkpoint at {path} can't be read ({type(err).__name__}): delete it or pass resume=false"

@@ -44,19 +44,30 @@ def shard(model: nn.Module, *, shard_trainable: bool, backbone: str) -> list[nn.
         )
     whole = [] if shard_trainable else [p for p in model.parameters() if p.requires_grad]
     ignored = set(whole)
-    layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
-    for layer in layers:  # inner units first: each layer gathers only its own weights
+    for layer in _outermost(model, layer_classes):  # each layer gathers only its own weights
         fully_shard(layer, ignored_params=ignored)
     fully_shard(model, ignored_params=ignored)  # the rest: embeddings, final norm, head
     return whole
 
 
+def _outermost(model: nn.Module, classes: set[str]) -> list[nn.Module]:
+    """The modules of those classes not inside another one (a unit inside a unit would be sharded twice)."""
+    chosen: list[str] = []
+    for name, module in model.named_modules():
+        if type(module).__name__ in classes and not any(name.startswith(c + ".") for c in chosen):
+            chosen.append(name)
+    return [model.get_submodule(name) for name in chosen]
+
+
 def _layer_classes(model: nn.Module) -> set[str]:
-    """The transformer-block class names of the (possibly peft-wrapped) Hugging Face model."""
+    """The transformer-block class names of the (possibly peft-wrapped) Hugging Face model.
+
+    Embedding classes (BERT and RoBERTa list theirs) stay in the outer unit: prompt tuning calls the
+    word embeddings directly, past any unit of their own, and a tied output head shares their weight."""
     for module in model.modules():
         names = getattr(module, "_no_split_modules", None)
         if names:
-            return set(names)
+            return {name for name in names if not name.endswith("Embeddings")}
     return set()
 
 
@@ -96,12 +107,27 @@ def like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return distribute_tensor(full.to(param.device, param.dtype), param.device_mesh, param.placements)
 
 
-def whole_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """``optimizer.state_dict()`` with every sharded state tensor gathered whole (every process calls it)."""
+def whole_on_main(tensor: torch.Tensor) -> torch.Tensor | None:
+    """A CPU copy of the whole of ``tensor`` on rank 0, None elsewhere (every process calls it).
+
+    One tensor at a time, straight to the CPU: for Full FT of 8B the gathered AdamW moments alone
+    would be 64 GB on every GPU if they were gathered first and copied after."""
+    full = whole(tensor.detach())
+    copy = full.to("cpu", copy=True) if distributed.is_main() else None
+    del full
+    return copy
+
+
+def whole_optimizer_state(optimizer: torch.optim.Optimizer) -> dict | None:
+    """``optimizer.state_dict()`` with every sharded state tensor gathered whole, on rank 0 (None
+    elsewhere; every process calls it)."""
     state = optimizer.state_dict()
     for key in sorted(state["state"]):  # the same order on every process: the gathers pair up
-        state["state"][key] = {name: whole(value) for name, value in state["state"][key].items()}
-    return state
+        state["state"][key] = {
+            name: whole_on_main(value) if torch.is_tensor(value) else value
+            for name, value in state["state"][key].items()
+        }
+    return state if distributed.is_main() else None
 
 
 def optimizer_state_like(saved: dict, optimizer: torch.optim.Optimizer) -> dict:
