@@ -80,9 +80,11 @@ def write_figures(results_dir: str | Path) -> list[Path]:
                 path = out_dir / "budget_schedule" / f"{task}_{backbone}_b{budget}.png"
                 written.append(budget_schedule(same_budget, path, f"{task}, {backbone}, final budget {budget}"))
     plain_runs = [run for run in runs if run.key[3] is None]
+    main_metrics = {run.key[0]: run.record.get("main_metric") for run in plain_runs}
     for (backbone, budget), points in seed_points(plain_runs).items():
         if any(len(methods) > 1 for methods in points.values()):
-            written.append(seed_scores(points, out_dir / f"seed_scores_{backbone}_b{budget}.png", backbone, budget))
+            path = out_dir / f"seed_scores_{backbone}_b{budget}.png"
+            written.append(seed_scores(points, path, backbone, budget, main_metrics))
     written += write_llm_figures(every_run, out_dir)  # accuracy vs memory of the decoder-LLM experiments
     for (task, backbone, method, variant, budget), group in by_cell(runs).items():
         name = f"{method}{'-' + variant if variant else ''}_b{'-' if budget is None else budget}"
@@ -276,8 +278,11 @@ def _order(names: Iterable[str], order: tuple[str, ...]) -> list[str]:
     return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
-def seed_scores(points: SeedPoints, path: Path, backbone: str, budget: int) -> Path:
-    """One panel per task: a bar at each method's mean, a dot per seed (hollow: no eligible epoch)."""
+def seed_scores(
+    points: SeedPoints, path: Path, backbone: str, budget: int, main_metrics: dict[str, str | None] | None = None
+) -> Path:
+    """One panel per task (titled with its main metric): a bar at each method's mean, a dot per seed
+    (hollow: no eligible epoch)."""
     tasks = _order(points, TASK_ORDER)
     methods = _order({m for by_method in points.values() for m in by_method}, METHOD_ORDER)
     seeds = sorted({seed for by_method in points.values() for by_seed in by_method.values() for seed in by_seed})
@@ -303,12 +308,13 @@ def seed_scores(points: SeedPoints, path: Path, backbone: str, budget: int) -> P
                     zorder=2,
                 )
         ax.set_xticks(range(len(shown)), [PAPER_NAMES.get(m, m) for m in shown], rotation=45, ha="right")
-        ax.set_title(task)
+        metric_name = (main_metrics or {}).get(task)
+        ax.set_title(f"{task} ({metric_name})" if metric_name else task)
         low = min(v for m in shown for v, _ in by_method[m].values())
         high = max(v for m in shown for v, _ in by_method[m].values())
         ax.set_ylim(low - 0.15 * (high - low + 1), high + 0.15 * (high - low + 1))  # the spread, not the bars' base
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("dev main metric x100 (best eligible epoch)")
+    axes[0][0].set_ylabel("dev score x100 (best eligible epoch)")
     handles = [plt.Line2D([], [], marker=markers[s], color="C0", linestyle="none", label=f"seed {s}") for s in seeds]
     fig.legend(handles=handles, loc="upper right", fontsize=7, ncol=len(seeds))
     fig.suptitle(f"Every seed: {backbone}, budget {budget} (bar: mean; hollow: no eligible epoch)", x=0.4)
