@@ -111,10 +111,8 @@ def evaluating(model: nn.Module) -> Iterator[None]:
     A model sharded by FSDP (run/sharding.py) also has its outermost unit (embeddings, final norm,
     head) gathered for the block: a peft wrapper's ``generate`` calls the inner model, around which
     that unit's own gathering hooks don't run. Its layers still gather one at a time."""
-    from torch.distributed.fsdp import FSDPModule
-
     was_training = model.training
-    sharded = isinstance(model, FSDPModule)
+    sharded = _is_fsdp(model)
     model.eval()
     if sharded:
         model.unshard()
@@ -125,6 +123,14 @@ def evaluating(model: nn.Module) -> Iterator[None]:
         if sharded:
             model.reshard()
         model.train(was_training)
+
+
+def _is_fsdp(model: nn.Module) -> bool:
+    if not torch.distributed.is_available():  # torch builds without distributed support have no FSDP
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 def lockstep_decoding() -> dict[str, bool]:
