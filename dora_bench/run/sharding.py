@@ -25,7 +25,6 @@ writes them (``whole``), and put them back in their layout on resume (``like``).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from dora_bench import distributed
@@ -141,8 +140,3 @@ def optimizer_state_like(saved: dict, optimizer: torch.optim.Optimizer) -> dict:
             for name, value in saved["state"][key].items()
         }
     return {**saved, "state": state}
-
-
-def sharded_any(model: nn.Module) -> bool:
-    """True once ``shard`` has run on ``model`` in a process group of more than one."""
-    return dist.is_initialized() and any(is_sharded(p) for p in model.parameters())

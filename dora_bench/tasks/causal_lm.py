@@ -141,9 +141,8 @@ class CausalLMTask(Task):
             pad_token_id=self.pad_token_id,
             eos_token_id=self.eos_token_id,
         )
-        mine = list(range(distributed.rank(), len(prompts), distributed.world_size()))
+        mine, batches = my_share(prompts, self.left, batch_size)
         texts: dict[int, str] = {}
-        batches = in_lockstep(list(eval_batches(_share(prompts, mine), self.left, batch_size)), prompts, self.left)
         with evaluating(model):
             for indices, batch in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
                 inputs = to_device(batch, device)
@@ -153,7 +152,7 @@ class CausalLMTask(Task):
                 new = out[:, inputs["input_ids"].shape[1] :].cpu()  # left padding: every prompt ends here
                 for i, text in zip(indices, self.decode(new)):
                     texts[i] = text
-        return distributed.gather_rows([texts[i] for i in range(len(mine))], len(prompts))
+        return distributed.gather_rows([texts[i] for i in range(mine)], len(prompts))
 
     def response_loss(
         self,
@@ -167,16 +166,13 @@ class CausalLMTask(Task):
         """Teacher-forced scores on the response tokens of ``dataset``: mean negative log-likelihood per
         token (``loss``), ``perplexity = exp(loss)``, and ``token_accuracy`` (argmax = next token)."""
         totals = torch.zeros(3, dtype=torch.float64)  # summed NLL, correct tokens, tokens
-        rows = list(range(distributed.rank(), len(dataset), distributed.world_size()))
         with evaluating(model):
-            for indices, batch in in_lockstep(
-                list(eval_batches(_share(dataset, rows), self.collate, batch_size)), dataset, self.collate
-            ):
+            for indices, batch in my_share(dataset, self.collate, batch_size)[1]:
                 batch = to_device(batch, device)
                 labels = batch.pop("labels")
                 with autocast():
                     logits = model(**batch).logits
-                if not indices:  # a filler batch (in_lockstep): run for the other processes, not scored
+                if not indices:  # a filler batch (my_share): run for the other processes, not scored
                     continue
                 targets = labels[:, 1:]
                 scored = targets != LABEL_PAD
@@ -199,21 +195,24 @@ def _share(dataset: EncodedDataset, rows: list[int]) -> EncodedDataset:
     return EncodedDataset({k: _Rows(col, rows) for k, col in dataset.columns.items()})
 
 
-def in_lockstep(
-    batches: list[tuple[list[int], dict]], dataset: EncodedDataset, collate: PadCollator
-) -> list[tuple[list[int], dict]]:
-    """This process's evaluation batches, padded to as many as the process with the most has.
+def my_share(
+    dataset: EncodedDataset, collate: PadCollator, batch_size: int
+) -> tuple[int, list[tuple[list[int], dict]]]:
+    """``(rows, batches)``: this process's round-robin share of ``dataset`` (rows ``r, r+W, ...``; the
+    batches' indices count within the share), padded to as many batches as the process with the most has.
 
     Under FSDP every forward gathers weights from all processes, so all must run the same number;
     a round-robin share can be one batch short (or empty). The padding batches are the first row of
     the dataset with no row indices: the caller runs them and keeps nothing."""
+    rows = list(range(distributed.rank(), len(dataset), distributed.world_size()))
+    batches = list(eval_batches(_share(dataset, rows), collate, batch_size))
     if distributed.world_size() == 1:
-        return batches
+        return len(rows), batches
     rounds = distributed.max_over_processes(len(batches))
     if len(batches) < rounds:
         _, filler = next(eval_batches(_share(dataset, [0]), collate, 1))
         batches = batches + [([], filler)] * (rounds - len(batches))
-    return batches
+    return len(rows), batches
 
 
 class _Rows:
