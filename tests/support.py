@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -68,3 +72,42 @@ needs_submitit = pytest.mark.skipif(
     not installed("hydra_plugins.hydra_submitit_launcher"),
     reason="hydra-submitit-launcher is not installed: pip install -e '.[launchers]'",
 )
+
+
+# -- several processes on the CPU (gloo), as torchrun would start them ------------------------------
+
+_LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def as_launched(rank: int, world: int, port: int) -> Iterator[None]:
+    """This process as rank ``rank`` of ``world`` (torchrun's variables, one CPU thread); afterwards the
+    process group the run joined is left and the variables are as they were (world 1: a single process)."""
+    import torch
+
+    before = {key: os.environ.get(key) for key in _LAUNCH_ENV}
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def start_two(process: Callable[..., None], *args: object) -> None:
+    """``process(rank, 2, port, *args)`` in two forked processes (fork: the children inherit the imported
+    modules instead of spending seconds importing them again); raises if either fails."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(process, args=(2, port, *args), nprocs=2, start_method="fork")

@@ -10,14 +10,10 @@ the runs would differ by design, not by error.
 
 from __future__ import annotations
 
-import os
-import socket
-
 import torch
-import torch.multiprocessing as mp
 
 from dora_bench.run import train as train_module
-from support import TINY_LLM, compose
+from support import TINY_LLM, as_launched, compose, start_two
 
 OVERRIDES = [
     *TINY_LLM,
@@ -32,10 +28,6 @@ OVERRIDES = [
 
 def _run(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
     """One process of the run: ``train(cfg)`` as torchrun would start it; its final state saved for the test."""
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
-    torch.set_num_threads(1)
     keep = train_module.finish
 
     def finish(run):
@@ -45,26 +37,16 @@ def _run(rank: int, world: int, port: int, overrides: list[str], out: str) -> No
 
     train_module.finish = finish
     try:
-        train_module.train(compose([*overrides, f"results_dir={out}/world{world}"]))
+        with as_launched(rank, world, port):
+            train_module.train(compose([*overrides, f"results_dir={out}/world{world}"]))
     finally:
         train_module.finish = keep
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_gloo_processes_prune_alike_and_match_one_process(tmp_path):
     overrides = [*OVERRIDES, f"cache_dir={tmp_path / 'cache'}"]
     _run(0, 1, 0, overrides, str(tmp_path))  # WORLD_SIZE=1: no process group, the single-process reference
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        os.environ.pop(key, None)
-    # fork: the children inherit the imported modules instead of spending seconds importing them again
-    mp.start_processes(_run, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, start_method="fork")
+    start_two(_run, overrides, str(tmp_path))
 
     first, second, single = (torch.load(tmp_path / f"{name}.pt") for name in ("rank0-of-2", "rank1-of-2", "rank0-of-1"))
     assert torch.equal(first["mask"], second["mask"])

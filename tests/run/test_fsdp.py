@@ -12,17 +12,14 @@ Dropout is off for the same reason as there: each process draws its own masks.
 from __future__ import annotations
 
 import json
-import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from dora_bench.run import sharding
 from dora_bench.run import train as train_module
 from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint
-from support import TINY_LLM, compose
+from support import TINY_LLM, as_launched, compose, start_two
 
 COMMON = [
     *TINY_LLM,
@@ -30,7 +27,7 @@ COMMON = [
     "trainer.batch_size=8",
     "trainer.checkpoint=false",
     # 13 dev rows in batches of 6: shares of 7 and 6 rows, 2 generate batches against 1, so evaluation
-    # must pad the short share to stay in lockstep (causal_lm.in_lockstep), or the processes hang
+    # must pad the short share to stay in lockstep (causal_lm.my_share), or the processes hang
     "task.synthetic.eval=13",
     "trainer.eval_batch_size=6",
 ]
@@ -43,10 +40,6 @@ METHODS = {
 
 def _run(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
     """One process of the run: ``train(cfg)`` as torchrun would start it; its final state saved for the test."""
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
-    torch.set_num_threads(1)
     keep = train_module.finish
 
     def finish(run):
@@ -65,11 +58,10 @@ def _run(rank: int, world: int, port: int, overrides: list[str], out: str) -> No
 
     train_module.finish = finish
     try:
-        train_module.train(compose([*overrides, f"results_dir={out}/world{world}"]))
+        with as_launched(rank, world, port):
+            train_module.train(compose([*overrides, f"results_dir={out}/world{world}"]))
     finally:
         train_module.finish = keep
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 def _checkpoint_round_trip(run, path: str) -> bool:
@@ -103,20 +95,12 @@ def _checkpoint_round_trip(run, path: str) -> bool:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_two_sharded_processes_match_one_process(tmp_path, method):
     overrides = [*COMMON, *METHODS[method], f"cache_dir={tmp_path / 'cache'}"]
     _run(0, 1, 0, overrides, str(tmp_path))  # WORLD_SIZE=1: no process group, the single-process reference
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        os.environ.pop(key, None)
     sharded = [*overrides, "trainer.fsdp=true"]
-    mp.start_processes(_run, args=(2, _free_port(), sharded, str(tmp_path)), nprocs=2, start_method="fork")
+    start_two(_run, sharded, str(tmp_path))
 
     first, second, single = (torch.load(tmp_path / f"{name}.pt") for name in ("rank0-of-2", "rank1-of-2", "rank0-of-1"))
     # the frozen (DoRA) or trained (Full FT) matrix is split in two; one process holds it whole
@@ -143,16 +127,9 @@ def test_two_sharded_processes_match_one_process(tmp_path, method):
 
 def _run_each(rank: int, world: int, port: int, runs: dict[str, list[str]], out: str) -> None:
     """One process of several sharded runs in a row (one process group; cheaper than a start per run)."""
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
-    torch.set_num_threads(1)
-    try:
+    with as_launched(rank, world, port):
         for name, overrides in runs.items():
             train_module.train(compose([*overrides, f"results_dir={out}/{name}"]))
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 def test_every_decoder_method_trains_sharded_and_exports(tmp_path):
@@ -180,7 +157,7 @@ def test_every_decoder_method_trains_sharded_and_exports(tmp_path):
     ]
     runs["encoder_prompt_tuning"] = [*encoder, "method=prompt_tuning"]
     runs["encoder_full_ft"] = [*encoder, "method=full_ft"]
-    mp.start_processes(_run_each, args=(2, _free_port(), runs, str(tmp_path)), nprocs=2, start_method="fork")
+    start_two(_run_each, runs, str(tmp_path))
 
     for name in runs:
         folder = next((tmp_path / name).rglob("record.json")).parent
