@@ -129,6 +129,7 @@ def main_grid(args) -> int:
             f"seed={args.seeds}",
             f"task={args.tasks or 'rte,mrpc,stsb,cola,sst2'}",
             f"method={args.methods}",
+            *([f"budget={args.budget}"] if args.budget else []),  # None: the experiment's budget 8
             *picked_overrides(),
         ],
         args.workers,
@@ -156,8 +157,10 @@ def dem(args) -> int:
 def everything(args) -> int:
     """Priority order, so that a study cut short has the most useful part: three seeds of DoRA, LoRA and
     AdaLoRA (whose rates the sweep has) on STS-B and SST-2, the DEM ablation beside them, the rest of the
-    sweep, the other methods' cells, the costly tasks (headline methods first), and only then CoLA and
-    seeds 3 and 4. CoLA comes last because
+    sweep, the other methods' cells, the costly tasks (headline methods first), seeds 3 and 4 of the
+    headline comparison and of the DEM ablation (the paired tests gain most from them), the headline
+    methods at budget 2 (Table 2's other budget; the rates picked at budget 8), the other seeds 3 and 4,
+    and only then CoLA. CoLA comes last because
     in 200 steps at the picked rates DoRA and LoRA both ended as constant predictors (Matthews 0.0, seed 0):
     a cell that cannot tell methods apart is the least useful use of the CPU."""
     cheap, costly, headline = "stsb,sst2", "mrpc,rte", "dora,lora,adalora"
@@ -170,15 +173,17 @@ def everything(args) -> int:
         (main_grid, {"seeds": "0,1,2", "tasks": cheap, "methods": others}),
         (main_grid, {"seeds": "0,1,2", "tasks": costly, "methods": headline}),
         (main_grid, {"seeds": "0,1,2", "tasks": costly, "methods": others}),
-        (main_grid, {"seeds": "0,1,2", "tasks": "cola", "methods": everyone}),
-        (main_grid, {"seeds": "3,4", "tasks": f"{cheap},{costly},cola", "methods": everyone}),
+        (main_grid, {"seeds": "3,4", "tasks": cheap, "methods": headline}),
         (dem, {"seeds": "3,4", "tasks": cheap}),
+        (main_grid, {"seeds": "0,1,2", "tasks": cheap, "methods": headline, "budget": 2}),
+        (main_grid, {"seeds": "3,4", "tasks": f"{cheap},{costly}", "methods": everyone}),
+        (main_grid, {"seeds": "0,1,2,3,4", "tasks": "cola", "methods": everyone}),
     ]
     status = 0
     for stage, settings in plan:
         if stage is not sweep and pick(args) != 0:
             print("[study] the sweep is incomplete; picks use the rates that finished", file=sys.stderr)
-        vars(args).update(settings)
+        vars(args).update({"budget": None, **settings})
         status = max(status, stage(args))
     return status
 
@@ -249,7 +254,7 @@ def report(args) -> int:
     # nothing to compare; it would only pull the pooled rows towards "no difference"
     scored: dict[tuple[str, str], list[float]] = {}  # (task, method) -> main metric of every complete seed
     for r in runs:
-        if r.complete and r.key[3] is None and r.record.get("best"):
+        if r.complete and r.key[3] is None and r.key[4] == budget_of(r.key[2]) and r.record.get("best"):
             value = r.record["best"]["metrics"].get(r.record["main_metric"])
             scored.setdefault((r.key[0], r.key[2]), []).append(value)
     not_run, summary = [], []
@@ -291,6 +296,7 @@ def report(args) -> int:
         lines += [to_markdown(rows), ""]
     else:
         lines += ["No `nodem` record yet.", ""]
+    lines += budget_two_section(runs, cells)
     lines += allocation_section(runs)
     commits = sorted({r.record.get("git_commit") or "?" for r in runs})
     devices = sorted({r.record.get("device") or "?" for r in runs})
@@ -312,6 +318,32 @@ def report(args) -> int:
     return 0
 
 
+def budget_two_section(runs: list, cells: dict) -> list[str]:
+    """Table 2's other budget for the rank methods: their b = 2 cells and DoRA against LoRA and AdaLoRA there."""
+    from dora_bench.report.cells import Settings, aggregate, metric
+    from dora_bench.report.compare import compare, to_markdown
+
+    lines = ["## Budget 2 (the rank methods; rates picked at budget 8)", ""]
+    methods = ("dora", "lora", "adalora")
+    tasks = [t for t in TASKS if any(cells.get((t, "minilm", m, None, 2)) for m in methods)]
+    if not tasks:
+        return [*lines, "No budget-2 record yet.", ""]
+    lines += ["| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for method in methods:
+        texts = []
+        for task in tasks:
+            values = list(
+                aggregate(cells.get((task, "minilm", method, None, 2), []), metric(), Settings(seeds=5)).scores.values()
+            )
+            std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+            texts.append(f"{statistics.mean(values):.2f}{std} ({len(values)})" if values else "—")
+        lines.append(f"| {method} | " + " | ".join(texts) + " |")
+    for other in methods[1:]:
+        rows = compare(runs, tasks, "minilm", "dora", other, 2, 2, Settings(seeds=1))
+        lines += ["", f"DoRA − {other} at budget 2:", "", to_markdown(rows)]
+    return [*lines, ""]
+
+
 def allocation_section(runs: list) -> list[str]:
     """Where DoRA and AdaLoRA put the budget (Figure 2's grid averaged over every complete main-grid
     run), and the three tendencies the paper reads off its Figure 2 for roberta-base on SST-2, each
@@ -322,7 +354,11 @@ def allocation_section(runs: list) -> list[str]:
         grids = [
             r.record["extras"]["rank_allocation_grid"]
             for r in runs
-            if r.complete and r.key[2] == method and r.key[3] is None and "rank_allocation_grid" in r.record["extras"]
+            if r.complete
+            and r.key[2] == method
+            and r.key[3] is None
+            and r.key[4] == 8
+            and "rank_allocation_grid" in r.record["extras"]
         ]
         if not grids:
             lines += [f"{method}: no complete run yet.", ""]
@@ -331,7 +367,9 @@ def allocation_section(runs: list) -> list[str]:
         mean = [
             [statistics.mean(g["values"][i][j] for g in grids) for j in range(len(columns))] for i in range(len(rows))
         ]
-        tasks = sorted({r.key[0] for r in runs if r.complete and r.key[2] == method and r.key[3] is None})
+        tasks = sorted(
+            {r.key[0] for r in runs if r.complete and r.key[2] == method and r.key[3] is None and r.key[4] == 8}
+        )
         lines += [
             f"**{method}** ({len(grids)} runs: {', '.join(tasks)}; budget 8, so 8.0 is an even spread)",
             "",
@@ -376,6 +414,7 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--tasks", help="main: rte,mrpc,stsb,cola,sst2 unless given; dem: stsb,sst2")
+    parser.add_argument("--budget", type=int, help="main: the budget of the rank methods (default: the experiment's 8)")
     args = parser.parse_args()
     if args.stage not in ("pick", "commit", "report") and not Path(args.data_dir, "RTE", "dev.tsv").is_file():
         parser.error(f"--data-dir {args.data_dir} holds no RTE/dev.tsv: point it at the GLUE TSV folder")
