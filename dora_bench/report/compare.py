@@ -4,18 +4,24 @@
 
 For each task, the seeds both methods completed are paired (same seed: same data order, same head
 init), and the per-seed differences ``d_s = a_s - b_s`` (dev metric x100) give a mean and a 95 %
-Student-t interval; the two-sided paired t-test's p-value is printed beside it. Across tasks, two
-pooled rows: "all tasks" averages each seed's differences over the tasks (seeds that have every task
-for both methods) and takes the interval over seeds, the conservative reading; "all pairs" counts
-every (task, seed) pair once, more pairs but tasks of different noise side by side. Verdict:
-"a better" / "b better" when the interval excludes 0, "no detectable difference" otherwise. With
-3-5 seeds an interval is wide: a difference smaller than it is not evidence of no effect, only of
-none this study can see.
+Student-t interval; the two-sided paired t-test's p-value is printed beside it. Verdict: "a better" /
+"b better" when the interval excludes 0, "no detectable difference" otherwise. With 3-5 seeds an
+interval is wide: a difference smaller than it is not evidence of no effect, only of none this study
+can see.
+
+Across tasks one pooled row, "all tasks": the mean of the tasks' mean differences (every task weighs
+the same, as in the paper's Avg column), its standard error from each task's own spread
+(``SE² = Σ_t s_t² / n_t / T²``) and a Welch-Satterthwaite t (degrees of freedom from the same
+terms). Seeds are not paired across tasks: seed 0 on STS-B and seed 0 on SST-2 share a number, not
+data, so averaging them seed by seed would be one arbitrary pairing of many; counting every (task,
+seed) pair as one sample would mix tasks of very different noise and weigh tasks by their seed count.
+A task with fewer than two pairs has no spread to contribute and stays out of the pooled row.
 
 A t-interval needs differences that vary. Accuracy on a few hundred dev examples moves in steps
 (1/872 on SST-2), so two seeds can give exactly the same difference, and a t-interval of width 0
-would call it certain. When every difference is the same the interval is left out and the two-sided
-sign test decides instead (p = 2 · 0.5^n: six seeds before it can call a difference at 0.05).
+would call it certain. Where there is no spread at all the interval is left out and the two-sided
+sign test over the pairs decides instead (p = 2 · 0.5^n when every sign agrees: six pairs before it
+can call a difference at 0.05).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import math
 import statistics
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +38,96 @@ from dora_bench.errors import ConfigError, UserError
 from dora_bench.records import write_text_atomic
 from dora_bench.report.cells import EPOCH_CHOICES, Run, Settings, aggregate, by_cell, load_runs, metric
 
+LEVEL = 0.95
+POOLED = "all tasks"
+
+
+def sign_test(diffs: tuple[float, ...]) -> float:
+    """Two-sided sign test of "the differences are centred on 0"; zero differences carry no sign."""
+    signs = [d for d in diffs if abs(d) > 1e-9]
+    if not signs:
+        return 1.0
+    from scipy import stats
+
+    return float(stats.binomtest(sum(d > 0 for d in signs), len(signs)).pvalue)
+
+
+class Comparison(ABC):
+    """What a row of the table shows; subclasses say how the mean, its spread and the t's degrees of freedom arise."""
+
+    task: str
+    a: str
+    b: str
+    note: str
+
+    @property
+    @abstractmethod
+    def n(self) -> int:
+        raise NotImplementedError
+
+    @property
+    @abstractmethod
+    def mean(self) -> float | None:
+        raise NotImplementedError
+
+    @property
+    @abstractmethod
+    def constant(self) -> bool:
+        """No spread for a t-interval to measure (every difference the same)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def _se_and_df(self) -> tuple[float, float] | None:
+        """(standard error of the mean, degrees of freedom of its t), or None below two pairs."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def _all_diffs(self) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    def interval(self, level: float = LEVEL) -> tuple[float, float] | None:
+        """Student-t interval of the mean difference; None without a spread to measure."""
+        spread = None if self.constant else self._se_and_df()
+        if spread is None:
+            return None
+        from scipy import stats
+
+        se, df = spread
+        half = stats.t.ppf(0.5 + level / 2, df) * se
+        return self.mean - half, self.mean + half
+
+    def p_value(self) -> float | None:
+        if self.n < 2:
+            return None
+        if self.constant:
+            return sign_test(self._all_diffs())
+        spread = self._se_and_df()
+        if spread is None:
+            return None
+        from scipy import stats
+
+        se, df = spread
+        return float(2 * stats.t.sf(abs(self.mean) / se, df))
+
+    def verdict(self) -> str:
+        if self.constant:
+            if self.p_value() >= 1 - LEVEL:
+                return "no detectable difference (no spread between seeds; sign test)"
+            return f"{self.a if self.mean > 0 else self.b} better (no spread between seeds; sign test)"
+        low_high = self.interval()
+        if low_high is None:
+            return "too few paired seeds"
+        low, high = low_high
+        if low > 0:
+            return f"{self.a} better"
+        if high < 0:
+            return f"{self.b} better"
+        return "no detectable difference"
+
 
 @dataclass(frozen=True)
-class Paired:
-    """One comparison: ``a`` minus ``b`` on ``task`` ("all tasks" for the pooled row)."""
+class Paired(Comparison):
+    """``a`` minus ``b`` on one task, seed by seed."""
 
     task: str
     a: str
@@ -52,41 +145,51 @@ class Paired:
 
     @property
     def constant(self) -> bool:
-        """Every pair gave the same difference: no spread for a t-interval to measure."""
         return self.n >= 2 and max(self.diffs) - min(self.diffs) < 1e-9  # equal up to float rounding
 
-    def interval(self, level: float = 0.95) -> tuple[float, float] | None:
-        """Student-t interval of the mean difference; None below two pairs or when every difference is the same."""
-        if self.n < 2 or self.constant:
+    @property
+    def variance_of_mean(self) -> float:
+        return statistics.variance(self.diffs) / self.n
+
+    def _se_and_df(self) -> tuple[float, float] | None:
+        return (math.sqrt(self.variance_of_mean), self.n - 1) if self.n >= 2 else None
+
+    def _all_diffs(self) -> tuple[float, ...]:
+        return self.diffs
+
+
+@dataclass(frozen=True)
+class Pooled(Comparison):
+    """``a`` minus ``b`` over tasks: the mean of the tasks' mean differences, with a Welch-Satterthwaite t."""
+
+    a: str
+    b: str
+    parts: tuple[Paired, ...]  # the tasks with two pairs or more
+    note: str = ""
+    task: str = POOLED
+
+    @property
+    def n(self) -> int:
+        return sum(p.n for p in self.parts)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.mean(p.mean for p in self.parts) if self.parts else None
+
+    @property
+    def constant(self) -> bool:
+        return bool(self.parts) and all(p.constant for p in self.parts)
+
+    def _se_and_df(self) -> tuple[float, float] | None:
+        terms = [(p.variance_of_mean, p.n - 1) for p in self.parts]
+        total = sum(v for v, _ in terms)
+        if not self.parts or total == 0:
             return None
-        from scipy import stats
+        df = total**2 / sum(v**2 / dof for v, dof in terms)
+        return math.sqrt(total) / len(self.parts), df
 
-        half = stats.t.ppf(0.5 + level / 2, self.n - 1) * statistics.stdev(self.diffs) / math.sqrt(self.n)
-        return self.mean - half, self.mean + half
-
-    def p_value(self) -> float | None:
-        if self.n < 2:
-            return None
-        if self.constant:  # the sign test: every difference has the same sign (or is 0)
-            return min(1.0, 2 * 0.5**self.n) if self.mean else 1.0
-        from scipy import stats
-
-        return float(stats.ttest_1samp(self.diffs, 0.0).pvalue)
-
-    def verdict(self) -> str:
-        if self.constant:
-            if self.p_value() >= 0.05:
-                return "no detectable difference (every seed the same difference; sign test)"
-            return f"{self.a if self.mean > 0 else self.b} better (every seed; sign test)"
-        low_high = self.interval()
-        if low_high is None:
-            return "too few paired seeds"
-        low, high = low_high
-        if low > 0:
-            return f"{self.a} better"
-        if high < 0:
-            return f"{self.b} better"
-        return "no detectable difference"
+    def _all_diffs(self) -> tuple[float, ...]:
+        return tuple(d for p in self.parts for d in p.diffs)
 
 
 def seed_scores(
@@ -108,30 +211,23 @@ def compare(
     budget_a: int | None,
     budget_b: int | None,
     settings: Settings,
-) -> list[Paired]:
-    """Per task and pooled over tasks (seed by seed), ``a - b``."""
-    rows, per_seed = [], {}
+) -> list[Comparison]:
+    """One row per task, then the pooled row over the tasks (see the module docstring), ``a - b``."""
+    rows = []
     for task in tasks:
         scores_a, note_a = seed_scores(runs, task, backbone, a, budget_a, settings)
         scores_b, note_b = seed_scores(runs, task, backbone, b, budget_b, settings)
         seeds = sorted(set(scores_a) & set(scores_b))
         rows.append(Paired(task, a, b, tuple(scores_a[s] - scores_b[s] for s in seeds), note_a or note_b))
-        for s in seeds:
-            per_seed.setdefault(s, {})[task] = scores_a[s] - scores_b[s]
-    # pooled: a seed counts once, its differences averaged over the tasks it has for both methods
-    complete = {s: d for s, d in per_seed.items() if len(d) == len(tasks)}
-    note = f"seeds with every task: {sorted(complete)}" if complete else "no seed has every task for both"
-    rows.append(
-        Paired("all tasks", a, b, tuple(statistics.mean(d.values()) for _, d in sorted(complete.items())), note)
-    )
-    pairs = tuple(d[task] for _, d in sorted(per_seed.items()) for task in tasks if task in d)
-    rows.append(Paired("all pairs", a, b, pairs, "each (task, seed) pair once"))
-    return rows
+    parts = tuple(row for row in rows if row.n >= 2)
+    short = [row.task for row in rows if row.n < 2]
+    note = f"{', '.join(short)} left out: fewer than two paired seeds" if short else ""
+    return [*rows, Pooled(a, b, parts, note)]
 
 
 def to_markdown(rows: list[Paired]) -> str:
     lines = [
-        "| a − b | task | n seeds | mean Δ (points) | 95 % CI | p (paired t) | verdict |",
+        "| a − b | task | n pairs | mean Δ (points) | 95 % CI | p (t) | verdict |",
         "|---|---|---:|---:|---|---:|---|",
     ]
     for row in rows:
@@ -140,7 +236,7 @@ def to_markdown(rows: list[Paired]) -> str:
         mean = f"{row.mean:+.2f}" if row.mean is not None else "-"
         p = row.p_value()
         p_text = "-" if p is None else f"{p:.3f}"
-        verdict = row.verdict() + (f" ({row.note})" if row.note and row.task not in ("all tasks", "all pairs") else "")
+        verdict = row.verdict() + (f" ({row.note})" if row.note else "")
         lines.append(f"| {row.a} − {row.b} | {row.task} | {row.n} | {mean} | {ci} | {p_text} | {verdict} |")
     return "\n".join(lines)
 

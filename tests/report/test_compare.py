@@ -8,7 +8,7 @@ import pytest
 
 from dora_bench import records
 from dora_bench.report.cells import Settings, load_runs
-from dora_bench.report.compare import Paired, compare, main
+from dora_bench.report.compare import Paired, compare, main, sign_test
 
 
 def record(root, task, method, seed, accuracy, lr=1e-3):
@@ -55,7 +55,7 @@ def test_equal_differences_are_judged_by_the_sign_test_not_a_zero_width_interval
     assert Paired("sst2", "dora", "lora", (0.0, 0.0, 0.0)).verdict().startswith("no detectable difference")
 
 
-def test_seeds_are_paired_and_pooled_seed_by_seed(tmp_path):
+def test_seeds_are_paired_within_a_task_and_tasks_pooled_by_their_own_spread(tmp_path):
     # rte: dora 70, 72, 75 / lora 69, 70, 71 -> d = 1, 2, 4; cola: seed 2 missing for lora -> d = 3, -1
     for seed, (dora, lora) in enumerate([(0.70, 0.69), (0.72, 0.70), (0.75, 0.71)]):
         record(tmp_path, "rte", "dora", seed, dora)
@@ -65,12 +65,39 @@ def test_seeds_are_paired_and_pooled_seed_by_seed(tmp_path):
         record(tmp_path, "cola", "lora", seed, lora)
     record(tmp_path, "cola", "dora", 2, 0.99)  # no partner: left out of every pair
     rows = compare(load_runs(tmp_path), ["rte", "cola"], "minilm", "dora", "lora", 8, 8, Settings(seeds=1))
-    rte, cola, pooled, pairs = rows
+    rte, cola, pooled = rows
     assert rte.diffs == pytest.approx((1.0, 2.0, 4.0)) and cola.diffs == pytest.approx((3.0, -1.0))
-    # pooled: seeds 0 and 1 have both tasks -> ((1 + 3) / 2, (2 - 1) / 2) = (2.0, 0.5)
-    assert pooled.task == "all tasks" and pooled.diffs == pytest.approx((2.0, 0.5))
-    # every (task, seed) pair once, seed by seed: (1, 3), (2, -1), (4,)
-    assert pairs.task == "all pairs" and pairs.diffs == pytest.approx((1.0, 3.0, 2.0, -1.0, 4.0))
+    # mean of the task means: (7/3 + 1) / 2; variances of the task means: (7/3) / 3 and 8 / 2
+    v_rte, v_cola = 7 / 9, 4.0
+    se = math.sqrt(v_rte + v_cola) / 2
+    df = (v_rte + v_cola) ** 2 / (v_rte**2 / 2 + v_cola**2 / 1)  # Welch-Satterthwaite: 1.40
+    t975 = 6.65535  # scipy.stats.t.ppf(0.975, 1.4002): between t(1) = 12.71 and t(2) = 4.30
+    assert pooled.task == "all tasks" and pooled.n == 5 and pooled.mean == pytest.approx(5 / 3)
+    assert pooled.interval() == pytest.approx((5 / 3 - t975 * se, 5 / 3 + t975 * se), abs=2e-3)
+    assert df == pytest.approx(1.4002, abs=1e-4)
+    assert pooled.verdict() == "no detectable difference"
+
+
+def test_the_pooled_row_leaves_out_single_pairs_and_falls_back_to_the_sign_test(tmp_path):
+    # stsb: d = 1, 1, 1 and sst2: d = 2, 2, 2 (no spread anywhere); rte has one pair only
+    for seed in range(3):
+        for task, gap in (("stsb", 0.01), ("sst2", 0.02)):
+            record(tmp_path, task, "dora", seed, 0.5 + gap)
+            record(tmp_path, task, "lora", seed, 0.5)
+    record(tmp_path, "rte", "dora", 0, 0.9)
+    record(tmp_path, "rte", "lora", 0, 0.1)
+    *_, pooled = compare(
+        load_runs(tmp_path), ["stsb", "sst2", "rte"], "minilm", "dora", "lora", 8, 8, Settings(seeds=1)
+    )
+    assert [p.task for p in pooled.parts] == ["stsb", "sst2"] and "rte left out" in pooled.note
+    assert pooled.mean == pytest.approx(1.5) and pooled.interval() is None
+    assert pooled.p_value() == pytest.approx(2 * 0.5**6)  # six pairs, every sign positive
+    assert pooled.verdict().startswith("dora better")
+
+
+def test_the_sign_test_counts_signs_not_sizes():
+    assert sign_test((1.0, 2.0, -0.5, 3.0)) == pytest.approx(0.625)  # 3 of 4 positive: binomial, two-sided
+    assert sign_test((0.0, 0.0)) == 1.0
 
 
 def test_cli_writes_the_table(tmp_path, capsys):
@@ -97,4 +124,5 @@ def test_cli_writes_the_table(tmp_path, capsys):
     )
     text = out.read_text()
     assert "| dora − bitfit | rte | 3 | +11.00 |" in text and "dora better" in text
+    assert "| dora − bitfit | all tasks | 3 | +11.00 |" in text  # one task: the pooled row is that task
     assert main(["--results-dir", str(tmp_path / "none"), "--backbone", "minilm"]) == 2
