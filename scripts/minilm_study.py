@@ -206,13 +206,32 @@ def commit(args) -> int:
 
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
+# dev-set majority-class rates of the public GLUE files: RTE 146 of 277 not_entailment, MRPC 279 of 408
+# paraphrases, SST-2 444 of 872 positive
+MAJORITY = {"rte": 146 / 277, "mrpc": 279 / 408, "sst2": 444 / 872}
+
+
+def cell_text(cell) -> str:
+    """``mean ± std (n)`` of a cell's seeds, ``refused`` (records that must not be pooled) or ``—``."""
+    if cell.refused:
+        return "refused"
+    values = list(cell.scores.values())
+    if not values:
+        return "—"
+    std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.2f}{std} ({len(values)})"
+
+
+def learnt_nothing(task: str, value: float) -> bool:
+    """A constant predictor as far as the main metric tells: exactly 0 (Matthews, Pearson) or the majority rate."""
+    return value == 0 or (task in MAJORITY and abs(value - MAJORITY[task]) < 1e-9)
 
 
 def report(args) -> int:
     """results/minilm/analysis.md from the records alone: the grid (mean ± std, n), DoRA against every
     baseline paired over seeds, the DEM ablation, the cells still missing, where the records came from."""
     from dora_bench.report.cells import Settings, aggregate, by_cell, load_runs, metric
-    from dora_bench.report.compare import compare, to_markdown
+    from dora_bench.report.compare import Pooled, compare, to_markdown
 
     runs = load_runs(RESULTS)
     cells, settings = by_cell(runs), Settings(seeds=5)
@@ -236,56 +255,64 @@ def report(args) -> int:
         texts, means = [], []
         for task in TASKS:
             c = cell(task, method)
-            if c.refused:
-                texts.append("refused")
-            elif c.scores:
-                values = list(c.scores.values())
-                std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-                texts.append(f"{statistics.mean(values):.2f}{std} ({len(values)})")
-                means.append(statistics.mean(values))
-            else:
-                texts.append("—")
+            texts.append(cell_text(c))
+            if c.scores and not c.refused:
+                means.append(statistics.mean(c.scores.values()))
             if len(c.scores) < 5:
                 missing.append(f"{task}/{method}: seeds {sorted(set(range(5)) - set(c.scores))}")
         avg = f"{statistics.mean(means):.2f}" if len(means) == len(TASKS) else "—"
         lines.append(f"| {method} | " + " | ".join(texts) + f" | {avg} |")
-    lines += ["", "## DoRA against each baseline, paired over seeds (Δ in points, 95 % t-interval)", ""]
-    # a task where every run of both methods scored exactly 0 (a constant predictor: Matthews 0) has
-    # nothing to compare; it would only pull the pooled rows towards "no difference"
-    scored: dict[tuple[str, str], list[float]] = {}  # (task, method) -> main metric of every complete seed
+    scored: dict[tuple[str, str], dict[int, float]] = {}  # (task, method) -> {seed: main metric}, budget 8
     for r in runs:
         if r.complete and r.key[3] is None and r.key[4] == budget_of(r.key[2]) and r.record.get("best"):
-            value = r.record["best"]["metrics"].get(r.record["main_metric"])
-            scored.setdefault((r.key[0], r.key[2]), []).append(value)
+            scored.setdefault((r.key[0], r.key[2]), {})[r.record["seed"]] = r.record["best"]["metrics"].get(
+                r.record["main_metric"]
+            )
+    flat = sorted(
+        (t, m, seed) for (t, m), by_seed in scored.items() for seed, v in by_seed.items() if learnt_nothing(t, v)
+    )
+    learnt = [t for t in TASKS if any(k[0] == t for k in scored) and not any(f[0] == t for f in flat)]
+    lines += [
+        "",
+        "## Runs that learnt nothing the metric can see",
+        "",
+        "A score of exactly 0 (Matthews, Pearson) or exactly the dev set's majority-class rate "
+        f"({', '.join(f'{t} {100 * v:.2f}' for t, v in MAJORITY.items())}): a constant predictor, as far as "
+        "the main metric tells. Such runs stay in the paired tests below (not learning within the "
+        "budget of steps is an outcome), and the pooled rows are also given over the tasks where no run "
+        f"of any method did this: {', '.join(learnt) or 'none'}.",
+        "",
+        *(f"- {t} / {m} / seed {seed}" for t, m, seed in flat),
+        "",
+        "## DoRA against each baseline, paired over seeds (Δ in points, 95 % t-interval)",
+        "",
+    ]
     not_run, summary = [], []
     for other in methods[1:]:
         tasks = [t for t in TASKS if (t, "dora") in scored and (t, other) in scored]
-        constant = [t for t in tasks if all(v == 0 for m in ("dora", other) for v in scored[(t, m)])]
+        # a task where every run of both methods scored 0 has nothing to compare
+        constant = [t for t in tasks if all(v == 0 for m in ("dora", other) for v in scored[(t, m)].values())]
+        tasks = [t for t in tasks if t not in constant]
         if not tasks:
             not_run.append(other)
             continue
-        rows = compare(
-            runs,
-            [t for t in tasks if t not in constant],
-            "minilm",
-            "dora",
-            other,
-            8,
-            budget_of(other),
-            Settings(seeds=1),
-        )
+        rows = compare(runs, tasks, "minilm", "dora", other, 8, budget_of(other), Settings(seeds=1))
         left_out = f" ({', '.join(constant)}: every run a constant predictor, left out)" if constant else ""
-        lines += [
-            f"DoRA − {other} on {', '.join(t for t in tasks if t not in constant)}{left_out}:",
-            "",
-            to_markdown(rows),
-            "",
-        ]
-        summary.append(rows[-1])  # every (task, seed) pair: the headline row
+        lines += [f"DoRA − {other} on {', '.join(tasks)}{left_out}:", "", to_markdown(rows), ""]
+        summary.append(rows[-1])
+        parts = tuple(row for row in rows[-1].parts if row.task in learnt)
+        if parts and len(parts) < len(rows[-1].parts):
+            summary.append(Pooled("dora", other, parts, task=" + ".join(p.task for p in parts)))
     if not_run:
         lines += [f"No records yet for: {', '.join(not_run)}.", ""]
     if summary:
-        lines += ["In one line each (every (task, seed) pair once):", "", to_markdown(summary), ""]
+        lines += [
+            "In one line each (the tasks' mean differences averaged, each task's own spread; "
+            f"then over {' + '.join(learnt) or 'no task'} alone):",
+            "",
+            to_markdown(summary),
+            "",
+        ]
     lines += ["## DEM ablation (DoRA with γ = 0, `variant=nodem`), paired over seeds", ""]
     nodem = [r for r in runs if r.key[3] == "nodem"]
     renamed = [type(r)(r.path, {**r.record, "method": "dora_nodem", "variant": None}) for r in nodem]
@@ -332,11 +359,9 @@ def budget_two_section(runs: list, cells: dict) -> list[str]:
     for method in methods:
         texts = []
         for task in tasks:
-            values = list(
-                aggregate(cells.get((task, "minilm", method, None, 2), []), metric(), Settings(seeds=5)).scores.values()
+            texts.append(
+                cell_text(aggregate(cells.get((task, "minilm", method, None, 2), []), metric(), Settings(seeds=5)))
             )
-            std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-            texts.append(f"{statistics.mean(values):.2f}{std} ({len(values)})" if values else "—")
         lines.append(f"| {method} | " + " | ".join(texts) + " |")
     for other in methods[1:]:
         rows = compare(runs, tasks, "minilm", "dora", other, 2, 2, Settings(seeds=1))
@@ -345,33 +370,40 @@ def budget_two_section(runs: list, cells: dict) -> list[str]:
 
 
 def allocation_section(runs: list) -> list[str]:
-    """Where DoRA and AdaLoRA put the budget (Figure 2's grid averaged over every complete main-grid
-    run), and the three tendencies the paper reads off its Figure 2 for roberta-base on SST-2, each
-    as a number: in the middle layers Wq and Wk get more than Wv; early layers' Wo gets more than
-    its layer's mean; the last layers' Wf2 gets very little."""
-    lines = ["## Where the budget went (Figure 2's grid, mean over runs)", ""]
+    """Where DoRA and AdaLoRA put the budget (Figure 2's grid: the seeds' mean per task, then the tasks'
+    mean, so every task weighs the same; runs that learnt nothing are left out), and the three tendencies
+    the paper reads off its Figure 2 for roberta-base on SST-2, each as a number: in the middle layers Wq
+    and Wk get more than Wv; early layers' Wo gets more than its layer's mean; the last layers' Wf2 gets
+    very little."""
+    lines = ["## Where the budget went (Figure 2's grid: mean over seeds per task, then over tasks)", ""]
     for method in ("dora", "adalora"):
-        grids = [
-            r.record["extras"]["rank_allocation_grid"]
-            for r in runs
-            if r.complete
-            and r.key[2] == method
-            and r.key[3] is None
-            and r.key[4] == 8
-            and "rank_allocation_grid" in r.record["extras"]
-        ]
-        if not grids:
-            lines += [f"{method}: no complete run yet.", ""]
+        by_task: dict[str, list[dict]] = {}
+        for r in runs:
+            extras, best = r.record.get("extras") or {}, r.record.get("best")
+            if (
+                r.complete
+                and r.key[2:] == (method, None, 8)
+                and "rank_allocation_grid" in extras
+                and best
+                and not learnt_nothing(r.key[0], best["metrics"][r.record["main_metric"]])
+            ):
+                by_task.setdefault(r.key[0], []).append(extras["rank_allocation_grid"])
+        if not by_task:
+            lines += [f"{method}: no complete run that learnt its task yet.", ""]
             continue
-        rows, columns = grids[0]["rows"], grids[0]["columns"]
+        first = next(iter(by_task.values()))[0]
+        rows, columns = first["rows"], first["columns"]
+
+        def task_mean(grids: list[dict], i: int, j: int) -> float:
+            return statistics.mean(g["values"][i][j] for g in grids)
+
         mean = [
-            [statistics.mean(g["values"][i][j] for g in grids) for j in range(len(columns))] for i in range(len(rows))
+            [statistics.mean(task_mean(grids, i, j) for grids in by_task.values()) for j in range(len(columns))]
+            for i in range(len(rows))
         ]
-        tasks = sorted(
-            {r.key[0] for r in runs if r.complete and r.key[2] == method and r.key[3] is None and r.key[4] == 8}
-        )
+        tasks = ", ".join(f"{t} {len(g)}" for t, g in sorted(by_task.items()))
         lines += [
-            f"**{method}** ({len(grids)} runs: {', '.join(tasks)}; budget 8, so 8.0 is an even spread)",
+            f"**{method}** (runs per task: {tasks}; budget 8, so 8.0 is an even spread)",
             "",
             "| layer | " + " | ".join(columns) + " | mean |",
             "|---|" + "---:|" * (len(columns) + 1),
