@@ -446,6 +446,8 @@ def allocation_section(runs: list) -> list[str]:
             + " | ".join(f"{statistics.mean(col):.1f}" for col in zip(*mean))
             + f" | {statistics.mean(v for r in mean for v in r):.1f} |",
             "",
+            f"Cells from {min(map(min, mean)):.1f} to {max(map(max, mean)):.1f}.",
+            "",
         ]
         col = {name: j for j, name in enumerate(columns)}
         third = max(1, len(rows) // 3)
