@@ -211,36 +211,6 @@ TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 MAJORITY = {"rte": 146 / 277, "mrpc": 279 / 408, "sst2": 444 / 872}
 
 
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment: the k-th smallest of m p-values times (m - k + 1), kept monotone."""
-    order = sorted(range(len(p_values)), key=p_values.__getitem__)
-    adjusted, running = [0.0] * len(p_values), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def holm_lines(rows: list) -> list[str]:
-    """DoRA against several baselines is several tests: their pooled p-values with Holm's correction."""
-    rows = [row for row in rows if row.p_value() is not None]
-    if len(rows) < 2:
-        return []
-    adjusted = holm([row.p_value() for row in rows])
-    return [
-        f"DoRA against {len(rows)} baselines is {len(rows)} tests; Holm's correction over their pooled rows "
-        "(a difference holds at 0.05 when its adjusted p is below 0.05):",
-        "",
-        "| a − b | mean Δ | p | Holm-adjusted p |",
-        "|---|---:|---:|---:|",
-        *(
-            f"| {row.a} − {row.b} | {row.mean:+.2f} | {row.p_value():.3f} | {adj:.3f} |"
-            for row, adj in zip(rows, adjusted)
-        ),
-        "",
-    ]
-
-
 def cell_text(cell) -> str:
     """``mean ± std (n)`` of a cell's seeds, ``refused`` (records that must not be pooled) or ``—``."""
     if cell.refused:
@@ -261,7 +231,7 @@ def report(args) -> int:
     """results/minilm/analysis.md from the records alone: the grid (mean ± std, n), DoRA against every
     baseline paired over seeds, the DEM ablation, the cells still missing, where the records came from."""
     from dora_bench.report.cells import Settings, aggregate, by_cell, load_runs, metric
-    from dora_bench.report.compare import Pooled, compare, to_markdown
+    from dora_bench.report.compare import Pooled, compare, holm_table, to_markdown
 
     runs = load_runs(RESULTS)
     cells, settings = by_cell(runs), Settings(seeds=5)
@@ -342,7 +312,7 @@ def report(args) -> int:
             "",
             to_markdown(summary),
             "",
-            *holm_lines([row for row in summary if row.task == "all tasks"]),
+            *holm_table([row for row in summary if row.task == "all tasks"]),
         ]
     lines += ["## DEM ablation (DoRA with γ = 0, `variant=nodem`), paired over seeds", ""]
     nodem = [r for r in runs if r.key[3] == "nodem"]

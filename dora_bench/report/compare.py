@@ -241,6 +241,36 @@ def to_markdown(rows: list[Paired]) -> str:
     return "\n".join(lines)
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: the k-th smallest of m p-values times (m - k + 1), kept monotone."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def holm_table(rows: list[Comparison]) -> list[str]:
+    """One method against several baselines is several tests: their p-values with Holm's correction."""
+    rows = [row for row in rows if row.p_value() is not None]
+    if len(rows) < 2:
+        return []
+    adjusted = holm([row.p_value() for row in rows])
+    return [
+        f"{len(rows)} comparisons, so {len(rows)} tests: Holm's correction over them "
+        "(a difference holds at 0.05 when its adjusted p is below 0.05):",
+        "",
+        "| a − b | task | mean Δ | p | Holm-adjusted p |",
+        "|---|---|---:|---:|---:|",
+        *(
+            f"| {row.a} − {row.b} | {row.task} | {row.mean:+.2f} | {row.p_value():.3f} | {adj:.3f} |"
+            for row, adj in zip(rows, adjusted)
+        ),
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dora-bench-compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", default="results", help="the folder holding runs/ (default: %(default)s)")
@@ -263,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = load_runs(results)
         settings = Settings(epoch=args.epoch, seeds=1)
         unsized = {"full_ft", "bitfit"}
-        tables = []
+        tables, pooled = [], []
         for b in args.b.split(","):
             rows = compare(
                 runs,
@@ -276,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                 settings,
             )
             tables.append(to_markdown(rows))
-        text = "\n\n".join(tables)
+            pooled.append(rows[-1])
+        correction = "\n".join(holm_table(pooled)).strip()  # empty for a single baseline
+        text = "\n\n".join(tables + ([correction] if correction else []))
         print(text)
         if args.out:
             write_text_atomic(args.out, text + "\n")

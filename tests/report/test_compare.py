@@ -8,7 +8,7 @@ import pytest
 
 from dora_bench import records
 from dora_bench.report.cells import Settings, load_runs
-from dora_bench.report.compare import Paired, compare, main, sign_test
+from dora_bench.report.compare import Paired, compare, holm, holm_table, main, sign_test
 
 
 def record(root, task, method, seed, accuracy, lr=1e-3):
@@ -100,6 +100,14 @@ def test_the_sign_test_counts_signs_not_sizes():
     assert sign_test((0.0, 0.0)) == 1.0
 
 
+def test_holm_multiplies_the_kth_smallest_p_by_m_minus_k_plus_1_and_stays_monotone():
+    # sorted: 0.01 x 4 = 0.04, 0.03 x 3 = 0.09, 0.04 x 2 = 0.08 -> 0.09 (monotone), 0.5 x 1 = 0.5
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+    table = holm_table([Paired("rte", "dora", "lora", (1.0, 2.0, 3.0)), Paired("rte", "dora", "bitfit", (1.0,))])
+    assert table == []  # one row with a p-value: nothing to correct
+
+
 def test_cli_writes_the_table(tmp_path, capsys):
     for seed in range(3):
         record(tmp_path, "rte", "dora", seed, 0.70 + 0.01 * seed)
@@ -125,4 +133,12 @@ def test_cli_writes_the_table(tmp_path, capsys):
     text = out.read_text()
     assert "| dora − bitfit | rte | 3 | +11.00 |" in text and "dora better" in text
     assert "| dora − bitfit | all tasks | 3 | +11.00 |" in text  # one task: the pooled row is that task
+    assert "Holm" not in text  # one baseline, one test
+    for seed in range(3):
+        record(tmp_path, "rte", "lora", seed, 0.70 + 0.02 * seed)
+    assert main(["--results-dir", str(tmp_path), "--backbone", "minilm", "--tasks", "rte", "--b", "bitfit,lora"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "2 comparisons, so 2 tests: Holm's correction" in printed and "| dora − lora | all tasks | -1.00 |" in printed
+    )
     assert main(["--results-dir", str(tmp_path / "none"), "--backbone", "minilm"]) == 2
