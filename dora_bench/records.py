@@ -172,13 +172,15 @@ def claim(folder: str | Path) -> Iterator[Path]:
     budgets 2 and 8; the claim file, created exclusively, lets the second copy skip
     instead of writing the same files. A claim left by a dead process on this host is
     taken over; one from another host can't be checked, so the message says how to clear it.
+    The claim names the process by host, pid and (on Linux) when it started, so a pid that
+    a later process reuses (after a reboot or a restored snapshot) does not keep holding it.
     """
     from dora_bench.errors import RunInProgressError
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CLAIM_NAME
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    owner = ":".join([socket.gethostname(), str(os.getpid()), process_start(os.getpid()) or ""]).rstrip(":")
     for attempt in (1, 2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -200,17 +202,43 @@ def claim(folder: str | Path) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+def process_start(pid: int) -> str | None:
+    """``boot/pid-namespace/start-ticks`` of a live process (Linux), None where /proc can't say.
+
+    The start time (clock ticks since boot) tells a process from a later one with the same pid;
+    the boot id, whether the machine restarted since; the pid namespace, whether ``pid`` means
+    the same process here as where it was written."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # fields after the command name (which may hold spaces and parentheses); starttime is field 22
+    ticks = stat.rpartition(")")[2].split()[19]
+    return f"{boot}/{namespace}/{ticks}"
+
+
 def _claim_is_stale(holder: str) -> bool:
-    host, _, pid = holder.rpartition(":")
+    host, _, rest = holder.partition(":")
+    pid, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return not holder  # an empty claim is a crash between create and write
+    if started:
+        boot, namespace, _ = (started.split("/") + ["", ""])[:3]
+        mine = (process_start(os.getpid()) or "//").split("/")
+        if boot != mine[0]:
+            return True  # written before the machine last started: its process is gone
+        if namespace != mine[1]:
+            return False  # another pid namespace: its pid means nothing here
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False
-    return False
+        pass  # alive, another user's
+    # alive: the claimant only if it started when the claim says (else the pid was reused)
+    return bool(started) and process_start(int(pid)) not in (None, started)
 
 
 def clear_run_dir(folder: str | Path, keep: tuple[str, ...] = ()) -> None:

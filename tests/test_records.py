@@ -76,6 +76,40 @@ def test_claim_of_a_dead_process_is_taken_over(tmp_path):
         pass
 
 
+LINUX_PROC = pytest.mark.skipif(records.process_start(1) is None, reason="needs Linux /proc")
+
+
+def claimed_by(folder, holder: str):
+    folder.mkdir(exist_ok=True)
+    (folder / records.CLAIM_NAME).write_text(holder)
+    return folder
+
+
+@LINUX_PROC
+def test_a_reused_pid_does_not_keep_holding_a_claim(tmp_path):
+    import socket
+
+    from dora_bench.errors import RunInProgressError
+
+    host, pid = socket.gethostname(), os.getpid()
+    boot, namespace, ticks = records.process_start(pid).split("/")
+    # pid 1 is alive, but it is not the process that wrote this claim (another start time)
+    with records.claim(claimed_by(tmp_path / "reused", f"{host}:1:{boot}/{namespace}/{int(ticks) + 1}")):
+        pass
+    # written before the machine last started: whatever runs under that pid now is someone else
+    with records.claim(claimed_by(tmp_path / "rebooted", f"{host}:{pid}:another-boot/{namespace}/{ticks}")):
+        pass
+    # the live claimant itself, and one from another pid namespace (its pid can't be checked here), hold
+    for name, holder in (
+        ("live", f"{host}:{pid}:{boot}/{namespace}/{ticks}"),
+        ("namespace", f"{host}:1:{boot}/1234/{ticks}"),
+        ("old format", f"{host}:1"),
+    ):
+        with pytest.raises(RunInProgressError, match="being trained by"):
+            with records.claim(claimed_by(tmp_path / name, holder)):
+                pass
+
+
 def test_clear_run_dir_keeps_only_the_claim(tmp_path):
     folder = tmp_path / "seed0"
     (folder / "adapter").mkdir(parents=True)
