@@ -35,6 +35,32 @@ LEVELS = 4  # rates per method in experiment=minilm_lr_sweep
 METHODS = "dora,lora,adalora,houlsby,pfeiffer,bitfit,full_ft,dora_wd"
 
 
+def command_lines() -> list[bytes]:
+    """The command lines of this machine's processes (Linux /proc; a process may end while read)."""
+    lines = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            lines.append((proc / "cmdline").read_bytes())
+        except OSError:
+            continue
+    return lines
+
+
+def clear_left_claims() -> None:
+    """Delete the run claims a session that ended left behind, when no training process runs here.
+
+    The study's checkout predates claims that tell a reused pid from their writer (68b4f9a), and a
+    session's end can leave claims whose pid is alive again as another process: every run behind
+    one would be skipped as "being trained"."""
+    if any(b"dora_bench.run.cli" in cmdline for cmdline in command_lines()):
+        return
+    left = list(RESULTS.glob("**/.claim"))
+    for path in left:
+        path.unlink(missing_ok=True)
+    if left:
+        print(f"[study] {len(left)} claims left by an ended session cleared", flush=True)
+
+
 def run_workers(stage: str, overrides: list[str], workers: int) -> int:
     """``workers`` copies of one sweep, side by side; the exit status of the worst."""
     logs = RESULTS / "logs"
@@ -179,6 +205,7 @@ def everything(args) -> int:
         (main_grid, {"seeds": "3,4", "tasks": f"{cheap},{costly}", "methods": everyone}),
         (main_grid, {"seeds": "0,1,2,3,4", "tasks": "cola", "methods": everyone}),
     ]
+    clear_left_claims()
     status = 0
     for stage, settings in plan:
         if stage is not sweep and pick(args) != 0:
