@@ -270,7 +270,7 @@ def differences(runs: list[Run]) -> dict[str, list[Any]]:
     """What differs between the runs in what they learn from or how they are scored, with each
     run's value: config keys outside ``BOOKKEEPING_KEYS``, then the record's own facts. A fact a
     record lacks (a run that failed before it read its data) is not compared."""
-    flat = [flatten_config(run.record.get("config") or {}) for run in runs]
+    flat = [own_rate_only(flatten_config(run.record.get("config") or {})) for run in runs]
     ignored = {"seed"} | ({"budget"} if all(run.key[4] is None for run in runs) else set())  # Full FT, BitFit
     keys = sorted(k for k in {k for f in flat for k in f} - ignored if not _bookkeeping(k))
     found = {k: [f.get(k, "<absent>") for f in flat] for k in keys}
@@ -288,6 +288,13 @@ def differences(runs: list[Run]) -> dict[str, list[Any]]:
         if len({v for v in values if v is not None}) > 1:
             found[name] = values
     return found
+
+
+def own_rate_only(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config without the ``lr_picks`` of other methods: a sweep that had picked more
+    methods' rates by the time a later seed ran changed nothing this run learnt from."""
+    own = f"lr_picks.{flat.get('method.name')}"
+    return {k: v for k, v in flat.items() if not k.startswith("lr_picks.") or k == own}
 
 
 def _bookkeeping(key: str) -> bool:

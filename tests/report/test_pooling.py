@@ -112,6 +112,18 @@ def test_bookkeeping_still_pools(tmp_path):
     assert csv_cells(table2(load_runs(tmp_path), Settings(seeds=2)))[("LoRA 8", "RTE")]["state"] == "ok"
 
 
+def test_only_the_methods_own_picked_rate_must_agree(tmp_path):
+    # seeds 0-1 ran when the sweep had picked LoRA's and DoRA's rates, seed 2 after it had all of them
+    picks = {"lora": 3e-3, "dora": 1e-2}
+    paths = lora_rte(tmp_path, (0, 0.70), (1, 0.72), (2, 0.74))
+    for path in paths[:2]:
+        edit(path, lambda r: r["config"].update(lr_picks=dict(picks)))
+    edit(paths[2], lambda r: r["config"].update(lr_picks={**picks, "houlsby": 3e-3, "bitfit": 3e-3}))
+    assert csv_cells(table2(load_runs(tmp_path), Settings(seeds=3)))[("LoRA 8", "RTE")]["state"] == "ok"
+    edit(paths[2], lambda r: r["config"].update(lr_picks={**picks, "lora": 1e-3}))  # LoRA's own rate moved
+    assert "lr_picks.lora: 0.003, 0.003, 0.001" in refusal(table2(load_runs(tmp_path), Settings(seeds=3)))
+
+
 # -- 3. ablation rows check the setting they claim -----------------------------------------------
 
 
