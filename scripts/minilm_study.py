@@ -33,6 +33,7 @@ PICKS = RESULTS / "lr_picks.yaml"
 SWEEP_TASKS = ("stsb",)  # CoLA was dropped from the sweep for compute (see minilm_lr_sweep.yaml)
 LEVELS = 4  # rates per method in experiment=minilm_lr_sweep
 METHODS = "dora,lora,adalora,houlsby,pfeiffer,bitfit,full_ft,dora_wd"
+EDGE_LEVEL = "xxhigh"  # the rate level `edge` adds beyond the grid's top
 
 
 def command_lines() -> list[bytes]:
@@ -80,18 +81,54 @@ def sweep(args) -> int:
     return run_workers("sweep", ["experiment=minilm_lr_sweep", f"task.data_dir={args.data_dir}"], args.workers)
 
 
-def pick(args) -> int:
-    """One rate per method: the best mean main metric over the sweep's tasks (ties: the lower rate)."""
+def sweep_records() -> dict[str, dict[float, dict[str, float | None]]]:
+    """{method: {rate: {task: main metric, None where the run failed}}} of the sweep's records."""
     from dora_bench.records import read_record
 
-    scores: dict[str, dict[float, dict[str, float | None]]] = {}
+    found: dict[str, dict[float, dict[str, float | None]]] = {}
     for path in sorted(SWEEP.glob("runs/*/minilm/*/b*/seed*/record.json")):
         record = read_record(path)
-        method = record["method"]
+        if record is None:
+            continue
         lr = float(record["extras"].get("lr") or record["config"]["trainer"]["lr"])
         ok = record["status"] == "complete" and record["best"]
         value = record["best"]["metrics"][record["main_metric"]] if ok else None
-        scores.setdefault(method, {}).setdefault(lr, {})[record["task"]] = value
+        found.setdefault(record["method"], {}).setdefault(lr, {})[record["task"]] = value
+    return found
+
+
+def edge(args) -> int:
+    """One rate more (3x the highest tried) for each method whose best rate is the highest it tried: a
+    pick at the grid's edge says only that the best rate is there or beyond. Repeat until none is."""
+    overrides, methods = [], []
+    for method, rates in sweep_records().items():
+        scored = {
+            lr: statistics.mean(by_task[t] for t in SWEEP_TASKS)
+            for lr, by_task in rates.items()
+            if all(by_task.get(t) is not None for t in SWEEP_TASKS)
+        }
+        if scored and max(scored, key=scored.get) == max(rates):
+            methods.append(method)
+            overrides.append(f"++lr_grid.{method}.{EDGE_LEVEL}={float(f'{3 * max(rates):.0e}')}")
+    if not methods:
+        print("[study] every pick lies inside the rates tried", flush=True)
+        return 0
+    return run_workers(
+        "edge",
+        [
+            "experiment=minilm_lr_sweep",
+            f"task.data_dir={args.data_dir}",
+            f"method={','.join(methods)}",
+            f"lr_level={EDGE_LEVEL}",
+            *overrides,
+        ],
+        args.workers,
+    )
+
+
+def pick(args) -> int:
+    """One rate per method: the best mean main metric over the sweep's tasks (ties: the lower rate)."""
+    scores = sweep_records()
     picks, lines = (
         {},
         [
