@@ -1,6 +1,7 @@
 """The MiniLM study (issue 8): real pretrained weights on real GLUE, every method, on a CPU box.
 
     python scripts/minilm_study.py sweep --data-dir ../shared/data/glue_data   # experiment=minilm_lr_sweep
+    python scripts/minilm_study.py edge --data-dir ...                         # one rate more where a pick is the top
     python scripts/minilm_study.py pick                                        # -> results/minilm/lr_picks.yaml
     python scripts/minilm_study.py main --data-dir ... --seeds 0,1,2           # experiment=minilm_glue
     python scripts/minilm_study.py dem --data-dir ... --seeds 0,1,2            # DoRA without DEM, STS-B + SST-2
@@ -508,7 +509,7 @@ def allocation_section(runs: list) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("sweep", "pick", "main", "dem", "all", "commit", "report"))
+    parser.add_argument("stage", choices=("sweep", "edge", "pick", "main", "dem", "all", "commit", "report"))
     parser.add_argument("--data-dir", default="../shared/data/glue_data", help="the GLUE TSV folder")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time (default: one per core)")
     parser.add_argument("--seeds", default="0,1,2,3,4")
@@ -520,6 +521,7 @@ def main() -> int:
         parser.error(f"--data-dir {args.data_dir} holds no RTE/dev.tsv: point it at the GLUE TSV folder")
     stages = {
         "sweep": sweep,
+        "edge": edge,
         "pick": pick,
         "main": main_grid,
         "dem": dem,
