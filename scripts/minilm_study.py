@@ -219,14 +219,14 @@ def dem(args) -> int:
 
 
 def everything(args) -> int:
-    """Priority order, so that a study cut short has the most useful part: three seeds of DoRA, LoRA and
-    AdaLoRA (whose rates the sweep has) on STS-B and SST-2, the DEM ablation beside them, the rest of the
-    sweep, the other methods' cells, the costly tasks for the headline methods, seeds 3 and 4 of the
-    headline comparison on the tasks where every run learns (the paired tests gain most from them), the
-    costly tasks for the other methods, seeds 3 and 4 of the DEM ablation, the headline
-    methods at budget 2 (Table 2's other budget; the rates picked at budget 8), the other seeds 3 and 4,
-    and only then CoLA. CoLA comes last because
-    in 200 steps at the picked rates DoRA and LoRA both ended as constant predictors (Matthews 0.0, seed 0):
+    """Priority order, so that a study cut short has the most useful part: three seeds of DoRA, LoRA
+    and AdaLoRA (whose rates the sweep has) on STS-B and SST-2, the DEM ablation beside them, the rest
+    of the sweep and its extension past a pick at the grid's top, the other methods' cells, the costly
+    tasks for the headline methods, seeds 3 and 4 of the headline comparison on the tasks where every
+    run learns (the paired tests gain most from them), the costly tasks for the other methods, seeds 3
+    and 4 of the DEM ablation, the headline methods at budget 2 (Table 2's other budget; the rates
+    picked at budget 8), the other seeds 3 and 4, and only then CoLA. CoLA comes last because in 200
+    steps at the picked rates DoRA and LoRA both ended as constant predictors (Matthews 0.0, seed 0):
     a cell that cannot tell methods apart is the least useful use of the CPU."""
     cheap, costly, headline = "stsb,sst2", "mrpc,rte", "dora,lora,adalora"
     others = "houlsby,pfeiffer,bitfit,full_ft"
@@ -235,6 +235,7 @@ def everything(args) -> int:
         (main_grid, {"seeds": "0,1,2", "tasks": cheap, "methods": headline}),
         (dem, {"seeds": "0,1,2", "tasks": cheap}),
         (sweep, {}),
+        (edge, {}),
         (main_grid, {"seeds": "0,1,2", "tasks": cheap, "methods": others}),
         (main_grid, {"seeds": "0,1,2", "tasks": costly, "methods": headline}),
         (main_grid, {"seeds": "3,4", "tasks": cheap, "methods": headline}),
