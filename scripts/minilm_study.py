@@ -380,6 +380,7 @@ def report(args) -> int:
             to_markdown(summary),
             "",
             *holm_table([row for row in summary if row.task == "all tasks"]),
+            *holm_table([row for row in summary if row.task == " + ".join(learnt)]),
         ]
     lines += ["## DEM ablation (DoRA with γ = 0, `variant=nodem`), paired over seeds", ""]
     nodem = [r for r in runs if r.key[3] == "nodem"]
