@@ -98,17 +98,26 @@ def sweep_records() -> dict[str, dict[float, dict[str, float | None]]]:
     return found
 
 
+def rate_means(rates: dict[float, dict[str, float | None]]) -> dict[float, float]:
+    """{rate: mean main metric over SWEEP_TASKS} of the rates scored on every task, in rate order."""
+    return {
+        lr: statistics.mean(by_task[t] for t in SWEEP_TASKS)
+        for lr, by_task in sorted(rates.items())
+        if all(by_task.get(t) is not None for t in SWEEP_TASKS)
+    }
+
+
+def best_rate(means: dict[float, float]) -> float:
+    return max(sorted(means), key=means.__getitem__)  # sorted: on a tie the lower rate wins
+
+
 def edge(args) -> int:
     """One rate more (3x the highest tried) for each method whose best rate is the highest it tried: a
     pick at the grid's edge says only that the best rate is there or beyond. Repeat until none is."""
     overrides, methods = [], []
     for method, rates in sweep_records().items():
-        scored = {
-            lr: statistics.mean(by_task[t] for t in SWEEP_TASKS)
-            for lr, by_task in rates.items()
-            if all(by_task.get(t) is not None for t in SWEEP_TASKS)
-        }
-        if scored and max(scored, key=scored.get) == max(rates):
+        means = rate_means(rates)
+        if means and best_rate(means) == max(rates):
             methods.append(method)
             overrides.append(f"++lr_grid.{method}.{EDGE_LEVEL}={float(f'{3 * max(rates):.0e}')}")
     if not methods:
@@ -140,18 +149,16 @@ def pick(args) -> int:
     missing = []
     for method in METHODS.split(","):
         rates = scores.get(method, {})
-        means = {}
-        for lr, by_task in sorted(rates.items()):
-            values = [by_task.get(t) for t in SWEEP_TASKS]
-            if all(v is not None for v in values):
-                means[lr] = sum(values) / len(values)
-            else:
-                missing.append(f"{method} lr {lr:g}: " + ", ".join(t for t, v in zip(SWEEP_TASKS, values) if v is None))
+        means = rate_means(rates)
+        missing += [
+            f"{method} lr {lr:g}: " + ", ".join(t for t in SWEEP_TASKS if by_task.get(t) is None)
+            for lr, by_task in sorted(rates.items())
+            if lr not in means
+        ]
         if len(means) < LEVELS:
             missing.append(f"{method}: {LEVELS - len(means)} of {LEVELS} rates without a complete score on every task")
         if means:
-            best = max(sorted(means), key=lambda lr: means[lr])  # sorted: on a tie the lower rate wins
-            picks[method] = best
+            picks[method] = best_rate(means)
         for lr, by_task in sorted(rates.items()):
             cells = " | ".join("failed" if by_task.get(t) is None else f"{100 * by_task[t]:.2f}" for t in SWEEP_TASKS)
             mean = f"{100 * means[lr]:.2f}" if lr in means else "-"
@@ -354,7 +361,7 @@ def report(args) -> int:
         "## DoRA against each baseline, paired over seeds (Δ in points, 95 % t-interval)",
         "",
     ]
-    not_run, summary = [], []
+    not_run, summary, pooled_all, pooled_learnt = [], [], [], []
     for other in methods[1:]:
         tasks = [t for t in TASKS if (t, "dora") in scored and (t, other) in scored]
         # a task where every run of both methods scored 0 has nothing to compare
@@ -367,9 +374,11 @@ def report(args) -> int:
         left_out = f" ({', '.join(constant)}: every run a constant predictor, left out)" if constant else ""
         lines += [f"DoRA − {other} on {', '.join(tasks)}{left_out}:", "", to_markdown(rows), ""]
         summary.append(rows[-1])
+        pooled_all.append(rows[-1])
         parts = tuple(row for row in rows[-1].parts if row.task in learnt)
         if parts and len(parts) < len(rows[-1].parts):
             summary.append(Pooled("dora", other, parts, task=" + ".join(p.task for p in parts)))
+            pooled_learnt.append(summary[-1])
     if not_run:
         lines += [f"No records yet for: {', '.join(not_run)}.", ""]
     if summary:
@@ -379,8 +388,8 @@ def report(args) -> int:
             "",
             to_markdown(summary),
             "",
-            *holm_table([row for row in summary if row.task == "all tasks"]),
-            *holm_table([row for row in summary if row.task == " + ".join(learnt)]),
+            *holm_table(pooled_all),
+            *holm_table(pooled_learnt),
         ]
     lines += ["## DEM ablation (DoRA with γ = 0, `variant=nodem`), paired over seeds", ""]
     nodem = [r for r in runs if r.key[3] == "nodem"]
