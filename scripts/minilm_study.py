@@ -34,6 +34,7 @@ PICKS = RESULTS / "lr_picks.yaml"
 SWEEP_TASKS = ("stsb",)  # CoLA was dropped from the sweep for compute (see minilm_lr_sweep.yaml)
 LEVELS = 4  # rates per method in experiment=minilm_lr_sweep
 METHODS = "dora,lora,adalora,houlsby,pfeiffer,bitfit,full_ft,dora_wd"
+RANK_METHODS = "dora,lora,adalora"  # the methods run at budget 2 too
 EDGE_LEVEL = "xxhigh"  # the rate level `edge` adds beyond the grid's top
 
 
@@ -79,17 +80,26 @@ def run_workers(stage: str, overrides: list[str], workers: int) -> int:
 
 
 def sweep(args) -> int:
-    return run_workers("sweep", ["experiment=minilm_lr_sweep", f"task.data_dir={args.data_dir}"], args.workers)
+    """The rate sweep at budget 8 (every method), or with ``--budget`` at that budget (the rank methods)."""
+    if not args.budget:
+        return run_workers("sweep", ["experiment=minilm_lr_sweep", f"task.data_dir={args.data_dir}"], args.workers)
+    overrides = [f"budget={args.budget}", f"method={RANK_METHODS}"]
+    return run_workers(
+        f"sweep-b{args.budget}",
+        ["experiment=minilm_lr_sweep", f"task.data_dir={args.data_dir}", *overrides],
+        args.workers,
+    )
 
 
-def sweep_records() -> dict[str, dict[float, dict[str, float | None]]]:
-    """{method: {rate: {task: main metric, None where the run failed}}} of the sweep's records."""
+def sweep_records(budget: int = 8) -> dict[str, dict[float, dict[str, float | None]]]:
+    """{method: {rate: {task: main metric, None where the run failed}}} of the sweep's records at
+    ``budget`` (and of the methods without one: Full FT, BitFit)."""
     from dora_bench.records import read_record
 
     found: dict[str, dict[float, dict[str, float | None]]] = {}
     for path in sorted(SWEEP.glob("runs/*/minilm/*/b*/seed*/record.json")):
         record = read_record(path)
-        if record is None:
+        if record is None or record["budget"] not in (budget, None):
             continue
         lr = float(record["extras"].get("lr") or record["config"]["trainer"]["lr"])
         ok = record["status"] == "complete" and record["best"]
@@ -136,18 +146,17 @@ def edge(args) -> int:
     )
 
 
-def pick(args) -> int:
-    """One rate per method: the best mean main metric over the sweep's tasks (ties: the lower rate)."""
-    scores = sweep_records()
-    picks, lines = (
-        {},
-        [
-            "| method | lr | " + " | ".join(SWEEP_TASKS) + " | mean | picked |",
-            "|---|---:|" + "---:|" * (len(SWEEP_TASKS) + 2),
-        ],
-    )
+def sweep_table(budget: int, methods: list[str]) -> tuple[dict[str, float], list[str], list[str]]:
+    """({method: picked rate}, the sweep's table as markdown lines, what is missing) at ``budget``:
+    per method the best mean main metric over the sweep's tasks (ties: the lower rate)."""
+    scores = sweep_records(budget)
+    picks: dict[str, float] = {}
+    lines = [
+        "| method | lr | " + " | ".join(SWEEP_TASKS) + " | mean | picked |",
+        "|---|---:|" + "---:|" * (len(SWEEP_TASKS) + 2),
+    ]
     missing = []
-    for method in METHODS.split(","):
+    for method in methods:
         rates = scores.get(method, {})
         means = rate_means(rates)
         missing += [
@@ -166,6 +175,12 @@ def pick(args) -> int:
             lines.append(
                 f"| {method} | {lr:g} | {cells} | {mean} | {'**yes**' + edge if picks.get(method) == lr else ''} |"
             )
+    return picks, lines, missing
+
+
+def pick(args) -> int:
+    """One rate per method from the budget-8 sweep -> lr_picks.yaml, which every main-grid run uses."""
+    picks, lines, missing = sweep_table(8, METHODS.split(","))
     table = "\n".join(lines)
     print(table)
     if missing:
@@ -232,7 +247,8 @@ def everything(args) -> int:
     tasks for the headline methods, seeds 3 and 4 of the headline comparison on the tasks where every
     run learns (the paired tests gain most from them), the costly tasks for the other methods, seeds 3
     and 4 of the DEM ablation, the headline methods at budget 2 (Table 2's other budget; the rates
-    picked at budget 8), CoLA's three seeds (after them every cell of the table holds three seeds),
+    picked at budget 8, as the paper keeps one rate per task; then the sweep at budget 2, to see whether
+    those rates suit it), CoLA's three seeds (after them every cell of the table holds three seeds),
     seeds 3 and 4 of the other methods on STS-B and SST-2 (so that those two tasks hold five seeds of
     every method), then seeds 3 and 4 on the costly tasks and on CoLA. CoLA is late because in 200
     steps at the picked rates DoRA, LoRA and AdaLoRA all ended as constant predictors (Matthews 0.0,
@@ -251,6 +267,7 @@ def everything(args) -> int:
         (main_grid, {"seeds": "0,1,2", "tasks": costly, "methods": others}),
         (dem, {"seeds": "3,4", "tasks": cheap}),
         (main_grid, {"seeds": "0,1,2", "tasks": cheap, "methods": headline, "budget": 2}),
+        (sweep, {"budget": 2}),
         (main_grid, {"seeds": "0,1,2", "tasks": "cola", "methods": everyone}),
         (main_grid, {"seeds": "3,4", "tasks": cheap, "methods": others}),
         (main_grid, {"seeds": "3,4", "tasks": costly, "methods": everyone}),
@@ -473,6 +490,21 @@ def budget_two_section(runs: list, cells: dict) -> list[str]:
     for other in methods[1:]:
         rows = compare(runs, tasks, "minilm", "dora", other, 2, 2, Settings(seeds=1))
         lines += ["", f"DoRA − {other} at budget 2:", "", to_markdown(rows)]
+    picks, table, missing = sweep_table(2, list(methods))
+    if picks:
+        at_eight = yaml.safe_load(PICKS.read_text())["lr_picks"] if PICKS.is_file() else {}
+        lines += [
+            "",
+            f"The rate sweep at budget 2 ({' + '.join(SWEEP_TASKS)}, seed 100, the grid of budget 8's sweep): do "
+            "the rates picked at budget 8 suit budget 2? (The scaling α / r of every rank method is 4x larger at "
+            "r = 2 than at r = 8, so the same rate moves the update further.)",
+            "",
+            *table,
+            "",
+            "Best at budget 2 / picked at budget 8: "
+            + ", ".join(f"{m} {picks[m]:g} / {at_eight.get(m, float('nan')):g}" for m in methods if m in picks)
+            + (f" (incomplete: {'; '.join(missing)})" if missing else ""),
+        ]
     return [*lines, ""]
 
 
