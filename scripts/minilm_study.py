@@ -5,6 +5,8 @@
     python scripts/minilm_study.py pick                                        # -> results/minilm/lr_picks.yaml
     python scripts/minilm_study.py main --data-dir ... --seeds 0,1,2           # experiment=minilm_glue
     python scripts/minilm_study.py dem --data-dir ... --seeds 0,1,2            # DoRA without DEM, STS-B + SST-2
+    python scripts/minilm_study.py sweep --budget 2 --data-dir ...             # the rank methods' rates at budget 2
+    python scripts/minilm_study.py retuned --data-dir ... --seeds 0,1,2        # budget 2 at those rates (b2rate)
     python scripts/minilm_study.py all --data-dir ...                          # the whole study, in priority order
     python scripts/minilm_study.py commit                                      # git-commit the complete records
     python scripts/minilm_study.py report                                      # -> results/minilm/analysis.md
@@ -222,6 +224,37 @@ def main_grid(args) -> int:
     )
 
 
+def retuned(args) -> int:
+    """Budget 2 at budget 2's own rates (variant ``b2rate``), for the rank methods whose best rate in the
+    budget-2 sweep differs from budget 8's pick; beside the runs at budget 8's rates, not instead of them."""
+    picks2, _, missing = sweep_table(2, RANK_METHODS.split(","))
+    if missing or set(picks2) != set(RANK_METHODS.split(",")):
+        print("[study] the budget-2 sweep is incomplete: no retuned runs yet", flush=True)
+        return 1
+    saved = yaml.safe_load(PICKS.read_text())
+    methods = [m for m, lr in picks2.items() if lr != saved["lr_picks"][m]]
+    if not methods:
+        print("[study] budget 2's rates are budget 8's: nothing to retune", flush=True)
+        return 0
+    rates = ",".join(f"{m}:{picks2[m] if m in methods else lr}" for m, lr in saved["lr_picks"].items())
+    source = f"minilm_lr_sweep at budget 2 ({', '.join(methods)}): seed 100, best of stsb over {LEVELS} rates"
+    return run_workers(
+        "retuned",
+        [
+            "experiment=minilm_glue",
+            f"task.data_dir={args.data_dir}",
+            f"seed={args.seeds}",
+            f"task={args.tasks or 'stsb,sst2'}",
+            f"method={','.join(methods)}",
+            "budget=2",
+            "variant=b2rate",
+            f"lr_picks={{{rates}}}",
+            f"lr_picks_source='{source}'",
+        ],
+        args.workers,
+    )
+
+
 def dem(args) -> int:
     """Table 5's shape: DoRA with gamma = 0 (variant nodem) beside the main grid's DoRA runs."""
     return run_workers(
@@ -248,7 +281,8 @@ def everything(args) -> int:
     run learns (the paired tests gain most from them), the costly tasks for the other methods, seeds 3
     and 4 of the DEM ablation, the headline methods at budget 2 (Table 2's other budget; the rates
     picked at budget 8, as the paper keeps one rate per task; then the sweep at budget 2, to see whether
-    those rates suit it), CoLA's three seeds (after them every cell of the table holds three seeds),
+    those rates suit it), CoLA's first seed for the methods without one, budget 2 again at budget 2's
+    own rates where they differ, CoLA's three seeds (after them every cell of the table holds three seeds),
     seeds 3 and 4 of the other methods on STS-B and SST-2 (so that those two tasks hold five seeds of
     every method), then seeds 3 and 4 on the costly tasks and on CoLA. CoLA is late because in 200
     steps at the picked rates DoRA, LoRA and AdaLoRA all ended as constant predictors (Matthews 0.0,
@@ -268,6 +302,8 @@ def everything(args) -> int:
         (dem, {"seeds": "3,4", "tasks": cheap}),
         (main_grid, {"seeds": "0,1,2", "tasks": cheap, "methods": headline, "budget": 2}),
         (sweep, {"budget": 2}),
+        (main_grid, {"seeds": "0", "tasks": "cola", "methods": others}),
+        (retuned, {"seeds": "0,1,2", "tasks": cheap}),
         (main_grid, {"seeds": "0,1,2", "tasks": "cola", "methods": everyone}),
         (main_grid, {"seeds": "3,4", "tasks": cheap, "methods": others}),
         (main_grid, {"seeds": "3,4", "tasks": costly, "methods": everyone}),
@@ -470,26 +506,47 @@ def report(args) -> int:
 
 
 def budget_two_section(runs: list, cells: dict) -> list[str]:
-    """Table 2's other budget for the rank methods: their b = 2 cells and DoRA against LoRA and AdaLoRA there."""
+    """Table 2's other budget for the rank methods: their b = 2 cells at budget 8's rates (the paper's one
+    rate per task) and, where budget 2's sweep picked another rate, at that rate (variant ``b2rate``);
+    DoRA against LoRA and AdaLoRA, paired over seeds, both ways."""
     from dora_bench.report.cells import Settings, aggregate, metric
     from dora_bench.report.compare import compare, to_markdown
 
-    lines = ["## Budget 2 (the rank methods; rates picked at budget 8)", ""]
-    methods = ("dora", "lora", "adalora")
+    lines = ["## Budget 2 (the rank methods)", ""]
+    methods = RANK_METHODS.split(",")
     tasks = [t for t in TASKS if any(cells.get((t, "minilm", m, None, 2)) for m in methods)]
     if not tasks:
         return [*lines, "No budget-2 record yet.", ""]
-    lines += ["| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    lines += [
+        "At budget 8's rates, and at budget 2's own (`b2rate`, only where budget 2's sweep below picked another):",
+        "",
+        "| method | rates | " + " | ".join(tasks) + " |",
+        "|---|---|" + "---:|" * len(tasks),
+    ]
+    retuned = {m for m in methods if any(cells.get((t, "minilm", m, "b2rate", 2)) for t in tasks)}
     for method in methods:
-        texts = []
-        for task in tasks:
-            texts.append(
-                cell_text(aggregate(cells.get((task, "minilm", method, None, 2), []), metric(), Settings(seeds=5)))
-            )
-        lines.append(f"| {method} | " + " | ".join(texts) + " |")
-    for other in methods[1:]:
-        rows = compare(runs, tasks, "minilm", "dora", other, 2, 2, Settings(seeds=1))
-        lines += ["", f"DoRA − {other} at budget 2:", "", to_markdown(rows)]
+        for variant in (None, "b2rate") if method in retuned else (None,):
+            texts = [
+                cell_text(aggregate(cells.get((task, "minilm", method, variant, 2), []), metric(), Settings(seeds=5)))
+                for task in tasks
+            ]
+            label = "budget 2's" if variant else "budget 8's"
+            lines.append(f"| {method} | {label} | " + " | ".join(texts) + " |")
+
+    def best_rates(run):  # each method's runs at budget 2's own rate: the b2rate variant where there is one
+        return type(run)(run.path, {**run.record, "variant": None})
+
+    own = [
+        best_rates(r) if r.key[3] == "b2rate" else r
+        for r in runs
+        if r.key[4] == 2 and (r.key[3] == "b2rate" or (r.key[3] is None and r.key[2] not in retuned))
+    ]
+    for label, pool in (("budget 8's rates", runs), ("each method's budget-2 rate", own)):
+        if pool is own and not retuned:
+            continue
+        for other in methods[1:]:
+            rows = compare(pool, tasks, "minilm", "dora", other, 2, 2, Settings(seeds=1))
+            lines += ["", f"DoRA − {other} at budget 2, {label}:", "", to_markdown(rows)]
     picks, table, missing = sweep_table(2, list(methods))
     if picks:
         at_eight = yaml.safe_load(PICKS.read_text())["lr_picks"] if PICKS.is_file() else {}
@@ -581,7 +638,7 @@ def allocation_section(runs: list) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("sweep", "edge", "pick", "main", "dem", "all", "commit", "report"))
+    parser.add_argument("stage", choices=("sweep", "edge", "pick", "main", "retuned", "dem", "all", "commit", "report"))
     parser.add_argument("--data-dir", default="../shared/data/glue_data", help="the GLUE TSV folder")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time (default: one per core)")
     parser.add_argument("--seeds", default="0,1,2,3,4")
@@ -596,6 +653,7 @@ def main() -> int:
         "edge": edge,
         "pick": pick,
         "main": main_grid,
+        "retuned": retuned,
         "dem": dem,
         "all": everything,
         "commit": commit,
