@@ -281,8 +281,8 @@ def everything(args) -> int:
     run learns (the paired tests gain most from them), the costly tasks for the other methods, seeds 3
     and 4 of the DEM ablation, the headline methods at budget 2 (Table 2's other budget; the rates
     picked at budget 8, as the paper keeps one rate per task; then the sweep at budget 2, to see whether
-    those rates suit it), CoLA's first seed for the methods without one, budget 2 again at budget 2's
-    own rates where they differ, CoLA's three seeds (after them every cell of the table holds three seeds),
+    those rates suit it), budget 2 again at budget 2's own rates where they differ, CoLA's first seed
+    for the methods without one, CoLA's three seeds (after them every cell of the table holds three seeds),
     seeds 3 and 4 of the other methods on STS-B and SST-2 (so that those two tasks hold five seeds of
     every method), then seeds 3 and 4 on the costly tasks and on CoLA. CoLA is late because in 200
     steps at the picked rates DoRA, LoRA and AdaLoRA all ended as constant predictors (Matthews 0.0,
@@ -302,8 +302,8 @@ def everything(args) -> int:
         (dem, {"seeds": "3,4", "tasks": cheap}),
         (main_grid, {"seeds": "0,1,2", "tasks": cheap, "methods": headline, "budget": 2}),
         (sweep, {"budget": 2}),
-        (main_grid, {"seeds": "0", "tasks": "cola", "methods": others}),
         (retuned, {"seeds": "0,1,2", "tasks": cheap}),
+        (main_grid, {"seeds": "0", "tasks": "cola", "methods": others}),
         (main_grid, {"seeds": "0,1,2", "tasks": "cola", "methods": everyone}),
         (main_grid, {"seeds": "3,4", "tasks": cheap, "methods": others}),
         (main_grid, {"seeds": "3,4", "tasks": costly, "methods": everyone}),
