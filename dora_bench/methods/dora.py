@@ -40,6 +40,10 @@ from dora_bench.methods.linears import features
 from dora_bench.methods.lora import export_peft_adapter, merged_copy, replace_linears
 
 SCHEDULES = ("reference", "adalora")
+#: What a ranking prunes. ``importance``: the lowest Ŝ (the paper). ``random``: the same number, drawn
+#: uniformly among the live components (a control: the schedule without the scores). ``inverse``:
+#: the highest Ŝ (a negative control: if it does as well, the scores carry no information).
+ALLOCATIONS = ("importance", "random", "inverse")
 EPS = 1e-8  # eq. 7's guard on the denominator
 
 
@@ -56,6 +60,9 @@ class DoRAConfig:
     alpha: float = 8.0  # scaling s = α / b0
     dropout: float = 0.1  # on the adapter's input only
     export_merged: bool = False  # also save the backbone with ΔW merged in (zero inference overhead)
+    allocation: str = "importance"  # which components a ranking prunes: one of ALLOCATIONS
+    allocation_seed: int = 0  # seeds the ``random`` arm's draws (the run's seed, from the config)
+    default_scale: bool = False  # s = α / ceil(1.5 bT) whatever b0 is: the no-pruning arm's s equals DoRA's
 
     def __post_init__(self) -> None:
         if float(self.final_budget) != int(self.final_budget) or int(self.final_budget) < 1:
@@ -81,11 +88,18 @@ class DoRAConfig:
         self.pruning_interval = int(self.pruning_interval)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r} is not known: use one of {', '.join(SCHEDULES)}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation={self.allocation!r} is not known: use one of {', '.join(ALLOCATIONS)}")
         if self.dem_coef < 0 or self.alpha <= 0 or not 0 <= self.dropout < 1:
             raise ValueError(
                 f"dem_coef={self.dem_coef}, alpha={self.alpha}, dropout={self.dropout}: "
                 f"set dem_coef >= 0 (0: no DEM), alpha > 0 and dropout in [0, 1)"
             )
+
+    @property
+    def scaling(self) -> float:
+        """s of eq. 6: α / b0, or with ``default_scale`` α over the default b0 = ceil(1.5 bT)."""
+        return self.alpha / (math.ceil(1.5 * self.final_budget) if self.default_scale else self.init_budget)
 
 
 # -- schedule: pure functions of the step ------------------------------------------------------
@@ -129,6 +143,35 @@ def scheduled_pruned(step: int, phases: Phases, n_modules: int, b0: int, bT: int
     if schedule == "reference":
         return surplus * k**3 // length**3
     return surplus - surplus * (length - k) ** 3 // length**3
+
+
+def components_to_prune(
+    scores: torch.Tensor, live: torch.Tensor, n: int, allocation: str, draws: torch.Generator
+) -> torch.Tensor:
+    """Flat indices of the ``n`` components a ranking prunes, from Ŝ and the mask of the last ranking.
+
+    ``importance`` prunes the lowest scores and ``inverse`` the highest (ties: lower index first):
+    every component competes again, pruned or not (gentle pruning). ``random`` keeps what the last
+    ranking pruned and draws the rest uniformly among the ``live`` components, from ``draws`` (a
+    CPU generator seeded per ranking, so a resumed run or another process draws the same).
+    """
+    if allocation == "random":
+        gone = (~live).nonzero().flatten().cpu()
+        if n < len(gone):
+            raise ValueError(f"the schedule asks for {n} pruned components but {len(gone)} already are")
+        alive = live.nonzero().flatten().cpu()
+        fresh = alive[torch.randperm(len(alive), generator=draws)[: n - len(gone)]]
+        return torch.cat([gone, fresh]).sort().values
+    if allocation not in ("importance", "inverse"):
+        raise ValueError(f"allocation={allocation!r} is not known: use one of {', '.join(ALLOCATIONS)}")
+    order = torch.sort(scores, descending=allocation == "inverse", stable=True).indices
+    return order[:n].cpu()
+
+
+def random_arm_seed(run_seed: int, step: int) -> int:
+    """The ``random`` arm's seed at one ranking: a function of the run's seed and the step alone, so
+    resuming needs no generator state and every data-parallel process draws the same components."""
+    return (int(run_seed) * 1_000_003 + int(step)) % (2**63)
 
 
 # -- closed-form importance and DEM, batched over the modules of one shape -----------------------
@@ -199,7 +242,8 @@ class DoRA(Method):
 
     def apply(self, model: nn.Module, target: AdaptTarget) -> nn.Module:
         cfg = self.config
-        names = replace_linears(model, target, lambda base: DoRALinear(base, cfg.init_budget, cfg.alpha, cfg.dropout))
+        alpha = cfg.scaling * cfg.init_budget  # the layer's s = alpha / b0 is then cfg.scaling
+        names = replace_linears(model, target, lambda base: DoRALinear(base, cfg.init_budget, alpha, cfg.dropout))
         self.target, self.names = target, names
         self.layers = [model.get_submodule(n) for n in names]
         # Modules of one shape are scored together: a handful of batched kernels per step, not one per module
@@ -253,9 +297,10 @@ class DoRA(Method):
         # Data parallel: every process holds the same weights, so the same scores; ranking rank 0's
         # copy makes the pruned set identical on every process by construction, rounding included.
         distributed.broadcast_from_main_(self.ema)
-        order = torch.sort(self.ema.flatten(), stable=True).indices  # ties: lower global index first
+        draws = torch.Generator().manual_seed(random_arm_seed(cfg.allocation_seed, step))
+        pruned = components_to_prune(self.ema.flatten(), self.mask.flatten(), n, cfg.allocation, draws)
         mask = torch.ones(self.ema.numel(), dtype=torch.bool, device=self.ema.device)
-        mask[order[:n]] = False
+        mask[pruned.to(mask.device)] = False
         self.mask = mask.view_as(self.ema)
         self._apply_mask()
         self.mask_final = step == self.phases.prune_end

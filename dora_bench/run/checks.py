@@ -73,6 +73,12 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"task.{key}={value} does not exist: point it at an existing path")
     if cfg.variant is not None and not str(cfg.variant).replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"variant={cfg.variant!r} must be letters, digits, '_' or '.': it names a folder")
+    allocation = cfg.method.get("allocation", "importance")
+    if allocation != "importance" and cfg.variant is None:
+        raise ConfigError(
+            f"method.allocation={allocation} is a control arm and needs its own records: "
+            f"add +experiment/ablation={allocation} (or variant={allocation})"
+        )
     check_results_dir(cfg.results_dir)
     resolve_lr(cfg)
 
