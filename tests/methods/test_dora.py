@@ -20,6 +20,7 @@ from dora_bench.methods import AdaptTarget, build_method
 from dora_bench.methods.dora import (
     DoRALinear,
     Phases,
+    components_to_prune,
     dem_variance_sum,
     importance_scores,
     is_pruning_step,
@@ -573,3 +574,85 @@ def test_roberta_base_counts(budget, initial, final):
     assert len(method.layers) == 72
     assert method.report(model)["initial_trainable_params"] == initial == math.ceil(1.5 * budget) * 12 * 13_830
     assert method.paper_trainable_params(model, target) == final == budget * 12 * 13_830
+
+
+# -- control arms: which components a ranking prunes ------------------------------------------
+
+
+def test_inverse_keeps_exactly_what_importance_prunes_first():
+    scores = torch.tensor([0.30, 0.05, 0.90, 0.05, 0.60, 0.20, 0.75, 0.10])
+    live = torch.ones(8, dtype=torch.bool)
+    draws = torch.Generator().manual_seed(0)
+    # importance prunes the lowest (ties by index: 1 before 3), inverse the highest
+    assert components_to_prune(scores, live, 3, "importance", draws).tolist() == [1, 3, 7]  # in score order
+    assert components_to_prune(scores, live, 5, "inverse", draws).tolist() == [2, 6, 4, 0, 5]
+    kept_by_inverse = set(range(8)) - set(components_to_prune(scores, live, 5, "inverse", draws).tolist())
+    assert kept_by_inverse == set(components_to_prune(scores, live, 3, "importance", draws).tolist())
+
+
+def test_random_keeps_the_pruned_and_draws_the_rest_among_the_live():
+    live = torch.tensor([True, False, True, True, False, True, True, True])
+    pruned = components_to_prune(torch.zeros(8), live, 4, "random", torch.Generator().manual_seed(1))
+    assert len(pruned) == 4 and {1, 4} <= set(pruned.tolist())
+    with pytest.raises(ValueError, match="already are"):
+        components_to_prune(torch.zeros(8), live, 1, "random", torch.Generator().manual_seed(1))
+
+
+def masks_of_a_run(allocation: str, seed: int, steps: int = 20) -> list[torch.Tensor]:
+    model, target = tiny_model()
+    method = dora(final_budget=2, allocation=allocation, allocation_seed=seed)
+    model = method.apply(model, target)
+    method.on_train_begin(model, 40)  # pruning steps 11, 16, 20
+    train(model, method, steps)
+    return method, model, [e["mask"] for e in method.history]
+
+
+@pytest.mark.parametrize("allocation", ["random", "inverse"])
+def test_every_arm_keeps_the_schedule_s_count_after_every_ranking(allocation):
+    reference, _, masks = masks_of_a_run("importance", 0)
+    arm, _, arm_masks = masks_of_a_run(allocation, 0)
+    assert [int(m.sum()) for m in arm_masks] == [int(m.sum()) for m in masks] == [36, 32, 24]
+    assert arm.report(None)["budget_schedule"] == reference.report(None)["budget_schedule"]
+    assert not torch.equal(arm_masks[-1], masks[-1])  # same count, other components
+
+
+def test_random_masks_differ_between_seeds_and_nest_within_a_run():
+    _, _, first = masks_of_a_run("random", 0)
+    _, _, again = masks_of_a_run("random", 0)
+    _, _, other = masks_of_a_run("random", 1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[-1], other[-1])
+    for earlier, later in zip(first, first[1:]):
+        assert not (later & ~earlier).any()  # a component drawn for pruning stays pruned
+
+
+def test_a_resumed_random_run_draws_the_same_mask():
+    method, model, masks = masks_of_a_run("random", 3)
+    model_a, target = tiny_model()
+    interrupted = dora(final_budget=2, allocation="random", allocation_seed=3)
+    model_a = interrupted.apply(model_a, target)
+    interrupted.on_train_begin(model_a, 40)
+    train(model_a, interrupted, 14)  # one ranking (step 11) done
+    model_b, _ = tiny_model(seed=9)
+    resumed = dora(final_budget=2, allocation="random", allocation_seed=3)
+    model_b = resumed.apply(model_b, target)
+    model_b.load_state_dict(model_a.state_dict())
+    resumed.load_state_dict(interrupted.state_dict())
+    with torch.no_grad():  # the weights decide nothing for the random arm: only the seed and the step do
+        for layer in resumed.layers:
+            layer.lora_c.normal_()
+    for step in (16, 20):
+        resumed.after_step(model_b, step)
+    assert [torch.equal(a, b) for a, b in zip([e["mask"] for e in resumed.history], masks)] == [True] * 3
+
+
+def test_the_no_pruning_arm_keeps_dora_s_scale():
+    plain = dora(final_budget=8)
+    flat = dora(final_budget=8, init_budget=8, default_scale=True)
+    table6 = dora(final_budget=8, init_budget=8)
+    assert plain.config.scaling == flat.config.scaling == pytest.approx(8 / 12)
+    assert table6.config.scaling == 1.0
+    model, target = tiny_model()
+    flat.apply(model, target)
+    assert [layer.scaling for layer in flat.layers] == pytest.approx([8 / 12] * TINY_MODULES)
+    assert flat.ema.shape[1] == 8

@@ -54,3 +54,15 @@ def test_a_merged_export_is_refused_under_fsdp():
     with pytest.raises(ConfigError, match="method.export_merged=true needs the whole backbone"):
         check_config(compose([*dora, "method.export_merged=true"]))
     check_config(compose(dora))
+
+
+def test_a_control_arm_needs_its_own_records():
+    dora = ["task=demo", "backbone=tiny", "method=dora"]
+    with pytest.raises(ConfigError, match=r"add \+experiment/ablation=random"):
+        check_config(compose([*dora, "method.allocation=random"]))
+    for arm in ("random", "inverse", "no_pruning"):
+        cfg = compose([*dora, f"+experiment/ablation={arm}"])
+        check_config(cfg)
+        assert cfg.variant == arm
+    flat = compose([*dora, "budget=8", "+experiment/ablation=no_pruning"])
+    assert (flat.method.init_budget, flat.method.default_scale) == (8, True)
