@@ -494,6 +494,21 @@ def write_tables(results_dir: str | Path, settings: Settings, backbone: str | No
     return written
 
 
+def write_allocation_diagnostics(results_dir: Path, figures: bool = True) -> list[Path]:
+    """``tables/allocation_diagnostics.{md,csv}`` and their figures, where a cell holds rank allocations."""
+    from dora_bench.report.diagnostics import diagnose_all, write_diagnostics
+
+    runs = load_runs(results_dir)
+    written = write_diagnostics(runs, results_dir / "tables")
+    if written and figures:
+        from dora_bench.report.diagnostics_figure import write_diagnostics_figures
+
+        written += write_diagnostics_figures(diagnose_all(runs), results_dir / "figures")
+    if written:
+        print(f"dora-bench-tables: allocation diagnostics in {written[0]}")
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dora-bench-tables", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", default="results", help="the folder holding runs/ (default: %(default)s)")
@@ -535,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
 
             figures = write_figures(results_dir)
             print(f"dora-bench-tables: {len(figures)} figures in {results_dir / 'figures'}")
+        write_allocation_diagnostics(results_dir, figures=not args.no_figures)
     except UserError as err:
         print(f"dora-bench-tables: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -1,0 +1,119 @@
+"""Allocation diagnostics by value: a planted allocation agrees with itself, the random control arm
+agrees with nothing and spreads as the null says, and the 200-step MiniLM records give the numbers
+issue 19 measured by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dora_bench.methods.allocation import allocation_grid
+from dora_bench.methods.dora import components_to_prune, random_arm_seed, scheduled_pruned, training_phases
+from dora_bench.report.cells import Run, load_runs
+from dora_bench.report.diagnostics import (
+    diagnose,
+    diagnose_all,
+    mean_pairwise_correlation,
+    random_allocations,
+    spread_null,
+    to_csv,
+    to_markdown,
+)
+from support import REPO
+
+TYPES = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+         "intermediate.dense", "output.dense")  # fmt: skip
+MODULES = [f"bert.encoder.layer.{i}.{t}" for i in range(12) for t in TYPES]  # 72 modules
+
+
+def run_of(seed: int, ranks: list[int], b0: int = 12, method: str = "dora", variant: str | None = None) -> Run:
+    record = {
+        "task": "sst2", "backbone": "minilm", "method": method, "variant": variant, "budget": 8, "seed": seed,
+        "status": "complete",
+        "extras": {"rank_allocation_grid": allocation_grid(dict(zip(MODULES, ranks))), "init_budget": b0,
+                   "final_trainable_params": 1000 + seed},
+    }  # fmt: skip
+    return Run(Path(f"/nowhere/seed{seed}/record.json"), record)
+
+
+def test_a_planted_allocation_agrees_perfectly_and_spreads_as_planted():
+    planted = [4 + (i % 6) + (i // 36) * 2 for i in range(72)]  # a fixed pattern by type and depth
+    runs = [run_of(seed, planted) for seed in range(4)]
+    d = diagnose(runs[0].key, runs)
+    assert d.agreement == pytest.approx(1.0) and d.type_agreement == pytest.approx(1.0)
+    assert d.spreads == pytest.approx([np.std(planted)] * 4)
+    assert d.type_means["Wq"].mean == pytest.approx(np.mean([planted[i] for i in range(0, 72, 6)]))
+    assert d.type_means["Wq"].low == pytest.approx(d.type_means["Wq"].mean)  # no spread over seeds
+    assert d.kept_params == (1000, 1001, 1002, 1003)
+
+
+def test_pearson_agreement_by_hand():
+    vectors = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 4.0], [3.0, 2.0, 1.0]])
+    # r(0,1) = 0.98198, r(0,2) = -1, r(1,2) = -0.98198: mean -1/3
+    assert mean_pairwise_correlation(vectors) == pytest.approx(-1 / 3)
+    assert mean_pairwise_correlation(vectors[:1]) is None
+    assert mean_pairwise_correlation(np.array([[8.0, 8.0], [7.0, 9.0]])) is None  # constant: no correlation
+
+
+def random_arm_ranks(seed: int, modules: int = 72, b0: int = 12, bT: int = 8, total: int = 1000) -> list[int]:
+    """The ``random`` arm's own pruning rule, run through DoRA's schedule (T = 1000, interval 10)."""
+    phases = training_phases(total, 0.15, 0.5)
+    live = torch.ones(modules * b0, dtype=torch.bool)
+    for step in range(phases.warmup_end + 1, phases.prune_end + 1):
+        if (step - phases.warmup_end) % 10 and step != phases.prune_end:
+            continue
+        n = scheduled_pruned(step, phases, modules, b0, bT, "reference")
+        draws = torch.Generator().manual_seed(random_arm_seed(seed, step))
+        pruned = components_to_prune(torch.zeros(modules * b0), live, n, "random", draws)
+        live = torch.ones_like(live)
+        live[pruned] = False
+    return live.view(modules, b0).sum(1).tolist()
+
+
+def test_the_random_arm_agrees_with_nothing_and_spreads_inside_the_null_band():
+    runs = [run_of(seed, random_arm_ranks(seed), variant="random") for seed in range(5)]
+    d = diagnose(runs[0].key, runs)
+    assert abs(d.agreement) < 0.1  # 0.06 for seeds 0-4; five random runs' 95th percentile is 0.057
+    assert d.agreement_null.low < 0 < d.agreement_null.high
+    assert all(d.spread_null.low <= s <= d.spread_null.high for s in d.spreads)
+    assert d.spread_null.low < d.spread_null.median < d.spread_null.high
+
+
+def test_the_null_keeps_the_count_and_is_seeded():
+    sims = random_allocations(36, 12, 288, draws=50, seed=3)
+    assert sims.shape == (50, 36) and (sims.sum(axis=1) == 288).all() and sims.max() <= 12
+    assert np.array_equal(sims, random_allocations(36, 12, 288, draws=50, seed=3))
+    assert not np.array_equal(sims, random_allocations(36, 12, 288, draws=50, seed=4))
+    assert spread_null(36, 12, 432).high == 0  # nothing pruned: every module keeps b0
+    with pytest.raises(ValueError, match="can't keep 500"):
+        random_allocations(36, 12, 500, draws=1, seed=0)
+
+
+def test_the_tables_hold_every_cell():
+    runs = [run_of(s, random_arm_ranks(s), variant="random") for s in range(3)]
+    runs += [run_of(s, [8] * 72, b0=8, variant="no_pruning") for s in range(2)]
+    found = diagnose_all(runs)
+    assert [d.label for d in found] == ["dora-random b8", "dora-no_pruning b8"]
+    flat = found[1]
+    assert flat.agreement is None and flat.agreement_null is None and flat.spreads == (0.0, 0.0)
+    md, csv = to_markdown(found), to_csv(found)
+    assert "| sst2 | dora-no_pruning b8 | 2 | — |" in md
+    assert csv.splitlines()[2].startswith("sst2,minilm,dora,no_pruning,8,2,,,,,0.0,")
+
+
+MINILM = REPO / "results" / "minilm"
+
+
+@pytest.mark.skipif(not (MINILM / "runs").is_dir(), reason="the committed MiniLM study is absent")
+def test_the_200_step_records_give_issue_19_s_numbers():
+    runs = [r for r in load_runs(MINILM) if r.key[0] in ("stsb", "sst2") and r.key[3] is None and r.key[4] == 8]
+    found = {(d.key[0], d.key[2]): d for d in diagnose_all(runs)}
+    measured = {("stsb", "dora"): 0.27, ("sst2", "dora"): 0.04, ("stsb", "adalora"): 0.64, ("sst2", "adalora"): 0.67}
+    for key, agreement in measured.items():
+        assert found[key].agreement == pytest.approx(agreement, abs=0.005)
+    assert found[("stsb", "dora")].spread == pytest.approx(1.65, abs=0.005)
+    assert found[("sst2", "dora")].spread == pytest.approx(1.56, abs=0.005)
+    assert found[("sst2", "dora")].spread_null.median == pytest.approx(1.60, abs=0.02)
