@@ -23,8 +23,8 @@ Pure functions of the records, like the tables: the same records give the same n
 from __future__ import annotations
 
 import csv
-import io
 import functools
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,7 +319,8 @@ def to_markdown(found: list[AllocationDiagnostics]) -> str:
         cells = []
         for column in columns:
             m = d.type_means.get(column)
-            cells.append("—" if m is None else f"{m.mean:.2f}" + ("" if m.low is None else f" [{m.low:.2f}, {m.high:.2f}]"))
+            interval = "" if m is None or m.low is None else f" [{m.low:.2f}, {m.high:.2f}]"
+            cells.append("—" if m is None else f"{m.mean:.2f}{interval}")
         lines.append(f"| {d.key[0]} | {d.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
