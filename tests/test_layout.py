@@ -1,5 +1,6 @@
 """The package's layout is its data flow: imports go one way, task data -> backbone + method ->
-run -> record -> report, and inside the report side cells -> render -> tables."""
+run -> record -> report, and inside the report side cells -> render -> tables; a study (``study/``)
+drives runs and reads reports, and nothing imports it."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ DOWNSTREAM = {
     "dora_bench.methods": ("dora_bench.tasks", "dora_bench.run", "dora_bench.report"),
     "dora_bench.backbones": ("dora_bench.tasks", "dora_bench.run", "dora_bench.report"),
     "dora_bench.records": ("dora_bench.run", "dora_bench.report", "dora_bench.methods", "dora_bench.tasks"),
-    "dora_bench.run": ("dora_bench.report",),
-    "dora_bench.report": ("dora_bench.run",),
+    "dora_bench.run": ("dora_bench.report", "dora_bench.study"),
+    "dora_bench.report": ("dora_bench.run", "dora_bench.study"),
     "dora_bench.report.cells": ("dora_bench.report.tables", "dora_bench.report.render", "dora_bench.report.figures"),
     "dora_bench.report.render": ("dora_bench.report.tables", "dora_bench.report.figures"),
     "dora_bench.report.figures": ("dora_bench.report.tables", "dora_bench.report.render", "dora_bench.report.llm"),
@@ -56,4 +57,4 @@ def test_the_root_is_a_table_of_contents():
     root = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
     assert root == ["backbones", "configs", "distributed", "errors", "hub", "records"]
     folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
-    assert folders == ["methods", "report", "run", "tasks"]
+    assert folders == ["methods", "report", "run", "study", "tasks"]

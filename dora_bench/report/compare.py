@@ -193,13 +193,24 @@ class Pooled(Comparison):
 
 
 def seed_scores(
-    runs: list[Run], task: str, backbone: str, method: str, budget: int | None, settings: Settings
+    runs: list[Run],
+    task: str,
+    backbone: str,
+    method: str,
+    budget: int | None,
+    settings: Settings,
+    variant: str | None = None,
 ) -> tuple[dict[int, float], str]:
     """``({seed: score x100}, note)`` of one cell; empty with the reason when the cell is refused."""
-    cell = aggregate(by_cell(runs).get((task, backbone, method, None, budget), []), metric(), settings)
+    cell = aggregate(by_cell(runs).get((task, backbone, method, variant, budget), []), metric(), settings)
     if cell.refused:
-        return {}, f"{method} refused: {cell.refused[:120]}"
+        return {}, f"{cell_label(method, variant)} refused: {cell.refused[:120]}"
     return dict(cell.scores), ""
+
+
+def cell_label(method: str, variant: str | None) -> str:
+    """``dora`` or ``dora-random``: a method's cell, as the record path names it."""
+    return f"{method}-{variant}" if variant else method
 
 
 def compare(
@@ -211,18 +222,26 @@ def compare(
     budget_a: int | None,
     budget_b: int | None,
     settings: Settings,
+    *,
+    variant_a: str | None = None,
+    variant_b: str | None = None,
 ) -> list[Comparison]:
-    """One row per task, then the pooled row over the tasks (see the module docstring), ``a - b``."""
+    """One row per task, then the pooled row over the tasks (see the module docstring), ``a - b``.
+
+    Every task asked for enters the pooled row once it has two pairs, whatever its runs scored: the
+    pooled row is the paired form of the paper's Avg column over a set of tasks fixed beforehand,
+    and leaving out a task because its runs learnt nothing would choose the set after seeing them."""
+    label_a, label_b = cell_label(a, variant_a), cell_label(b, variant_b)
     rows = []
     for task in tasks:
-        scores_a, note_a = seed_scores(runs, task, backbone, a, budget_a, settings)
-        scores_b, note_b = seed_scores(runs, task, backbone, b, budget_b, settings)
+        scores_a, note_a = seed_scores(runs, task, backbone, a, budget_a, settings, variant_a)
+        scores_b, note_b = seed_scores(runs, task, backbone, b, budget_b, settings, variant_b)
         seeds = sorted(set(scores_a) & set(scores_b))
-        rows.append(Paired(task, a, b, tuple(scores_a[s] - scores_b[s] for s in seeds), note_a or note_b))
+        rows.append(Paired(task, label_a, label_b, tuple(scores_a[s] - scores_b[s] for s in seeds), note_a or note_b))
     parts = tuple(row for row in rows if row.n >= 2)
     short = [row.task for row in rows if row.n < 2]
     note = f"{', '.join(short)} left out: fewer than two paired seeds" if short else ""
-    return [*rows, Pooled(a, b, parts, note)]
+    return [*rows, Pooled(label_a, label_b, parts, note)]
 
 
 def to_markdown(rows: list[Paired]) -> str:

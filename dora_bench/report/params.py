@@ -64,7 +64,7 @@ def method_config(name: str, budget: int) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing")
     task = yaml.safe_load((CONF_DIR / "task" / f"{CONTEXT_TASK}.yaml").read_text())
-    cfg = OmegaConf.create({"budget": budget, "task": task, "method": yaml.safe_load(path.read_text())})
+    cfg = OmegaConf.create({"budget": budget, "seed": 0, "task": task, "method": yaml.safe_load(path.read_text())})
     return OmegaConf.to_container(cfg.method, resolve=True)
 
 

@@ -1,0 +1,382 @@
+"""``dora-bench-study``: run a study file's stages in priority order, resumably, on several workers.
+
+    dora-bench-study conf/study/minilm_long.yaml                  # every stage, 2 workers on a CPU box
+    dora-bench-study conf/study/minilm_long.yaml --stage gate     # one stage (repeatable)
+    dora-bench-study conf/study/minilm_long.yaml plan             # what is done and what is left, nothing run
+    dora-bench-study conf/study/minilm_long.yaml report           # analysis.md and the tables from the records
+    dora-bench-study conf/study/minilm_long.yaml commit           # git-commit the complete runs and the report
+
+Each run is one ``dora-bench`` process with the stage's overrides; a run whose record is complete is
+skipped, so a study stopped anywhere (a session's end, a crash, Ctrl-C) goes on where it stopped.
+Two drivers on one folder share the work: each run claims its folder (``records.claim``). Workers:
+one per core on a CPU box (each run on one thread, as the study files say), ``--runs-per-gpu`` per GPU
+on a GPU box (each worker sees one GPU through CUDA_VISIBLE_DEVICES). After every completed run the
+study's tables, allocation diagnostics, ``analysis.md`` and report page are written again, so they
+always show where the study stands; a progress line gives the runs done and left with an ETA from
+the measured run times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dora_bench import records
+from dora_bench.errors import UserError
+from dora_bench.report.cells import Settings, load_runs
+from dora_bench.report.study import StageProgress, analysis_markdown, pick_rates
+from dora_bench.study.plan import RunSpec, Stage, Study, expand, load_study
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+# -- where a run's record goes ---------------------------------------------------------------------
+
+
+class RecordPaths:
+    """The record path of a run's overrides, as ``train`` will choose it (the composed config)."""
+
+    def __init__(self) -> None:
+        from hydra import initialize_config_dir
+
+        from dora_bench.configs import conf_dir
+        from dora_bench.run.launch import register_resolvers
+
+        register_resolvers()
+        self._context = initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")
+        self._context.__enter__()
+        self._known: dict[tuple[str, ...], Path] = {}
+
+    def __call__(self, spec: RunSpec) -> Path:
+        if spec.overrides not in self._known:
+            from hydra import compose
+
+            from dora_bench.methods import method_class
+
+            overrides = [o[1:] if o.startswith("+experiment=") else o for o in spec.overrides]
+            cfg = compose(config_name="config", overrides=overrides)
+            budget = int(cfg.budget) if method_class(cfg.method.name).uses_budget else None
+            folder = records.run_dir(
+                cfg.results_dir,
+                task=cfg.task.name,
+                backbone=cfg.backbone.name,
+                method=cfg.method.name,
+                variant=cfg.variant,
+                budget=budget,
+                seed=cfg.seed,
+            )
+            self._known[spec.overrides] = folder / records.RECORD_NAME
+        return self._known[spec.overrides]
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+
+
+# -- the plan against the records ----------------------------------------------------------------
+
+
+def read_picks(study: Study) -> dict[str, Any] | None:
+    return yaml.safe_load(study.picks_path.read_text()) if study.picks_path.is_file() else None
+
+
+def write_picks(study: Study, stage: Stage) -> dict[str, Any] | None:
+    """A pick stage: one rate per method from the sweep stage's records -> ``<results_dir>/lr_picks.yaml``."""
+    source = study.stage(stage.pick["from"])
+    tasks = list(stage.pick.get("tasks") or [])
+    runs = load_runs(study.stage_results_dir(source)) if (study.stage_results_dir(source) / "runs").is_dir() else []
+    found = pick_rates(runs, tasks)
+    if not found.picks:
+        return None
+    picks = {
+        "lr_picks": found.picks,
+        "lr_picks_source": f"{study.name}, stage {source.name}: best mean of {' + '.join(tasks)} main metrics; "
+        f"{study.picks_path}",
+        "complete": not found.missing,
+        "sweep_table": list(found.table),
+    }
+    if read_picks(study) != picks:
+        records.write_text_atomic(study.picks_path, yaml.safe_dump(picks, sort_keys=False))
+    return picks
+
+
+@dataclass
+class Planned:
+    spec: RunSpec
+    record: Path
+
+    @property
+    def done(self) -> bool:
+        return records.is_complete(self.record)
+
+
+def plan_runs(study: Study, stages: list[Stage], data_dir: str | None, paths: RecordPaths) -> list[Planned]:
+    """Every run of the chosen stages, in priority order; a stage after an unfinished pick has none yet."""
+    planned, picks = [], read_picks(study)
+    for stage in stages:
+        if stage.pick:
+            picks = write_picks(study, stage) or picks
+            continue
+        planned += [Planned(spec, paths(spec)) for spec in expand(study, stage, picks, data_dir)]
+    return planned
+
+
+def planned_runs(study: Study, stages: list[Stage], data_dir: str | None) -> list[Planned]:
+    paths = RecordPaths()
+    try:
+        return plan_runs(study, stages, data_dir, paths)
+    finally:
+        paths.close()
+
+
+def stage_progress(study: Study, planned: list[Planned]) -> list[StageProgress]:
+    progress = []
+    for stage in study.stages:
+        mine = [p for p in planned if p.spec.stage == stage.name]
+        if stage.pick:
+            continue
+        if not mine:
+            progress.append(StageProgress(stage.name, 0, 0, ("waits for its rate picks",)))
+            continue
+        missing = tuple(p.spec.label for p in mine if not p.done)
+        progress.append(StageProgress(stage.name, len(mine) - len(missing), len(mine), missing))
+    return progress
+
+
+# -- time ------------------------------------------------------------------------------------------
+
+
+def run_minutes(record: dict[str, Any]) -> float | None:
+    try:
+        start = dt.datetime.fromisoformat(record["started_at"])
+        end = dt.datetime.fromisoformat(record["finished_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (end - start).total_seconds() / 60
+
+
+def eta_minutes(left: list[Planned], finished: list[tuple[Planned, float]], workers: int) -> float | None:
+    """Minutes until every run left is done: each run's time guessed from the finished runs of its
+    (task, method), else of its task, else of all; the sum spread over the workers."""
+    if not finished:
+        return None
+
+    def value(spec: RunSpec, key: str) -> Any:
+        return dict(spec.values).get(key)
+
+    def guess(spec: RunSpec) -> float:
+        for match in (("task", "method"), ("task",), ()):
+            same = [m for p, m in finished if all(value(p.spec, k) == value(spec, k) for k in match)]
+            if same:
+                return statistics.mean(same)
+        return 0.0
+
+    return sum(guess(p.spec) for p in left) / max(1, workers)
+
+
+def clock(minutes: float | None) -> str:
+    if minutes is None:
+        return "ETA after the first run"
+    hours, rest = divmod(round(minutes), 60)
+    return f"ETA {hours} h {rest:02d} min" if hours else f"ETA {rest} min"
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+
+def gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
+def start_run(planned: Planned, slot: int, gpus: int, log_dir: Path) -> tuple[int, float]:
+    """One ``dora-bench`` process; returns (exit status, minutes)."""
+    env = {**os.environ, **OFFLINE}
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with (log_dir / f"{planned.spec.stage}-w{slot}.log").open("a") as log:
+        log.write(f"\n[study] {dt.datetime.now().isoformat(timespec='seconds')} {planned.spec.label}\n")
+        log.flush()
+        status = subprocess.run(
+            [sys.executable, "-m", "dora_bench.run.cli", *planned.spec.overrides],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=False,
+        ).returncode
+    return status, (time.perf_counter() - start) / 60
+
+
+def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = True) -> None:
+    """The study's tables, allocation diagnostics, analysis.md and report page, from the records."""
+    from dora_bench.report.tables import write_allocation_diagnostics, write_tables
+
+    if not (study.results_dir / "runs").is_dir():
+        return
+    if quiet:
+        sink = open(os.devnull, "w")
+        stdout, stderr, sys.stdout, sys.stderr = sys.stdout, sys.stderr, sink, sink
+    try:
+        write_tables(study.results_dir, Settings(seeds=study.analysis.seeds if study.analysis else 5))
+        write_allocation_diagnostics(study.results_dir, figures=not quiet)
+        if study.analysis:
+            text = analysis_markdown(
+                study.analysis, load_runs(study.results_dir), stage_progress(study, planned), command
+            )
+            records.write_text_atomic(study.results_dir / "analysis.md", text)
+        write_page(study.results_dir)
+    finally:
+        if quiet:
+            sys.stdout, sys.stderr = stdout, stderr
+            sink.close()
+
+
+def write_page(results_dir: Path) -> None:
+    """The study's HTML report, where this version of dora-bench has one."""
+    try:
+        from dora_bench.report.page import write_report  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    write_report(results_dir)
+
+
+def run_study(study: Study, planned: list[Planned], workers: int, gpus: int, command: str) -> int:
+    left = [p for p in planned if not p.done]
+    finished: list[tuple[Planned, float]] = []
+    for p in planned:  # the records already there tell how long a run takes
+        minutes = run_minutes(records.read_record(p.record) or {}) if p.done else None
+        if minutes is not None:
+            finished.append((p, minutes))
+    total, failed, lock = len(planned), [], threading.Lock()
+    print(f"[study] {study.name}: {total - len(left)} of {total} runs complete, {len(left)} to run on "
+          f"{workers} worker(s){f' over {gpus} GPU(s)' if gpus else ''}; {clock(eta_minutes(left, finished, workers))}",
+          flush=True)  # fmt: skip
+    queue = list(left)
+    slots = list(range(workers))
+    running: dict[Future, tuple[Planned, int]] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            while queue or running:
+                while queue and slots:
+                    nxt = queue.pop(0)
+                    if nxt.done:  # another driver finished it meanwhile
+                        continue
+                    slot = slots.pop(0)
+                    running[pool.submit(start_run, nxt, slot, gpus, study.results_dir / "logs")] = (nxt, slot)
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item, slot = running.pop(future)
+                    slots.append(slot)
+                    status, minutes = future.result()
+                    with lock:
+                        if item.done:
+                            finished.append((item, minutes))
+                            outcome = f"done in {minutes:.1f} min"
+                        else:
+                            failed.append(item)
+                            record = records.read_record(item.record) or {}
+                            outcome = f"not complete (exit {status}; {record.get('error') or 'see the log'})"
+                        left = [p for p in planned if not p.done]
+                        eta = clock(eta_minutes(left, finished, workers))
+                        where = f"{total - len(left)} of {total} complete, {len(left)} left; {eta}"
+                        print(f"[study] {item.spec.stage}: {item.spec.label}: {outcome}. {where}", flush=True)
+                        refresh(study, planned, command)
+        except KeyboardInterrupt:
+            print("[study] interrupted: runs in progress end with this process; start again to resume", flush=True)
+            raise
+    return 1 if failed else 0
+
+
+def commit(study: Study) -> int:
+    """Commit the complete runs' folders (records, metrics, heatmaps: .gitignore keeps weights out), the
+    logs and the study's tables and analysis; a session's background work ends with it."""
+    roots = {study.results_dir, *(Path(s.results_dir) for s in study.stages if s.results_dir)}
+    done = sorted({p.parent for root in roots for p in root.glob("runs/**/record.json") if records.is_complete(p)})
+    extra = [
+        p
+        for p in (
+            study.results_dir / n for n in ("logs", "tables", "figures", "analysis.md", "lr_picks.yaml", "report")
+        )
+        if p.exists()
+    ]
+    if not done and not extra:
+        print("[study] nothing to commit")
+        return 0
+    paths = [str(p) for p in done + extra]
+    subprocess.run(["git", "add", "--", *paths], check=True)
+    if subprocess.run(["git", "diff", "--cached", "--quiet", "--", *paths], check=False).returncode == 0:
+        print("[study] nothing new to commit")
+        return 0
+    message = f"{study.name}: {len(done)} complete runs so far (records, metrics, tables, analysis; logs)"
+    return subprocess.run(["git", "commit", "-q", "-m", message, "--", *paths], check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dora-bench-study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", help="a study file, e.g. conf/study/minilm_long.yaml")
+    parser.add_argument("action", nargs="?", default="run", choices=("run", "plan", "report", "commit"))
+    parser.add_argument("--stage", action="append", help="only this stage (repeatable); default: every stage")
+    parser.add_argument(
+        "--workers", type=int, help="runs at a time (default: the study's, else one per core or GPU slot)"
+    )
+    parser.add_argument("--runs-per-gpu", type=int, default=4, help="on a GPU box: runs sharing one GPU (default: 4)")
+    parser.add_argument("--data-dir", help="overrides the study's data_dir (passed as task.data_dir)")
+    args = parser.parse_args(argv)
+    command = "dora-bench-study " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        study = load_study(args.study)
+        stages = [study.stage(name) for name in args.stage] if args.stage else list(study.stages)
+        data_dir = args.data_dir or study.data_dir
+        if data_dir and not Path(data_dir).is_dir():
+            raise UserError(f"data_dir {data_dir} is not a folder: pass --data-dir /path/to/glue_data")
+        if args.action == "commit":
+            return commit(study)
+        if args.action == "report":
+            refresh(study, planned_runs(study, stages, data_dir), command, quiet=False)
+            print(f"[study] wrote {study.results_dir / 'analysis.md'} and the tables")
+            return 0
+        planned = planned_runs(study, stages, data_dir)
+        if args.action == "plan":
+            for p in planned:
+                print(f"{'done' if p.done else 'left'}  {p.spec.stage}: {p.spec.label}  ({p.record})")
+            for stage in stage_progress(study, planned):
+                print(f"[study] {stage.name}: {stage.done} of {stage.total} complete")
+            return 0
+        gpus = gpu_count()
+        workers = args.workers or study.workers or (gpus * args.runs_per_gpu if gpus else os.cpu_count() or 1)
+        status = 0
+        while any(not p.done for p in planned):
+            status = max(status, run_study(study, planned, workers, gpus, command))
+            again = planned_runs(study, stages, data_dir)  # a sweep that finished lets a pick open its stages
+            if len(again) == len(planned) or status:
+                planned = again
+                break
+            planned = again
+        refresh(study, planned, command, quiet=False)
+        return status
+    except UserError as err:
+        print(f"dora-bench-study: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
