@@ -56,8 +56,9 @@ PAPER_NAMES = {ours: paper for paper, ours in METHODS.items()}
 # Config keys that say where or how a run was executed, not what it learnt: records that differ
 # only in these pool into one cell. Any other difference refuses the cell. ``trainer.precision``
 # is compared as the precision it gave (``effective_precision``): `auto` on a CPU is fp32.
-# ``method.allocation_seed`` is the run's seed again (DoRA's random control arm draws from it).
-BOOKKEEPING_KEYS = EXECUTION_KEYS | {"seed", "method.allocation_seed", "trainer.precision"}
+# ``method.allocation_seed`` is the run's seed again (DoRA's random control arm draws from it);
+# ``lr_picks_source`` says where a rate came from, while the rate itself (``lr_picks.<method>``) is compared.
+BOOKKEEPING_KEYS = EXECUTION_KEYS | {"seed", "method.allocation_seed", "lr_picks_source", "trainer.precision"}
 
 #: Which epoch of a run a cell reads: ``best``, every metric from the eligible epoch best on the
 #: main metric; ``best_per_metric``, each metric's maximum over the eligible epochs separately

@@ -223,9 +223,14 @@ def comparison_sections(plan: AnalysisPlan, runs: list[Run]) -> list[str]:
 
 
 def analysis_markdown(
-    plan: AnalysisPlan, runs: list[Run], progress: list[StageProgress] | None = None, command: str = ""
+    plan: AnalysisPlan,
+    runs: list[Run],
+    progress: list[StageProgress] | None = None,
+    command: str = "",
+    sections: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> str:
-    """The study's write-up numbers, in the order a reader asks for them."""
+    """The study's write-up numbers, in the order a reader asks for them; ``sections``: (title, lines)
+    the driver adds, such as the rate sweep behind the picks."""
     study_runs = [r for r in runs if r.key[1] == plan.backbone]
     lines = [
         f"# {plan.title}: what the records say",
@@ -250,6 +255,8 @@ def analysis_markdown(
         "",
         *(comparison_sections(plan, study_runs) or ["No comparisons declared."]),
     ]
+    for title, body in sections:
+        lines += [f"## {title}", "", *body, ""]
     found = [d for d in diagnose_all(study_runs) if d.key[0] in plan.tasks]
     if found:
         lines += ["## Allocation diagnostics", "", *diagnostics_markdown(found).splitlines()[2:], ""]
@@ -291,14 +298,15 @@ class RatePicks:
     missing: tuple[str, ...]  # rates without a complete score on every task
 
 
-def pick_rates(runs: list[Run], tasks: list[str]) -> RatePicks:
+def pick_rates(runs: list[Run], tasks: list[str], budget: int | None = None) -> RatePicks:
     """Per method, the rate whose mean main metric over ``tasks`` is best (ties: the lower rate); a rate
-    counts only once every task has a complete score for it, and a failed run scores nothing."""
+    counts only once every task has a complete score for it, and a failed run scores nothing. With
+    ``budget``, only the records at that budget (and those of methods without one) count."""
     scores: dict[str, dict[float, dict[str, float | None]]] = {}
     for run in runs:
         record = run.record
         lr = (record.get("extras") or {}).get("lr") or ((record.get("config") or {}).get("trainer") or {}).get("lr")
-        if lr is None or record.get("task") not in tasks:
+        if lr is None or record.get("task") not in tasks or (budget and record.get("budget") not in (budget, None)):
             continue
         ok = run.complete and record.get("best")
         value = record["best"]["metrics"].get(record["main_metric"]) if ok else None

@@ -96,9 +96,12 @@ def write_picks(study: Study, stage: Stage) -> dict[str, Any] | None:
     source = study.stage(stage.pick["from"])
     tasks = list(stage.pick.get("tasks") or [])
     runs = load_runs(study.stage_results_dir(source)) if (study.stage_results_dir(source) / "runs").is_dir() else []
-    found = pick_rates(runs, tasks)
+    found = pick_rates(runs, tasks, stage.pick.get("budget"))
     if not found.picks:
         return None
+    saved = read_picks(study)
+    if saved and saved.get("lr_picks") == found.picks:
+        return saved  # the same rates: the runs made with them keep naming this file's source
     picks = {
         "lr_picks": found.picks,
         "lr_picks_source": f"{study.name}, stage {source.name}: best mean of {' + '.join(tasks)} main metrics; "
@@ -106,8 +109,7 @@ def write_picks(study: Study, stage: Stage) -> dict[str, Any] | None:
         "complete": not found.missing,
         "sweep_table": list(found.table),
     }
-    if read_picks(study) != picks:
-        records.write_text_atomic(study.picks_path, yaml.safe_dump(picks, sort_keys=False))
+    records.write_text_atomic(study.picks_path, yaml.safe_dump(picks, sort_keys=False))
     return picks
 
 
@@ -173,7 +175,8 @@ def eta_minutes(left: list[Planned], finished: list[tuple[Planned, float]], work
         return None
 
     def value(spec: RunSpec, key: str) -> Any:
-        return dict(spec.values).get(key)
+        found = [o.split("=", 1)[1] for o in spec.overrides if o.startswith(f"{key}=")]
+        return found[-1] if found else None  # the last one wins, as on the command line
 
     def guess(spec: RunSpec) -> float:
         for match in (("task", "method"), ("task",), ()):
@@ -237,9 +240,10 @@ def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = Tr
         write_tables(study.results_dir, Settings(seeds=study.analysis.seeds if study.analysis else 5))
         write_allocation_diagnostics(study.results_dir, figures=not quiet)
         if study.analysis:
-            text = analysis_markdown(
-                study.analysis, load_runs(study.results_dir), stage_progress(study, planned), command
-            )
+            picks = read_picks(study)
+            sweep = (("The rates picked (lr_picks.yaml)", tuple(picks.get("sweep_table") or ())),) if picks else ()
+            progress = stage_progress(study, planned)
+            text = analysis_markdown(study.analysis, load_runs(study.results_dir), progress, command, sweep)
             records.write_text_atomic(study.results_dir / "analysis.md", text)
         write_page(study.results_dir)
     finally:

@@ -19,6 +19,9 @@
     analysis: {...}                           # dora_bench.report.study.AnalysisPlan
 
 A grid's first key is the outermost loop, so ``seed`` first gives every cell a seed before any gets two.
+A value that is itself a list is a group of overrides taken together (an arm of a study:
+``arm: [[method=dora], [method=dora, +experiment/ablation=random], [method=lora]]``), and a null value
+adds nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.values)
+        return " ".join(" ".join(map(str, v)) if isinstance(v, list) else f"{k}={v}" for k, v in self.values)
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,15 @@ def load_study(path: str | Path) -> Study:
     )
 
 
+def grid_overrides(key: str, value: Any) -> list[str]:
+    """The overrides one grid value stands for: ``key=value``; a list: its items as they are; null: none."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [f"{key}={value}"]
+
+
 def expand(study: Study, stage: Stage, picks: dict[str, Any] | None, data_dir: str | None) -> list[RunSpec]:
     """The runs of a grid stage, in priority order (the first grid key is the outermost loop)."""
     base = [*study.overrides, *stage.overrides, f"results_dir={study.stage_results_dir(stage)}"]
@@ -154,7 +166,7 @@ def expand(study: Study, stage: Stage, picks: dict[str, Any] | None, data_dir: s
         keys = list(product)
         for values in itertools.product(*(product[k] for k in keys)):
             pairs = tuple(zip(keys, values))
-            overrides = [*base, *(f"{k}={v}" for k, v in pairs)]
+            overrides = [*base, *(o for k, v in pairs for o in grid_overrides(k, v))]
             if stage.tag:
                 overrides.append(f"variant={stage.tag.format(**{k.replace('.', '_'): v for k, v in pairs})}")
             runs.append(RunSpec(stage.name, tuple(overrides), pairs))
