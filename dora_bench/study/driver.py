@@ -368,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         gpus = gpu_count()
         workers = args.workers or study.workers or (gpus * args.runs_per_gpu if gpus else os.cpu_count() or 1)
         status = 0
+        if all(p.done for p in planned):
+            print(f"[study] {study.name}: {len(planned)} of {len(planned)} runs complete, nothing to run", flush=True)
         while any(not p.done for p in planned):
             status = max(status, run_study(study, planned, workers, gpus, command))
             again = planned_runs(study, stages, data_dir)  # a sweep that finished lets a pick open its stages

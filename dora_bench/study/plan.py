@@ -49,7 +49,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return " ".join(" ".join(map(str, v)) if isinstance(v, list) else f"{k}={v}" for k, v in self.values)
+        return " ".join(" ".join(grid_overrides(k, v)) for k, v in self.values if v is not None)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""The study driver: a study file's stages expand in priority order, a pick feeds the stages after it,
+a stopped study resumes where it stopped, and the analysis is the one the file declared."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dora_bench.errors import ConfigError
+from dora_bench.report.cells import Run
+from dora_bench.report.study import AnalysisPlan, CellSpec, learnt_nothing, pick_rates
+from dora_bench.study.driver import Planned, eta_minutes
+from dora_bench.study.plan import RunSpec, expand, load_study
+from support import REPO
+
+STUDY = {
+    "name": "Tiny study",
+    "results_dir": "out",
+    "workers": 2,
+    "overrides": ["task=demo", "backbone=tiny", "trainer.max_steps=20", "trainer.cpu_threads=1",
+                  "trainer.progress=false", "trainer.checkpoint=false"],
+    "stages": [
+        {"name": "sweep", "results_dir": "out/sweep", "tag": "lr_{trainer_lr}",
+         "grid": {"method": ["lora"], "trainer.lr": [1.0e-4, 1.0e-2], "seed": [100]}},
+        {"name": "pick", "pick": {"from": "sweep", "tasks": ["demo"]}},
+        {"name": "grid", "rates": "picked", "grid": {"seed": [0, 1], "method": ["lora", "bitfit"]}},
+    ],
+    "analysis": {"backbone": "tiny", "budget": 2, "seeds": 2, "tasks": ["demo"], "rows": ["lora", "bitfit"],
+                 "comparisons": [{"a": "lora", "b": "bitfit", "family": "main"}]},
+}  # fmt: skip
+
+
+def write_study(tmp_path: Path, study: dict) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def test_a_grid_expands_with_its_first_key_outermost_and_groups_taken_together(tmp_path):
+    arms = [["method=dora"], ["method=dora", "+experiment/ablation=random"]]
+    stage = {"name": "arms", "grid": {"seed": [0, 1], "arm": arms, "extra": [None]}}
+    study = load_study(write_study(tmp_path, {**STUDY, "stages": [stage]}))
+    runs = expand(study, study.stages[0], None, "/data")
+    assert [r.label for r in runs] == [
+        "seed=0 method=dora",
+        "seed=0 method=dora +experiment/ablation=random",
+        "seed=1 method=dora",
+        "seed=1 method=dora +experiment/ablation=random",
+    ]
+    assert runs[1].overrides[-3:] == ("seed=0", "method=dora", "+experiment/ablation=random")
+    assert "task.data_dir=/data" in runs[0].overrides and "results_dir=out" in runs[0].overrides
+
+
+def test_a_tag_names_each_run_s_variant_and_picked_rates_wait_for_the_pick(tmp_path):
+    study = load_study(write_study(tmp_path, STUDY))
+    sweep = expand(study, study.stage("sweep"), None, None)
+    assert [o for r in sweep for o in r.overrides if o.startswith("variant=")] == [
+        "variant=lr_0.0001",
+        "variant=lr_0.01",
+    ]
+    assert expand(study, study.stage("grid"), None, None) == []  # no picks yet: nothing of it can run
+    picked = expand(study, study.stage("grid"), {"lr_picks": {"lora": 0.01}, "lr_picks_source": "s"}, None)
+    assert "lr_picks={lora:0.01}" in picked[0].overrides and "lr_picks_source='s'" in picked[0].overrides
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"stages": [{"name": "a", "grid": {}}]}, "neither a grid nor a pick"),
+        ({"stages": [{"name": "a", "pick": {"from": "b"}}]}, "picks from 'b', which is no stage"),
+        (
+            {"stages": [{"name": "a", "grid": {"seed": [0]}}, {"name": "a", "grid": {"seed": [1]}}]},
+            "name each stage once",
+        ),
+        ({"colour": "red"}, "unknown key(s) colour"),
+    ],
+)
+def test_bad_study_files_are_refused_in_one_line(tmp_path, change, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        load_study(write_study(tmp_path, {**STUDY, **change}))
+
+
+def record(method: str, lr: float, score: float | None, task: str = "stsb", budget: int | None = 8) -> Run:
+    status = "complete" if score is not None else "failed"
+    best = {"metrics": {"pearson": score}} if score is not None else None
+    return Run(Path(f"/x/{method}{lr}"), {"method": method, "task": task, "budget": budget, "status": status,
+                                          "main_metric": "pearson", "best": best, "extras": {"lr": lr}})  # fmt: skip
+
+
+def test_pick_takes_the_best_rate_ties_to_the_lower_and_ignores_failed_rates_and_other_budgets():
+    runs = [record("dora", 1e-3, 0.80), record("dora", 3e-3, 0.85), record("dora", 1e-2, None),
+            record("lora", 1e-3, 0.82), record("lora", 3e-3, 0.82), record("lora", 1e-2, 0.99, budget=2)]  # fmt: skip
+    found = pick_rates(runs, ["stsb"], budget=8)
+    assert found.picks == {"dora": 3e-3, "lora": 1e-3}
+    assert found.missing == ("dora lr 0.01",)
+    assert "| dora | 0.003 | 85.00 | 85.00 | **yes** |" in found.table
+
+
+def test_eta_guesses_each_run_from_its_own_task_and_method():
+    def planned(task, method):
+        return Planned(RunSpec("s", (f"task={task}", f"method={method}"), ()), Path("/none"))
+
+    finished = [(planned("stsb", "dora"), 20.0), (planned("stsb", "lora"), 10.0), (planned("sst2", "dora"), 6.0)]
+    left = [planned("stsb", "dora"), planned("stsb", "adalora"), planned("cola", "dora")]
+    # 20 (same task and method) + 15 (same task) + 12 (all runs) over 2 workers
+    assert eta_minutes(left, finished, 2) == pytest.approx((20 + 15 + 12) / 2)
+    assert eta_minutes(left, [], 2) is None
+
+
+def test_cells_and_constant_predictors_of_either_class():
+    plan = AnalysisPlan.from_dict({"backbone": "m", "tasks": ["rte"], "rows": ["dora"], "chance": {"rte": [146, 277]}},
+                                  "t")  # fmt: skip
+    assert learnt_nothing(plan, "rte", 100 * 146 / 277) and learnt_nothing(plan, "rte", 100 * 131 / 277)
+    assert not learnt_nothing(plan, "rte", 50.0)
+    assert CellSpec.parse("dora-b2rate@2", 8) == CellSpec("dora", "b2rate", 2)
+    assert CellSpec.parse("bitfit", 8) == CellSpec("bitfit", None, None)
+    assert CellSpec.parse("dora-no_pruning", 8).label == "dora-no_pruning"
+
+
+def drive(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "dora_bench.study.driver", str(tmp_path / "study.yaml"), *args]
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_a_small_study_runs_resumes_and_reports_as_declared(tmp_path):
+    write_study(tmp_path, STUDY)
+    first = drive(tmp_path)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    lines = [line for line in first.stdout.splitlines() if line.startswith("[study]")]
+    assert lines[0].startswith("[study] Tiny study: 0 of 2 runs complete, 2 to run on 2 worker(s)")
+    # the sweep's two runs, then the grid its pick opened: progress counted over all six
+    assert any(line.startswith("[study] Tiny study: 2 of 6 runs complete, 4 to run") for line in lines), lines
+    assert lines[-1].endswith("6 of 6 complete, 0 left; ETA 0 min"), lines
+    picks = yaml.safe_load((tmp_path / "out" / "lr_picks.yaml").read_text())
+    assert set(picks["lr_picks"]) == {"lora"} and picks["complete"]
+    for method, budget in (("lora", "b2"), ("bitfit", "b-")):
+        for seed in (0, 1):
+            assert (
+                tmp_path / "out" / "runs" / "demo" / "tiny" / method / budget / f"seed{seed}" / "record.json"
+            ).is_file()
+    analysis = (tmp_path / "out" / "analysis.md").read_text()
+    assert "| lora − bitfit | demo | 2 |" in analysis
+    assert "- stage `sweep`: 2 of 2 runs complete" in analysis and "- stage `grid`: 4 of 4 runs complete" in analysis
+    assert (tmp_path / "out" / "tables" / "all_cells.md").is_file()
+
+    again = drive(tmp_path)  # nothing left: every complete record is skipped
+    assert again.returncode == 0
+    assert [line for line in again.stdout.splitlines() if line.startswith("[study]")] == [
+        "[study] Tiny study: 6 of 6 runs complete, nothing to run"
+    ]
+    plan = drive(tmp_path, "plan")
+    assert plan.stdout.count("done  ") == 6 and "left  " not in plan.stdout
