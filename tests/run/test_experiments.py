@@ -32,6 +32,8 @@ EXPERIMENTS = {
     # MiniLM study: 5 seeds x 5 tasks x 8 methods at one budget; the lr sweep: 2 tasks x 8 methods x 3 rates
     "minilm_glue": (5 * 5 * 8, 5 * 5 * 8),
     "minilm_lr_sweep": (1 * 7 * 4, 1 * 7 * 4),
+    # the long-horizon study: its plain arms (the control arms are conf/study/minilm_long.yaml's)
+    "minilm_long": (5 * 2 * 3, 5 * 2 * 3),
     # decoder LLMs: 8 methods (BitFit left out: Llama has no biases) x budget 8 x 3 seeds
     "llm_commonsense": (8 * 3, 8 * 3),
     "llm_gsm8k": (8 * 3, 8 * 3),
@@ -47,6 +49,7 @@ BACKBONES = {
     "table4": "bart-base",
     "minilm_glue": "minilm",
     "minilm_lr_sweep": "minilm",
+    "minilm_long": "minilm",
     "llm_commonsense": "llama-3.2-1b",
     "llm_gsm8k": "llama-3.2-1b",
     "llm_efficiency": "llama-3.2-1b",
@@ -64,6 +67,7 @@ SMOKE_JOBS = {
     "table9_efficiency": 7 * 2,
     "minilm_glue": 8 * 2,
     "minilm_lr_sweep": 7 * 4 * 2,
+    "minilm_long": 3 * 2,
     "llm_commonsense": 8 * 2,
     "llm_gsm8k": 8 * 2,
     "llm_efficiency": 8 * 2,
