@@ -33,13 +33,16 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedTokenizerBase
 
-NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+#: a number as solutions write it: a sign (ASCII "-" or the Unicode minus "−"), an optional "$", digits with
+#: thousands commas and decimals, or a bare fraction ".5"
+NUMBER = re.compile(r"[-\u2212]?\$?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
 MARKERS = re.compile(r"####|the answer is", re.IGNORECASE)
 
 
 def canonical_number(text: str) -> str | None:
-    """``"$1,000.50"`` -> ``"1000.5"``, ``"72.00"`` -> ``"72"``; None if ``text`` is no number."""
-    cleaned = text.replace(",", "").replace("$", "").rstrip(".")
+    """``"$1,000.50"`` -> ``"1000.5"``, ``"72.00"`` -> ``"72"``, ``"−4"`` -> ``"-4"``, ``".5"`` -> ``"0.5"``;
+    None if ``text`` is no number."""
+    cleaned = text.replace(",", "").replace("$", "").replace("\u2212", "-").rstrip(".")
     try:
         value = Decimal(cleaned)
     except InvalidOperation:

@@ -212,6 +212,11 @@ def test_commonsense_reads_local_jsonl_per_set_and_trains_on_their_union(tmp_pat
         ("#### 8\nQuestion: 99 cats", "8"),  # a rambling model: the first marker's number
         ("no digits here", None),
         ("#### -40", "-40"),
+        ("#### \u22124", "-4"),  # the Unicode minus sign, not a positive 4
+        ("The temperature falls to \u22123.5 degrees", "-3.5"),
+        ("#### .5", "0.5"),  # a bare fraction, not 5
+        ("so she keeps .25 of it", "0.25"),
+        ("The answer is 5.", "5"),  # a full stop after the number is not a fraction
     ],
 )
 def test_the_final_number_is_read_after_the_marker_or_last(text, expected):
