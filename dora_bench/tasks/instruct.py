@@ -136,4 +136,5 @@ def load_instruct(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, ca
         tokenizer,
         main_metric=main_metric,
         max_new_tokens=positive_int(cfg, "max_new_tokens"),
+        loss_chunk_rows=positive_int(cfg, "loss_chunk_rows") if cfg.get("loss_chunk_rows") is not None else None,
     )

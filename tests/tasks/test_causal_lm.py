@@ -232,13 +232,18 @@ def test_gsm8k_reads_local_files_and_refuses_a_test_answer_without_a_number(tmp_
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     train.write_text("".join(json.dumps(gsm8k_row("train", i)) + "\n" for i in range(5)))
     test.write_text("".join(json.dumps(gsm8k_row("test", i)) + "\n" for i in range(3)))
-    task = load_task(_task_cfg("gsm8k", train_file=str(train), test_file=str(test)), BYTES, cache_dir=None)
-    assert len(task.train_set) == 5 and task.gold == [final_number(gsm8k_row("test", i)["answer"]) for i in range(3)]
+    cfg = _task_cfg("gsm8k", train_file=str(train), test_file=str(test), dev_size=1)
+    task = load_task(cfg, BYTES, cache_dir=None)
+    assert (
+        len(task.train_set) == 4
+        and len(task.dev.gold) == 1
+        and task.gold == [final_number(gsm8k_row("test", i)["answer"]) for i in range(3)]
+    )
     labels = task.train_set[0]["labels"].tolist()
     assert labels[-1] == 1 and bytes(t - 3 for t in labels if t > 2).decode().startswith(" She has")
     test.write_text(json.dumps({"question": "q", "answer": "none"}) + "\n")
     with pytest.raises(DataError, match="states no final number"):
-        load_task(_task_cfg("gsm8k", train_file=str(train), test_file=str(test)), BYTES, cache_dir=None)
+        load_task(cfg, BYTES, cache_dir=None)
 
 
 # -- instruct ------------------------------------------------------------------------------------
@@ -279,7 +284,7 @@ def test_the_data_fingerprint_sees_a_changed_gold_answer_and_not_the_path(tmp_pa
         train, test = folder / "train.jsonl", folder / "test.jsonl"
         train.write_text("".join(json.dumps(gsm8k_row("train", i)) + "\n" for i in range(3)))
         test.write_text(json.dumps({"question": "How many?", "answer": f"#### {answer}"}) + "\n")
-        cfg = _task_cfg("gsm8k", train_file=str(train), test_file=str(test))
+        cfg = _task_cfg("gsm8k", train_file=str(train), test_file=str(test), dev_size=1)
         return load_task(cfg, BYTES, cache_dir=None).data_fingerprint()
 
     assert fingerprint(tmp_path / "a", 7) == fingerprint(tmp_path / "b", 7)  # the same rows elsewhere
