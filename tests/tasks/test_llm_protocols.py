@@ -235,3 +235,31 @@ def test_the_chunked_dev_loss_equals_the_loss_of_whole_batches(tmp_path):
     assert scores[1]["loss"] == pytest.approx(scores[None]["loss"], rel=1e-6)
     assert scores[3]["token_accuracy"] == scores[None]["token_accuracy"] == scores[1]["token_accuracy"]
     assert 4 < scores[None]["loss"] < 7  # a random 259-token model: about ln(259) = 5.6 nats per token
+
+
+# -- instruct checkpoints' chat template ---------------------------------------------------------------
+
+
+def test_the_chat_template_wraps_the_prompt_once_with_one_begin_token(tmp_path):
+    from test_causal_lm import bos_tokenizer
+
+    tokenizer = bos_tokenizer()  # <pad> 0, <bos> 1, <eos> 2, a 3, b 4, c 5, d 6
+    turns = "{% for m in messages %}{{ m['content'] }} b{% endfor %}"
+    tokenizer.chat_template = "{{ bos_token }}" + turns + "{% if add_generation_prompt %} c{% endif %}"
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"prompt": "a", "response": "d"}) + "\n")
+    cfg = task_cfg("instruct", train_file=str(path), dev_file=str(path), template="{prompt}", chat_template=True)
+    first = load_task(cfg, tokenizer, cache_dir=None).train_set[0]
+    assert first["input_ids"].tolist() == [
+        1,
+        3,
+        4,
+        5,
+        6,
+        2,
+    ]  # <bos> a (user turn) b (end of turn) c (assistant) d <eos>
+    assert first["labels"].tolist() == [-100, -100, -100, -100, 6, 2]
+    plain = load_task({**cfg, "chat_template": False}, tokenizer, cache_dir=None).train_set[0]
+    assert plain["input_ids"].tolist() == [1, 3, 6, 2]
+    with pytest.raises(ConfigError, match="has no chat template: use an instruct checkpoint's tokenizer"):
+        load_task(cfg, BYTES, cache_dir=None)
