@@ -20,24 +20,67 @@ The prompt also lengthens every sequence by ``n``: ``n`` + the task's ``max_leng
 the backbone's position table.
 
 Classification and decoder LLMs (peft's ``CAUSAL_LM`` wrapper: the prompt goes before the
-input, the labels get ``n`` ignored positions in front, and ``generate`` keeps it). Not span QA:
-peft's extractive-QA wrapper would score answer spans on the virtual positions too; seq2seq
-prompt tuning is out of this benchmark's scope.
+input and the labels get ``n`` ignored positions in front). Which wrapper a backbone gets is read
+from transformers' own tables of causal-LM and sequence-classification classes, so GPT-2's
+``GPT2LMHeadModel`` is a decoder like ``LlamaForCausalLM``. Not span QA: peft's extractive-QA wrapper
+would score answer spans on the virtual positions too; seq2seq prompt tuning is out of this
+benchmark's scope.
+
+Generation on decoders does not go through peft's ``generate``: with the KV cache it continued from
+wrong positions, and it drops position ids, so one pad token in front of a prompt changed the answer.
+``generate`` here builds ``[P; E(pad...); E(x)]`` with the attention mask ``[1...; 0...; 1...]`` and
+hands these embeddings to the backbone's own ``generate``, which numbers positions from the mask
+(pads skipped, ``P`` at 0..n-1, the prompt after it) and caches as for any input: cached, uncached
+and unpadded greedy outputs agree (tests/methods/test_prompt_tuning_generation.py).
 """
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
 from dora_bench.errors import ConfigError
 from dora_bench.methods.base import AdaptTarget, Method, register_method
 
 INITS = {"sample_vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
-#: peft's task type for the model classes prompt tuning supports here, by class-name suffix
-TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForCausalLM": "CAUSAL_LM"}
+
+
+def peft_task_type(model: nn.Module) -> str | None:
+    """peft's task type for a backbone class, from transformers' model tables (``GPT2LMHeadModel`` is
+    a causal LM there); None for a head prompt tuning does not support here (span QA, seq2seq)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    name = type(model).__name__
+    if name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        return "CAUSAL_LM"
+    if name in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values():
+        return "SEQ_CLS"
+    return None
+
+
+def generate_with_prompt(peft_model: nn.Module, **kwargs: Any) -> torch.Tensor:
+    """Greedy or beam generation after the soft prompt, with correct positions and cache; returns
+    ``[input_ids, new tokens]`` as ``generate`` does (see the module docstring)."""
+    input_ids = kwargs.pop("input_ids")
+    mask = kwargs.pop("attention_mask", None)
+    if mask is None:
+        mask = torch.ones_like(input_ids)
+    base = peft_model.get_base_model()
+    embeds = base.get_input_embeddings()(input_ids)
+    prompt = peft_model.get_prompt(batch_size=input_ids.shape[0]).to(device=embeds.device, dtype=embeds.dtype)
+    ones = torch.ones(mask.shape[0], prompt.shape[1], dtype=mask.dtype, device=mask.device)
+    new = base.generate(
+        inputs_embeds=torch.cat([prompt, embeds], 1), attention_mask=torch.cat([ones, mask], 1), **kwargs
+    )
+    return torch.cat([input_ids, new.to(input_ids.device)], 1)  # from embeddings alone generate returns new tokens
 
 
 @dataclass
@@ -64,20 +107,23 @@ class PromptTuning(Method):
         from peft import PromptTuningConfig as PeftPromptTuningConfig
         from peft import get_peft_model
 
-        kind = [t for suffix, t in TASK_TYPES.items() if type(model).__name__.endswith(suffix)]
-        if not kind:
+        kind = peft_task_type(model)
+        if kind is None:
             raise ConfigError(
-                f"method=prompt_tuning supports classification and decoder LLMs, not {type(model).__name__}: "
-                f"pick a GLUE task, a decoder, or another method"
+                f"method=prompt_tuning supports sequence classification and decoder LLMs, not "
+                f"{type(model).__name__}: pick a GLUE task, a decoder task, or another method"
             )
         n = self.config.num_virtual_tokens
         peft_config = PeftPromptTuningConfig(
-            task_type=kind[0],
+            task_type=kind,
             num_virtual_tokens=n,
             prompt_tuning_init=INITS[self.config.init],
             modules_to_save=list(target.head_modules) or None,
         )
-        return get_peft_model(model, peft_config)
+        adapted = get_peft_model(model, peft_config)
+        if kind == "CAUSAL_LM":  # this instance's generate only: peft's class stays as it is
+            adapted.generate = types.MethodType(generate_with_prompt, adapted)
+        return adapted
 
     def extra_input_positions(self) -> int:
         return self.config.num_virtual_tokens  # the loop checks prompt + max_length against the backbone

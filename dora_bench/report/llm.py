@@ -11,17 +11,28 @@ their synthetic stand-ins too, in tables of their own), ``make tables`` writes
 and ``figures.py`` the accuracy-vs-memory plot of the same groups.
 
 Cells pool seeds as every table does (``cells.py``), with 3 seeds expected (the experiments run 3).
-Reference rows, commonsense only: where the backbone is a model of the lecture deck's copy of the
-weight-decomposed DoRA table (Liu et al. 2024, Table 1: LLaMA-7B/13B, LLaMA2-7B, LLaMA3-8B), its
-LoRA row sits under our LoRA and its DoRA row under our ``dora_wd`` (the same method). Their ranks
-are 32 (LoRA, DoRA) and 16, on q/k/v/up/down, with their own hyperparameters: comparable in kind,
-not budget-matched to ours. No such numbers exist for GSM8K or for Llama-3.2: no reference rows.
+GSM8K's column is test exact match read at the epoch the run selected on its held-out dev slice
+(``tasks/gsm8k.py``), whatever ``Settings.epoch`` says beyond best/last: test is never selected on.
+
+Reference rows, printed under ours only where the backbone is a model the published table has:
+
+- commonsense: the lecture deck's copy of the weight-decomposed DoRA table (Liu et al. 2024, Table 1:
+  LLaMA-7B/13B, LLaMA2-7B, LLaMA3-8B), its LoRA row under our LoRA and its DoRA row under our
+  ``dora_wd`` (the same method); rank 32 on q/k/v/up/down with their hyperparameters;
+- GSM8K: LLM-Adapters' maths table (Hu et al. 2023, LLaMA-7B/13B trained on math_10k.json), its LoRA
+  row under our LoRA, its Series adapter under our Houlsby adapter (a series bottleneck adapter too),
+  and its Parallel-adapter and Prefix-tuning rows on their own (we run neither).
+
+Like for like with ``experiment=llm_commonsense_dorawd`` / ``llm_gsm8k_llmadapters`` (their protocol
+and sizes); beside this project's own protocol the captions say the numbers are not comparable in
+size or protocol. A reference row prints only under a method that has one (``render``).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,13 +54,18 @@ COLUMNS = {
         ("OBQA", "obqa", "OBQA"),
         ("Avg", "avg", "Avg"),
     ],
-    "gsm8k": [("GSM8K EM", "exact_match", None)],
+    "gsm8k": [("GSM8K EM", "test_exact_match", "GSM8K")],
 }
 #: rows, in the order of the deck's tables: the baselines, then the low-rank family, DoRA last
 METHODS = ("full_ft", "bitfit", "prompt_tuning", "houlsby", "pfeiffer", "lora", "dora_wd", "adalora", "dora")
 ALWAYS = {"full_ft", "prompt_tuning", "houlsby", "pfeiffer", "lora", "dora_wd", "adalora", "dora"}  # bitfit: if run
 DECK = "deck_dora_wd_commonsense.csv"
 DECK_ROWS = {"lora": "LoRA", "dora_wd": "DoRA-wd"}  # our method -> the deck's row it sits beside
+ADAPTERS_MATH = "llm_adapters_gsm8k.csv"
+#: our method (or a row of theirs alone) -> LLM-Adapters' maths row beside it
+ADAPTERS_MATH_ROWS = {"lora": "LoRA", "houlsby": "Series", "parallel": "Parallel", "prefix": "Prefix"}
+#: their rows without a method of ours: printed on their own under ours, with these labels
+REFERENCE_ONLY = {"parallel": "Parallel adapter (LLM-Adapters)", "prefix": "Prefix tuning (LLM-Adapters)"}
 
 
 def family(run: Run) -> str | None:
@@ -58,9 +74,38 @@ def family(run: Run) -> str | None:
 
 def deck_rows(backbone: str) -> dict[str, dict]:
     """``{our method: the deck's row}`` for a backbone the deck has numbers for; {} otherwise."""
-    with (PAPER_DIR / DECK).open(newline="") as handle:
+    return _reference(DECK, DECK_ROWS, backbone)
+
+
+def adapters_math_rows(backbone: str) -> dict[str, dict]:
+    """``{our method or a reference-only key: LLM-Adapters' GSM8K row}`` for a backbone they ran; {} otherwise."""
+    return _reference(ADAPTERS_MATH, ADAPTERS_MATH_ROWS, backbone)
+
+
+def _reference(name: str, mapping: Mapping[str, str], backbone: str) -> dict[str, dict]:
+    with (PAPER_DIR / name).open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if backbone in row["backbones"].split()]
-    return {ours: row for ours, theirs in DECK_ROWS.items() for row in rows if row["method"] == theirs}
+    return {ours: row for ours, theirs in mapping.items() for row in rows if row["method"] == theirs}
+
+
+def reference_rows(kind: str | None, backbone: str, variant: str | None) -> dict[str, dict]:
+    if variant is not None:
+        return {}
+    return {"commonsense": deck_rows, "gsm8k": adapters_math_rows}.get(kind or "", lambda _: {})(backbone)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectedTest:
+    """A test metric x100 at the epoch the run selected on its dev split (``best``), or its last epoch;
+    never at the test metric's own best (``best_per_metric`` reads ``best`` here)."""
+
+    name: str
+    reads_epoch = True
+
+    def __call__(self, record: dict, settings: Settings) -> float | None:
+        which = "last" if settings.epoch == "last" else "best"
+        found = ((record.get(which) or {}).get("metrics") or {}).get(self.name)
+        return None if found is None else 100.0 * float(found)
 
 
 def _rows(runs: list[Run], reference: dict[str, dict]) -> list[Row]:
@@ -75,36 +120,26 @@ def _rows(runs: list[Run], reference: dict[str, dict]) -> list[Row]:
         for budget in [None] if unsized else budgets:
             label = ("—" if budget is None else str(budget),)
             rows.append(Row((method, *label), method, budget, variant, paper=reference.get(method)))
+    for key, label in REFERENCE_ONLY.items():
+        if key in reference:
+            rows.append(Row((label, "—"), key, None, variant, paper=reference[key]))
     return rows
 
 
 def accuracy_table(task: str, backbone: str, runs: list[Run], settings: Settings) -> Table:
     kind, variant = family(runs[0]), runs[0].key[3]
-    reference = deck_rows(backbone) if kind == "commonsense" and variant is None else {}
+    reference = reference_rows(kind, backbone, variant)
     rows = _rows(runs, reference)
-    columns = [Column(label, task, metric(key), deck_key) for label, key, deck_key in COLUMNS[kind]]
+    value = SelectedTest if kind == "gsm8k" else metric
+    columns = [Column(label, task, value(key), deck_key) for label, key, deck_key in COLUMNS[kind]]
     cells_of = by_cell(runs)
     cells = [[_cell(cells_of, task, backbone, row, c, settings) for c in columns] for row in rows]
-    what = (
-        "accuracy x100 per set (the first answer word of a greedy generation) and their unweighted mean"
-        if kind == "commonsense"
-        else "exact match x100 of the final number, greedy decoding, GSM8K test"
-    )
     where = f"{backbone}" + (f" (variant {variant})" if variant else "")
-    caption = f"{task} on {where}: {what}; {settings.describe()}. Params: the paper's count (kept components)."
-    if reference:
-        model = next(iter(reference.values()))["model"]
-        caption += (
-            f" Reference rows (Δ = ours − theirs): the lecture deck's copy of Liu et al. (2024) Table 1 for {model}, "
-            f"LoRA rank 32 beside our LoRA and weight-decomposed DoRA rank 32 beside our dora_wd, on q/k/v/up/down "
-            f"with "
-            f"their hyperparameters: not budget-matched to ours."
-        )
-    elif kind == "commonsense":
-        caption += " No reference numbers for this model (the deck has LLaMA-7B/13B, LLaMA2-7B, LLaMA3-8B)."
+    caption = f"{task} on {where}: {_what(kind, runs, settings)}. Params: the paper's count (kept components)."
+    caption += " " + _reference_caption(kind, reference, _protocol(runs))
     table = Table(
         f"llm_{task}_{_name(backbone, variant)}", f"{task}, {where}", caption, ("Method", "bT"), columns, rows,
-        cells, settings, backbone, True, reference="deck",
+        cells, settings, backbone, True, reference="deck" if kind == "commonsense" else "LLM-Adapters",
     )  # fmt: skip
     table.params = [(_median_params(cells_of.get(_key(task, backbone, row), [])), _deck_params(row)) for row in rows]
     return table
@@ -134,6 +169,99 @@ def efficiency_table(task: str, backbone: str, runs: list[Run], settings: Settin
     )  # fmt: skip
     table.params = [(_median_params(cells_of.get(_key(task, backbone, row), [])), None) for row in rows]
     return table
+
+
+def _task_settings(runs: list[Run], key: str) -> list:
+    """The distinct values of ``config.task.<key>`` over the runs (sorted as text; None where absent)."""
+    values = {json.dumps(((run.record.get("config") or {}).get("task") or {}).get(key)) for run in runs}
+    return [json.loads(v) for v in sorted(values)]
+
+
+def _protocol(runs: list[Run]) -> str:
+    found = [p or "own" for p in _task_settings(runs, "protocol")]
+    return found[0] if len(found) == 1 else "mixed"
+
+
+def _decoding(runs: list[Run]) -> str:
+    beams = [b or 1 for b in _task_settings(runs, "num_beams")]
+    if beams == [1]:
+        return "greedy decoding"
+    return "beam search with " + " / ".join(str(b) for b in beams) + " beams"
+
+
+def _what(kind: str, runs: list[Run], settings: Settings) -> str:
+    """What a cell holds and which epoch it is read at."""
+    extraction = "LLM-Adapters' answer extraction" if _protocol(runs) == "llm_adapters" else "our answer extraction"
+    if kind == "commonsense":
+        return (
+            f"accuracy x100 per set (the first answer word of the generation; {_decoding(runs)}, {extraction}) and "
+            f"their unweighted mean; {settings.describe()}"
+        )
+    sizes = ", ".join(str(v) for v in _task_settings(runs, "dev_size"))
+    seeds = ", ".join(str(v) for v in _task_settings(runs, "dev_seed"))
+    epoch = "the last epoch" if settings.epoch == "last" else "the epoch with the best dev exact match"
+    return (
+        f"GSM8K test exact match x100 of the final number ({_decoding(runs)}, {extraction}) at {epoch}; the epoch "
+        f"is selected on a dev slice of {sizes} training problems held out with seed {seeds}, never on test; "
+        f"{settings.describe()}"
+    )
+
+
+def _reference_caption(kind: str, reference: dict[str, dict], protocol: str) -> str:
+    same = protocol == "llm_adapters"
+    kin = (
+        "our runs use their protocol (experiment=llm_commonsense_dorawd / llm_gsm8k_llmadapters)"
+        if same
+        else "our runs use this project's protocol (other prompts, decoding and sizes): not comparable like for like"
+    )
+    if not reference:
+        models = "LLaMA-7B/13B, LLaMA2-7B, LLaMA3-8B" if kind == "commonsense" else "LLaMA-7B/13B"
+        return f"No reference numbers for this model (the published table has {models})."
+    model = next(iter(reference.values()))["model"]
+    if kind == "commonsense":
+        return (
+            f"Reference rows (Δ = ours − theirs): the lecture deck's copy of Liu et al. (2024) Table 1 for {model}, "
+            f"LoRA rank 32 beside our LoRA and weight-decomposed DoRA rank 32 beside our dora_wd, on q/k/v/up/down "
+            f"with their hyperparameters; {kin}; not budget-matched to ours unless our rank is 32."
+        )
+    return (
+        f"Reference rows (Δ = ours − theirs): LLM-Adapters' maths table (Hu et al. 2023) for {model}, trained on "
+        f"math_10k.json, GSM8K test: LoRA beside our LoRA, their Series adapter beside our Houlsby adapter, their "
+        f"Parallel adapter and Prefix tuning on their own rows; {kin}."
+    )
+
+
+def render(table: Table, fmt: str) -> str:
+    """The table as Markdown (``md``), LaTeX (``tex``) or CSV, a reference row printed only under a row
+    that has one: ``render.py`` pairs every row with a reference row once any row has one, and the
+    rows without numbers would print empty "deck (Δ)" lines."""
+    if fmt == "csv":
+        return to_csv(table)
+    text = to_markdown(table) if fmt == "md" else to_latex(table)
+    return drop_empty_reference_rows(text, fmt) if any(row.paper for row in table.rows) else text
+
+
+def drop_empty_reference_rows(text: str, fmt: str) -> str:
+    """The rendered table without its reference rows that hold nothing but their label (a row of ours
+    always holds a value or "—" in every cell, so only those are empty after the first cell); in LaTeX,
+    with the space added after each."""
+    lines, out, skip_space = text.split("\n"), [], False
+    for line in lines:
+        if skip_space and line.strip() == "\\addlinespace":
+            skip_space = False
+            continue
+        skip_space = False
+        if fmt == "md" and line.startswith("| "):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if len(cells) > 1 and not any(cells[1:]):
+                continue
+        if fmt == "tex" and line.startswith("{\\scriptsize") and line.endswith("\\\\"):
+            cells = [cell.strip() for cell in line[: -len("\\\\")].split(" & ")]
+            if len(cells) > 1 and not any(cells[1:]):
+                skip_space = True
+                continue
+        out.append(line)
+    return "\n".join(out)
 
 
 def _name(backbone: str, variant: str | None) -> str:
@@ -170,7 +298,9 @@ def _median_params(runs: list[Run]) -> int | None:
 
 
 def _deck_params(row: Row) -> str | None:
-    return f"{row.paper['params_pct']}% (r={row.paper['rank']})" if row.paper else None
+    if not row.paper or not row.paper.get("params_pct"):
+        return None  # LLM-Adapters' maths table states no sizes
+    return f"{row.paper['params_pct']}% (r={row.paper['rank']})"
 
 
 def llm_groups(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
@@ -193,6 +323,6 @@ def llm_tables(runs: list[Run], settings: Settings) -> list[Table]:
 def write_llm_tables(runs: list[Run], settings: Settings, out_dir: Path) -> list[Path]:
     written = []
     for table in llm_tables(runs, settings):
-        for suffix, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
-            written.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", render(table)))
+        for suffix in ("md", "tex", "csv"):
+            written.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", render(table, suffix)))
     return written

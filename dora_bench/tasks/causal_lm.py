@@ -11,9 +11,12 @@ exactly those seen in training. A sequence longer than ``max_length`` loses the 
 prompt (the question and the answer format sit at its end), not its response (unless the
 response alone is that long).
 
-Evaluation generates greedily from ``[prefix] prompt`` in batches padded on the left (so every
-prompt ends in the last column, where the new tokens go), sorted by length, with a progress
-bar; data parallel, each process generates every W-th prompt and the texts are gathered.
+Evaluation generates from ``[prefix] prompt`` (greedy, or beam search with ``num_beams`` > 1) in
+batches padded on the left (so every prompt ends in the last column, where the new tokens go),
+sorted by length, with a progress bar; data parallel, each process generates every W-th prompt and
+the texts are gathered. Teacher-forced dev scores (``response_loss``) run ``loss_chunk_rows`` rows of
+a batch per forward pass, so the full-vocabulary logits of a whole eval batch are never held at once
+(64 x 512 x 128k in bf16 is 8 GB); the sums are the same as in one pass.
 Families: ``commonsense.py``, ``gsm8k.py``, ``instruct.py``.
 """
 
@@ -110,12 +113,21 @@ class CausalLMTask(Task):
     num_labels = 0  # a language-model head: no classes
 
     def __init__(
-        self, name: str, train: EncodedDataset, tokenizer: PreTrainedTokenizerBase, *, max_new_tokens: int
+        self,
+        name: str,
+        train: EncodedDataset,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_new_tokens: int,
+        num_beams: int = 1,
+        loss_chunk_rows: int | None = None,
     ) -> None:
         super().__init__(name, train, tokenizer.pad_token_id)
         self.left = PadCollator(tokenizer.pad_token_id, side="left")
         self.pad_token_id, self.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
         self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams  # 1: greedy; more: beam search (the LLM-Adapters protocols use 4)
+        self.loss_chunk_rows = loss_chunk_rows  # rows per forward pass in response_loss; None: the whole batch
         self.decode: Callable[[torch.Tensor], list[str]] = lambda ids: tokenizer.batch_decode(
             ids, skip_special_tokens=True
         )
@@ -130,14 +142,14 @@ class CausalLMTask(Task):
         autocast: Callable[[], AbstractContextManager],
         desc: str,
     ) -> list[str]:
-        """Greedy continuations of every prompt (the prompt itself left out), in row order."""
+        """Greedy (or ``num_beams``-beam) continuations of every prompt (the prompt left out), in row order."""
         from transformers import GenerationConfig
 
         # A fresh config: a checkpoint's own generation_config may ask for sampling (Llama-3's does).
         config = GenerationConfig(
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
-            num_beams=1,
+            num_beams=self.num_beams,
             pad_token_id=self.pad_token_id,
             eos_token_id=self.eos_token_id,
         )
@@ -169,26 +181,48 @@ class CausalLMTask(Task):
         with evaluating(model):
             for indices, batch in my_share(dataset, self.collate, batch_size)[1]:
                 batch = to_device(batch, device)
-                labels = batch.pop("labels")
-                with autocast():
-                    logits = model(**batch).logits
-                if not indices:  # a filler batch (my_share): run for the other processes, not scored
-                    continue
-                targets = labels[:, 1:]
-                scored = targets != LABEL_PAD
-                predicted = logits[:, :-1][scored].float()  # (tokens, vocab): only where a label is
-                wanted = targets[scored]
-                totals += torch.tensor(
-                    [
-                        F.cross_entropy(predicted, wanted, reduction="sum").item(),
-                        (predicted.argmax(-1) == wanted).sum().item(),
-                        wanted.numel(),
-                    ],
-                    dtype=torch.float64,
-                )
+                for chunk, scored in row_chunks(batch, self.loss_chunk_rows, batch_size):
+                    labels = chunk.pop("labels")
+                    with autocast():
+                        logits = model(**chunk).logits
+                    if indices and scored:  # filler batches and chunks (row_chunks, my_share) only run
+                        totals += _response_sums(logits, labels)
+                    del logits
         nll, correct, tokens = distributed.all_reduce_sum_(totals).tolist()
         loss = nll / max(tokens, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": correct / max(tokens, 1)}
+
+
+def _response_sums(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[summed NLL, correct argmax, tokens] over the labelled positions (logits at t predict label t+1)."""
+    targets = labels[:, 1:]
+    scored = targets != LABEL_PAD
+    predicted = logits[:, :-1][scored].float()  # (tokens, vocab): only where a label is
+    wanted = targets[scored]
+    return torch.tensor(
+        [
+            F.cross_entropy(predicted, wanted, reduction="sum").item(),
+            (predicted.argmax(-1) == wanted).sum().item(),
+            wanted.numel(),
+        ],
+        dtype=torch.float64,
+    )
+
+
+def row_chunks(batch: dict, rows: int | None, batch_size: int) -> list[tuple[dict, bool]]:
+    """``(sub-batch, scored)``: ``batch`` cut into runs of ``rows`` rows (None: one piece).
+
+    Data parallel, every process runs ``ceil(batch_size / rows)`` pieces for every batch, however many
+    rows its batch has (FSDP gathers weights in every forward, so all must run as many): a short batch
+    is topped up with its first row, marked not to be scored."""
+    size = next(iter(batch.values())).shape[0]
+    if rows is None or rows >= size and distributed.world_size() == 1:
+        return [(dict(batch), True)]
+    pieces = [({k: v[start : start + rows] for k, v in batch.items()}, True) for start in range(0, size, rows)]
+    if distributed.world_size() > 1:
+        filler = {k: v[:1] for k, v in batch.items()}
+        pieces += [(dict(filler), False)] * (math.ceil(batch_size / rows) - len(pieces))
+    return pieces
 
 
 def _share(dataset: EncodedDataset, rows: list[int]) -> EncodedDataset:

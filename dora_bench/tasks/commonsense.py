@@ -13,6 +13,12 @@ Sources, per set (``task.sets.<name>`` in conf/task/commonsense.yaml): a Hub dat
 ``task.data_dir`` the files ``<data_dir>/<set>/<split>.jsonl``, one Hub row per line with the
 Hub's field names (what ``datasets``' ``to_json`` writes), or with ``task.synthetic`` generated
 toy rows of the same shape (``synthetic.py``).
+
+``task.protocol=llm_adapters`` (``task=commonsense-llm-adapters``, ``experiment=llm_commonsense_dorawd``)
+is weight-decomposed DoRA's own protocol instead: one training file, LLM-Adapters'
+``commonsense_170k.json`` (``task.train_file``), one test file per set in LLM-Adapters' layout
+``<dataset_dir>/<set>/test.json`` (``task.test_files.<set>``), their template with the loss on prompt and
+response, beam search, and their answer extraction (``llm_adapters.py``).
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError, DataError
-from dora_bench.tasks import cache
+from dora_bench.tasks import cache, llm_adapters
 from dora_bench.tasks.base import positive_int, require
 from dora_bench.tasks.batching import EncodedDataset, Ragged
 from dora_bench.tasks.causal_lm import CausalLMTask, Example, encode_examples, encode_prompts, report_cut
+from dora_bench.tasks.llm_adapters import COMMONSENSE_FOLDERS
 from dora_bench.tasks.readers import load_hub_split, read_table
 from dora_bench.tasks.synthetic import ROWS
 from dora_bench.tasks.synthetic import rows as synthetic_rows
@@ -131,12 +140,17 @@ def parse_answer(set_name: str, text: str) -> str | None:
     return re.sub(r"\s+", "", found.group(1)).lower() if found else None
 
 
-def score(generations: Mapping[str, list[str]], answers: Mapping[str, list[str]]) -> dict[str, float]:
+def score(
+    generations: Mapping[str, list[str]],
+    answers: Mapping[str, list[str]],
+    parse: Callable[[str, str], str | None] = parse_answer,
+) -> dict[str, float]:
     """Accuracy per set, ``avg`` (the unweighted mean over sets, as the papers' Avg. column) and
-    ``unparsed`` (the share of all generations without an answer word)."""
+    ``unparsed`` (the share of all generations without an answer word); ``parse(set, text)`` reads the
+    answer of a generation (``llm_adapters.commonsense_answer`` for their protocol)."""
     metrics, unparsed, total = {}, 0, 0
     for name, texts in generations.items():
-        parsed = [parse_answer(name, text) for text in texts]
+        parsed = [parse(name, text) for text in texts]
         gold = answers[name]
         if len(parsed) != len(gold) or not gold:
             raise ValueError(f"{name}: {len(parsed)} generations for {len(gold)} answers")
@@ -156,10 +170,12 @@ class CommonsenseTask(CausalLMTask):
         train: EncodedDataset,
         dev_sets: dict[str, tuple[EncodedDataset, list[str]]],
         tokenizer: PreTrainedTokenizerBase,
+        *,
+        parse: Callable[[str, str], str | None] = parse_answer,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, train, tokenizer, **kwargs)
-        self.dev_sets = dev_sets
+        self.dev_sets, self.parse = dev_sets, parse
         self.eval_examples = sum(len(answers) for _, answers in dev_sets.values())
 
     def data_parts(self) -> list:
@@ -175,7 +191,160 @@ class CommonsenseTask(CausalLMTask):
             name: self.generate(model, prompts, batch_size=batch_size, device=device, autocast=autocast, desc=name)
             for name, (prompts, _) in self.dev_sets.items()
         }
-        return score(generations, {name: answers for name, (_, answers) in self.dev_sets.items()})
+        return score(generations, {name: answers for name, (_, answers) in self.dev_sets.items()}, self.parse)
+
+
+# -- reading: this project's protocol, one source per set and split ----------------------------------
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Where some examples come from (``identity`` keys the token cache) and how to read them."""
+
+    identity: dict[str, Any]
+    read: Callable[[], list[Example]]
+
+
+def set_examples(set_name: str, split: str, rows: Iterable[Mapping[str, Any]], limit: int | None) -> list[Example]:
+    """A set's rows through its prompt (``SETS``), the first ``limit`` of them."""
+    make_prompt = SETS[set_name][0]
+    out = []
+    for i, row in enumerate(rows):
+        if limit is not None and i >= int(limit):
+            break
+        try:
+            prompt, answer = make_prompt(row)
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{set_name} {split} row {i + 1}: {type(err).__name__} {err}: check its fields") from None
+        out.append(Example(prompt, " " + answer, answer))
+    if not out:
+        raise DataError(f"{set_name} {split}: no examples")
+    return out
+
+
+def synthetic_examples(set_name: str, split: str, count: int, limit: int | None) -> list[Example]:
+    return set_examples(set_name, split, synthetic_rows("commonsense", split, count, set_name), limit)
+
+
+def file_examples(set_name: str, split: str, path: Path, limit: int | None) -> list[Example]:
+    return set_examples(set_name, split, (row.values for row in read_table(path)), limit)
+
+
+def hub_examples(set_name: str, split: str, where: tuple[str, str | None, str], limit: int | None) -> list[Example]:
+    hub_id, config, hint = where
+    return set_examples(set_name, split, load_hub_split(hub_id, config, split, hint=hint), limit)
+
+
+def set_reader(cfg: Mapping[str, Any], set_name: str, which: str) -> Reader:
+    """One set's ``train`` or ``eval`` examples: generated, ``<data_dir>/<set>/<split>.jsonl``, or the Hub."""
+    source = cfg["sets"][set_name]
+    split = require(source, f"{which}_split", f"task.sets.{set_name}.{which}_split")
+    limit = cfg.get(f"max_{which}_per_set")
+    if cfg.get("synthetic"):
+        count = synthetic_count(cfg["synthetic"], which)
+        identity = {"synthetic": count, "split": split, "limit": limit}
+        return Reader(identity, partial(synthetic_examples, set_name, split, count, limit))
+    if cfg.get("data_dir"):
+        path = Path(cfg["data_dir"]).expanduser() / set_name / f"{split}.jsonl"
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: task.data_dir holds <set>/<split>.jsonl for each set")
+        return Reader(
+            {**cache.file_identity(path), "limit": limit}, partial(file_examples, set_name, split, path, limit)
+        )
+    hub_id = require(source, "hub_id", f"task.sets.{set_name}.hub_id, or task.data_dir for local files")
+    config = source.get("hub_config")
+    hint = f"task.data_dir=<dir> with {set_name}/{split}.jsonl"
+    identity = {"hub_id": hub_id, "config": config, "split": split, "limit": limit}
+    return Reader(identity, partial(hub_examples, set_name, split, (hub_id, config, hint), limit))
+
+
+# -- reading: LLM-Adapters' files (task.protocol=llm_adapters) -----------------------------------------
+
+
+def adapters_example(row: Mapping[str, Any]) -> Example:
+    """A row of their training or test files: the evaluation prompt, the full training text as the
+    response (``train_on_inputs``: the loss sees all of it), and the gold answer word."""
+    prompt = llm_adapters.eval_prompt(str(row["instruction"]), row.get("input") or None)
+    return Example(prompt, llm_adapters.train_text(row), str(row.get("answer", "")))
+
+
+def synthetic_adapters_examples(split: str, count: int, set_names: list[str], limit: int | None) -> list[Example]:
+    """Generated rows in LLM-Adapters' style (instruction, ``the correct answer is <word>``), for smoke runs."""
+    out = []
+    for set_name in set_names:
+        for example in synthetic_examples(set_name, split, count, None):
+            row = {"instruction": example.prompt, "input": "", "output": f"the correct answer is {example.answer}"}
+            out.append(adapters_example({**row, "answer": example.answer}))
+    return out[:limit]
+
+
+def adapters_file_examples(path: Path, what: str, limit: int | None) -> list[Example]:
+    return [adapters_example(row) for row in llm_adapters.read_rows(path, what)[:limit]]
+
+
+def adapters_identity(path: Path, limit: int | None) -> dict[str, Any]:
+    """A file's identity for the cache key; a missing file's path alone (reading it says it is missing)."""
+    return {**(cache.file_identity(path) if path.is_file() else {"path": str(path)}), "limit": limit}
+
+
+def adapters_train_reader(cfg: Mapping[str, Any]) -> Reader:
+    limit = cfg.get("max_train_examples")
+    if cfg.get("synthetic"):
+        count = synthetic_count(cfg["synthetic"], "train")
+        sets = list(cfg["sets"])
+        return Reader(
+            {"synthetic": count, "limit": limit}, partial(synthetic_adapters_examples, "train", count, sets, limit)
+        )
+    path = Path(require(cfg, "train_file", "the path of LLM-Adapters' commonsense_170k.json")).expanduser()
+    return Reader(adapters_identity(path, limit), partial(adapters_file_examples, path, "task.train_file", limit))
+
+
+def adapters_eval_reader(cfg: Mapping[str, Any], set_name: str) -> Reader:
+    limit = cfg.get("max_eval_per_set")
+    if cfg.get("synthetic"):
+        count = synthetic_count(cfg["synthetic"], "eval")
+        identity = {"synthetic": count, "limit": limit}
+        return Reader(identity, partial(synthetic_adapters_examples, "eval", count, [set_name], limit))
+    folder = COMMONSENSE_FOLDERS[set_name]
+    path = (cfg.get("test_files") or {}).get(set_name)
+    if not path and cfg.get("dataset_dir"):
+        path = Path(cfg["dataset_dir"]) / folder / "test.json"  # LLM-Adapters' layout
+    if not path:
+        raise ConfigError(
+            f"task.test_files.{set_name} is not set: give task.dataset_dir=<LLM-Adapters' dataset/ folder> "
+            f"or task.test_files.{set_name}=<path of their dataset/{folder}/test.json>"
+        )
+    path = Path(path).expanduser()
+    what = f"task.test_files.{set_name}"
+    return Reader(adapters_identity(path, limit), partial(adapters_file_examples, path, what, limit))
+
+
+# -- encoding and loading ----------------------------------------------------------------------------
+
+
+def build_train(tokenizer: PreTrainedTokenizerBase, read: Reader, what: str, max_length: int, full: bool) -> dict:
+    """Training sequences; ``full``: each example's response is the whole sequence, all of it labelled
+    (LLM-Adapters' ``train_on_inputs``), else the prompt then the response, the response labelled."""
+    examples = read.read()
+    if full:
+        encoded, cut = llm_adapters.encode_full(tokenizer, [e.response for e in examples], max_length)
+        llm_adapters.report_cut(what, cut, len(examples))
+    else:
+        encoded, cut = encode_examples(tokenizer, examples, max_length)
+        report_cut(what, "train", cut, len(examples))
+    return encoded
+
+
+def build_eval(tokenizer: PreTrainedTokenizerBase, read: Reader, max_length: int) -> dict:
+    examples = read.read()
+    return {
+        **encode_prompts(tokenizer, [e.prompt for e in examples], max_length),
+        "answers": [e.answer for e in examples],
+    }
+
+
+def eval_set(state: Mapping[str, Any]) -> tuple[EncodedDataset, list[str]]:
+    return EncodedDataset({"input_ids": Ragged.from_dict(state["input_ids"])}), list(state["answers"])
 
 
 def load_commonsense(
@@ -186,86 +355,53 @@ def load_commonsense(
     unknown = sorted(set(sources) - set(SETS))
     if unknown:
         raise ConfigError(f"task.sets: unknown set(s) {', '.join(unknown)}: choose from {', '.join(SETS)}")
-    data_dir = Path(cfg["data_dir"]).expanduser() if cfg.get("data_dir") else None
-    synthetic = cfg.get("synthetic")  # {train: N, eval: M}: generated rows (tasks/synthetic.py)
+    protocol = cfg.get("protocol", "own")
+    if protocol not in ("own", "llm_adapters"):
+        raise ConfigError(f"task.protocol={protocol!r} is not known: use own or llm_adapters")
+    adapters = protocol == "llm_adapters"
     max_length = positive_int(cfg, "max_length")
-    limits = {"train": cfg.get("max_train_per_set"), "eval": cfg.get("max_eval_per_set")}
     settings = {
         "task": name,
+        "protocol": protocol,
         "tokenizer": cache.tokenizer_identity(tokenizer),
         "max_length": max_length,
         "prompts": PROMPTS,
-        "rows": ROWS if synthetic else None,
+        "rows": ROWS if cfg.get("synthetic") else None,
     }
-
-    def read(set_name: str, which: str) -> tuple[dict, Callable[[], list[Example]]]:
-        source = sources[set_name]
-        split = require(source, f"{which}_split", f"task.sets.{set_name}.{which}_split")
-        make_prompt = SETS[set_name][0]
-        limit = limits[which]
-
-        def examples(rows: Iterable[Mapping[str, Any]]) -> list[Example]:
-            out = []
-            for i, row in enumerate(rows):
-                if limit is not None and i >= int(limit):
-                    break
-                try:
-                    prompt, answer = make_prompt(row)
-                except (KeyError, TypeError, ValueError) as err:
-                    raise DataError(
-                        f"{set_name} {split} row {i + 1}: {type(err).__name__} {err}: check its fields"
-                    ) from None
-                out.append(Example(prompt, " " + answer, answer))
-            if not out:
-                raise DataError(f"{set_name} {split}: no examples")
-            return out
-
-        if synthetic:
-            count = _count(synthetic, which)
-            return {"synthetic": count, "split": split, "limit": limit}, lambda: examples(
-                synthetic_rows("commonsense", split, count, set_name)
-            )
-        if data_dir is not None:
-            path = data_dir / set_name / f"{split}.jsonl"
-            if not path.is_file():
-                raise ConfigError(f"{path} is missing: task.data_dir holds <set>/<split>.jsonl for each set")
-            return {**cache.file_identity(path), "limit": limit}, lambda: examples(r.values for r in read_table(path))
-        hub_id = require(source, "hub_id", f"task.sets.{set_name}.hub_id, or task.data_dir for local files")
-        config = source.get("hub_config")
-        identity = {"hub_id": hub_id, "config": config, "split": split, "limit": limit}
-        hint = f"task.data_dir=<dir> with {set_name}/{split}.jsonl"
-        return identity, lambda: examples(load_hub_split(hub_id, config, split, hint=hint))
-
-    train_parts, dev_sets = [], {}
+    train_parts = []
+    if adapters:  # one training file for all sets
+        read = adapters_train_reader(cfg)
+        build = partial(build_train, tokenizer, read, name, max_length, full=True)
+        train_parts.append(cache.cached(cache_dir, f"{name}-train", {**settings, "data": read.identity}, build))
+    else:
+        for set_name in sources:
+            read = set_reader(cfg, set_name, "train")
+            build = partial(build_train, tokenizer, read, set_name, max_length, full=False)
+            key = {**settings, "data": read.identity}
+            train_parts.append(cache.cached(cache_dir, f"{name}-{set_name}-train", key, build))
+    eval_length = 10**9 if adapters else max_length  # their evaluation tokenises prompts whole
+    dev_sets = {}
     for set_name in sources:
-        identity, rows = read(set_name, "train")
-
-        def build_train(rows: Callable[[], list[Example]] = rows, set_name: str = set_name) -> dict:
-            encoded, cut = encode_examples(tokenizer, rows(), max_length)
-            report_cut(set_name, "train", cut, len(encoded["input_ids"]["offsets"]) - 1)
-            return encoded
-
-        train_parts.append(
-            cache.cached(cache_dir, f"{name}-{set_name}-train", {**settings, "data": identity}, build_train)
+        read = adapters_eval_reader(cfg, set_name) if adapters else set_reader(cfg, set_name, "eval")
+        build = partial(build_eval, tokenizer, read, eval_length)
+        dev_sets[set_name] = eval_set(
+            cache.cached(cache_dir, f"{name}-{set_name}-eval", {**settings, "data": read.identity}, build)
         )
-        identity, rows = read(set_name, "eval")
-
-        def build_eval(rows: Callable[[], list[Example]] = rows) -> dict:
-            examples = rows()
-            return {
-                **encode_prompts(tokenizer, [e.prompt for e in examples], max_length),
-                "answers": [e.answer for e in examples],
-            }
-
-        state = cache.cached(cache_dir, f"{name}-{set_name}-eval", {**settings, "data": identity}, build_eval)
-        dev_sets[set_name] = (EncodedDataset({"input_ids": Ragged.from_dict(state["input_ids"])}), state["answers"])
     train = EncodedDataset(
         {key: Ragged.concat([Ragged.from_dict(part[key]) for part in train_parts]) for key in ("input_ids", "labels")}
     )
-    return CommonsenseTask(name, train, dev_sets, tokenizer, max_new_tokens=positive_int(cfg, "max_new_tokens"))
+    return CommonsenseTask(
+        name,
+        train,
+        dev_sets,
+        tokenizer,
+        parse=llm_adapters.commonsense_answer if adapters else parse_answer,
+        max_new_tokens=positive_int(cfg, "max_new_tokens"),
+        num_beams=positive_int({"num_beams": cfg.get("num_beams", 1)}, "num_beams"),
+    )
 
 
-def _count(synthetic: Mapping[str, Any], which: str) -> int:
+def synthetic_count(synthetic: Mapping[str, Any], which: str) -> int:
     count = synthetic.get(which) if isinstance(synthetic, Mapping) else None
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"task.synthetic.{which}={count!r}: give task.synthetic={{train: N, eval: M}} with N, M >= 1")

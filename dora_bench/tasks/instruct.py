@@ -9,12 +9,16 @@ log-likelihood per response token), ``perplexity`` and ``token_accuracy`` (the s
 tokens the model ranks first); with ``task.exact_match=true`` also ``exact_match``, greedy generations
 equal to the reference once surrounding whitespace is stripped and inner runs of it are made one space.
 The best epoch is chosen by ``task.main_metric``: ``token_accuracy`` or ``exact_match`` (higher is better).
+With ``task.chat_template=true`` the templated prompt is a user turn in the tokenizer's chat template,
+followed by the assistant's header (instruct checkpoints, e.g. Llama-3.2-1B-Instruct); the response is
+the assistant's reply, ended by the tokenizer's end token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,14 +80,58 @@ class InstructTask(CausalLMTask):
         return metrics
 
 
+def shown_prompt(tokenizer: PreTrainedTokenizerBase, template: str, text: str, chat: bool) -> str:
+    """The prompt as the model sees it: the template around the field, and with ``chat`` inside the
+    tokenizer's chat template as a user turn followed by the assistant's header (an instruct checkpoint's
+    format). The begin-of-text token the chat template writes is dropped: it is added as for any prompt."""
+    shown = template.replace("{prompt}", text)
+    if not chat:
+        return shown
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": shown}], tokenize=False, add_generation_prompt=True
+    )
+    bos = tokenizer.bos_token
+    return rendered[len(bos) :] if bos and rendered.startswith(bos) else rendered
+
+
+def read_examples(path: Path, split: str, fields: tuple[str, str], show: Callable[[str], str]) -> list[Example]:
+    rows = read_table(path)
+    if not rows:
+        raise DataError(f"{path} holds no rows: task.{split}_file needs examples")
+    prompt_field, response_field = fields
+    return [Example(show(row.text(prompt_field)), row.text(response_field), row.text(response_field)) for row in rows]
+
+
+def build_split(
+    tokenizer: PreTrainedTokenizerBase, examples: Callable[[], list[Example]], name: str, split: str, max_length: int
+) -> dict:
+    rows = examples()
+    encoded, cut = encode_examples(tokenizer, rows, max_length)
+    report_cut(name, split, cut, len(rows))
+    if split == "dev":
+        encoded["prompts"] = encode_prompts(tokenizer, [e.prompt for e in rows], max_length)["input_ids"]
+        encoded["references"] = [e.answer for e in rows]
+    return encoded
+
+
+def training_pairs(state: dict) -> EncodedDataset:
+    return EncodedDataset({key: Ragged.from_dict(state[key]) for key in ("input_ids", "labels")})
+
+
 def load_instruct(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache_dir: Path | None) -> InstructTask:
     name = require(cfg, "name")
     hint = "a json/jsonl/csv/parquet file with one prompt and one response per row"
     files = {split: Path(require(cfg, f"{split}_file", hint)).expanduser() for split in ("train", "dev")}
-    prompt_field, response_field = require(cfg, "prompt_field"), require(cfg, "response_field")
+    fields = (require(cfg, "prompt_field"), require(cfg, "response_field"))
     template = str(require(cfg, "template"))
     if "{prompt}" not in template:
         raise ConfigError(f"task.template={template!r} must contain {{prompt}}, where the prompt goes")
+    chat = bool(cfg.get("chat_template", False))
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"task.chat_template=true but tokenizer {type(tokenizer).__name__} has no chat template: "
+            f"use an instruct checkpoint's tokenizer or set task.chat_template=false"
+        )
     with_em = bool(cfg.get("exact_match", False))
     main_metric = require(cfg, "main_metric")
     if main_metric not in MAIN_METRICS or (main_metric == "exact_match" and not with_em):
@@ -95,45 +143,28 @@ def load_instruct(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, ca
         "task": name,
         "tokenizer": cache.tokenizer_identity(tokenizer),
         "max_length": max_length,
-        "fields": [prompt_field, response_field],
+        "fields": list(fields),
         "template": template,
+        "chat_template": tokenizer.chat_template if chat else None,
     }
-
-    def examples(split: str) -> list[Example]:
-        rows = read_table(files[split])
-        if not rows:
-            raise DataError(f"{files[split]} holds no rows: task.{split}_file needs examples")
-        out = []
-        for row in rows:
-            response = row.text(response_field)
-            out.append(Example(template.replace("{prompt}", row.text(prompt_field)), response, response))
-        return out
-
-    def encode(split: str) -> dict:
-        def build() -> dict:
-            rows = examples(split)
-            encoded, cut = encode_examples(tokenizer, rows, max_length)
-            report_cut(name, split, cut, len(rows))
-            if split == "dev":
-                encoded["prompts"] = encode_prompts(tokenizer, [e.prompt for e in rows], max_length)["input_ids"]
-                encoded["references"] = [e.answer for e in rows]
-            return encoded
-
-        identity = cache.file_identity(files[split])
-        return cache.cached(cache_dir, f"{name}-{split}", {**settings, "split": split, "data": identity}, build)
-
-    def dataset(state: dict) -> EncodedDataset:
-        return EncodedDataset({key: Ragged.from_dict(state[key]) for key in ("input_ids", "labels")})
-
-    train, dev = encode("train"), encode("dev")
+    show = partial(shown_prompt, tokenizer, template, chat=chat)
+    state = {}
+    for split in ("train", "dev"):
+        examples = partial(read_examples, files[split], split, fields, show)
+        key = {**settings, "split": split, "data": cache.file_identity(files[split])}
+        build = partial(build_split, tokenizer, examples, name, split, max_length)
+        state[split] = cache.cached(cache_dir, f"{name}-{split}", key, build)
+    dev = state["dev"]
     prompts = EncodedDataset({"input_ids": Ragged.from_dict(dev["prompts"])}) if with_em else None
+    chunk = cfg.get("loss_chunk_rows")
     return InstructTask(
         name,
-        dataset(train),
-        dataset(dev),
+        training_pairs(state["train"]),
+        training_pairs(dev),
         prompts,
         dev["references"],
         tokenizer,
         main_metric=main_metric,
         max_new_tokens=positive_int(cfg, "max_new_tokens"),
+        loss_chunk_rows=None if chunk is None else positive_int(cfg, "loss_chunk_rows"),
     )

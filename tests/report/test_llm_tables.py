@@ -9,17 +9,21 @@ import pytest
 from dora_bench import records
 from dora_bench.report.cells import PAPER_DIR, Settings, load_runs
 from dora_bench.report.figures import write_llm_figures
-from dora_bench.report.llm import DECK, deck_rows, llm_tables
+from dora_bench.report.llm import DECK, adapters_math_rows, deck_rows, llm_tables, render
 from dora_bench.report.render import to_markdown
 
 SETS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa")
 
 
-def write_run(root, *, method, seed, scores, backbone="llama-3.2-1b", family="commonsense", task="commonsense"):
-    """A complete record as the loop writes it; ``scores``: metric -> fraction."""
+def write_run(
+    root, *, method, seed, scores, backbone="llama-3.2-1b", family="commonsense", task="commonsense", epochs=None,
+    task_config=None,
+):  # fmt: skip
+    """A complete record as the loop writes it; ``scores``: metric -> fraction (or ``epochs``: one dict per epoch,
+    the best picked by the main metric as the loop does)."""
     budget = None if method == "full_ft" else 8
     config = {
-        "task": {"name": task, "family": family},
+        "task": {"name": task, "family": family, **(task_config or {})},
         "method": {"name": method},
         "backbone": {"name": backbone, "name_or_path": f"org/{backbone}"},
         "budget": budget,
@@ -38,11 +42,15 @@ def write_run(root, *, method, seed, scores, backbone="llama-3.2-1b", family="co
         status="complete",
         trainable_params={"paper": 5_636_096, "total": 5_636_096, "model": 1_235_814_400},
     )
-    epoch = {"epoch": 1, "step": 100, "seconds": 120.0 * (seed + 1), "countable": True, "metrics": scores}
+    epochs = [
+        {"epoch": k + 1, "step": 100 * (k + 1), "seconds": 120.0 * (seed + 1), "countable": True, "metrics": m}
+        for k, m in enumerate(epochs or [scores])
+    ]
+    best = max(epochs, key=lambda e: e["metrics"][record["main_metric"]])
     record.update(
-        epochs=[epoch],
-        best={"epoch": 1, "metrics": scores, "countable": True},
-        last={"epoch": 1, "metrics": scores},
+        epochs=epochs,
+        best=best,
+        last=epochs[-1],
         extras={
             "efficiency": {
                 "train_minutes": 2.0 * (seed + 1),
@@ -122,3 +130,61 @@ def test_gsm8k_gets_its_own_table_and_the_plot_its_points(tmp_path):
         "commonsense_llama-3.2-1b_accuracy_vs_memory.png",
         "gsm8k_llama-3.2-1b_accuracy_vs_memory.png",
     ]
+
+
+def gsm8k_epochs(dev_test):
+    return [{"exact_match": d, "no_number": 0.0, "test_exact_match": t, "test_no_number": 0.0} for d, t in dev_test]
+
+
+def test_gsm8k_reports_test_at_the_epoch_selected_on_dev_and_says_so(tmp_path):
+    # epoch 1: dev 50, test 40; epoch 2: dev 30, test 60: the run selects epoch 1 on dev, so test 40
+    for seed in range(3):
+        epochs = gsm8k_epochs([(0.5, 0.4), (0.3, 0.6)])
+        write_run(tmp_path, method="lora", seed=seed, family="gsm8k", task="gsm8k", scores=None, epochs=epochs,
+                  task_config={"dev_size": 500, "dev_seed": 0})  # fmt: skip
+    runs = load_runs(tmp_path)
+    lora = lambda table: table.cells[next(i for i, r in enumerate(table.rows) if r.method == "lora")][0]  # noqa: E731
+    assert lora(llm_tables(runs, Settings())[0]).center("mean") == pytest.approx(40.0)
+    # each metric's own best would be test's 60: test is never selected on, the dev-selected epoch stays
+    assert lora(llm_tables(runs, Settings(epoch="best_per_metric"))[0]).center("mean") == pytest.approx(40.0)
+    assert lora(llm_tables(runs, Settings(epoch="last"))[0]).center("mean") == pytest.approx(60.0)
+    caption = llm_tables(runs, Settings())[0].caption
+    assert "GSM8K test exact match x100 of the final number (greedy decoding, our answer extraction)" in caption
+    assert "at the epoch with the best dev exact match" in caption
+    assert "selected on a dev slice of 500 training problems held out with seed 0, never on test" in caption
+
+
+def test_llm_adapters_gsm8k_rows_sit_beside_ours_and_their_other_adapters_print_alone(tmp_path):
+    for method in ("lora", "dora"):
+        write_run(tmp_path, method=method, seed=0, family="gsm8k", task="gsm8k-llm-adapters", backbone="llama-7b-hf",
+                  scores=None, epochs=gsm8k_epochs([(0.5, 0.4)]),
+                  task_config={"dev_size": 120, "dev_seed": 0, "protocol": "llm_adapters", "num_beams": 4})  # fmt: skip
+    accuracy = llm_tables(load_runs(tmp_path), Settings())[0]
+    by_method = {row.method: row for row in accuracy.rows}
+    assert by_method["lora"].paper["GSM8K"] == "37.5" and by_method["houlsby"].paper["GSM8K"] == "33.3"
+    assert by_method["parallel"].paper["GSM8K"] == "35.3" and by_method["prefix"].paper["GSM8K"] == "24.4"
+    assert by_method["dora"].paper is None and set(adapters_math_rows("llama-13b")) == set(by_method) & {
+        "lora", "houlsby", "parallel", "prefix"}  # fmt: skip
+    assert adapters_math_rows("llama-3.2-1b") == {}
+    text = render(accuracy, "md")
+    assert "| lora | 8 | 5.64M | 40.00 (n=1/3) |" in text and "| LLM-Adapters (Δ) |  |  | 37.50 (+2.50) |" in text
+    assert "| Parallel adapter (LLM-Adapters) | — | — | — |\n| LLM-Adapters (Δ) |  |  | 35.30 |" in text
+    assert text.count("LLM-Adapters (Δ)") == 4  # lora, houlsby, parallel, prefix: no empty row under the others
+    assert "beam search with 4 beams, LLM-Adapters' answer extraction" in accuracy.caption
+    assert "our runs use their protocol" in accuracy.caption
+
+
+def test_a_reference_row_prints_only_under_a_method_that_has_one(tmp_path):
+    for method in ("lora", "dora_wd", "dora", "adalora"):
+        write_run(tmp_path, method=method, seed=0, scores=commonsense_scores(0.8), backbone="meta-llama-3-8b")
+    accuracy, _ = llm_tables(load_runs(tmp_path), Settings())
+    assert len(accuracy.rows) == 8  # full_ft, prompt tuning, houlsby, pfeiffer, lora, dora_wd, adalora, dora
+    unfiltered, text = to_markdown(accuracy), render(accuracy, "md")
+    assert unfiltered.count("| deck (Δ) |") == 8  # render.py pairs every row once one has a reference
+    assert text.count("| deck (Δ) |") == 2
+    lines = text.splitlines()
+    below = {line.split(" | ")[0].strip("| "): lines[i + 1].split(" | ")[0].strip("| ") for i, line in
+             enumerate(lines[:-1]) if line.startswith("| ")}  # fmt: skip
+    assert below["lora"] == "deck (Δ)" and below["dora_wd"] == "deck (Δ)" and below["adalora"] == "dora"
+    tex = render(accuracy, "tex")
+    assert tex.count("deck ($\\Delta$)") == 2 and tex.count("\\addlinespace") == 2  # after each pair

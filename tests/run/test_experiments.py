@@ -38,12 +38,17 @@ EXPERIMENTS = {
     "llm_commonsense": (8 * 3, 8 * 3),
     "llm_gsm8k": (8 * 3, 8 * 3),
     "llm_efficiency": (8, 8),  # one timing run per method
+    # the published protocols: LoRA and DoRA-wd, one seed (their tables report one run)
+    "llm_commonsense_dorawd": (2, 2),
+    "llm_gsm8k_llmadapters": (2, 2),
 }
 SEEDS = {
     "minilm_lr_sweep": {"100"},
     "llm_commonsense": {"0", "1", "2"},
     "llm_gsm8k": {"0", "1", "2"},
     "llm_efficiency": {"0"},
+    "llm_commonsense_dorawd": {"0"},
+    "llm_gsm8k_llmadapters": {"0"},
 }
 BACKBONES = {
     "table4": "bart-base",
@@ -53,8 +58,16 @@ BACKBONES = {
     "llm_commonsense": "llama-3.2-1b",
     "llm_gsm8k": "llama-3.2-1b",
     "llm_efficiency": "llama-3.2-1b",
+    "llm_commonsense_dorawd": "llama-3.2-1b",  # their models by backbone.name_or_path (docs/llm.md)
+    "llm_gsm8k_llmadapters": "llama-3.2-1b",
 }
-LLM = {"llm_commonsense": "commonsense", "llm_gsm8k": "gsm8k", "llm_efficiency": "gsm8k-synthetic"}
+LLM = {
+    "llm_commonsense": "commonsense",
+    "llm_gsm8k": "gsm8k",
+    "llm_efficiency": "gsm8k-synthetic",
+    "llm_commonsense_dorawd": "commonsense-llm-adapters",
+    "llm_gsm8k_llmadapters": "gsm8k-llm-adapters",
+}
 
 # debug=smoke: the demo task in place of the paper's tasks, seeds 0 and 1; methods, budgets, arms kept
 SMOKE_JOBS = {
@@ -71,6 +84,8 @@ SMOKE_JOBS = {
     "llm_commonsense": 8 * 2,
     "llm_gsm8k": 8 * 2,
     "llm_efficiency": 8 * 2,
+    "llm_commonsense_dorawd": 2 * 2,
+    "llm_gsm8k_llmadapters": 2 * 2,
 }
 
 
@@ -143,6 +158,21 @@ def test_experiment_sweeps_the_paper_grid_and_every_job_composes(hydra_compose, 
         if name in LLM:  # the decoder setting: bf16 frozen weights, checkpointed layers, no BitFit
             assert (job.task.name, job.backbone.dtype, job.trainer.gradient_checkpointing) == (LLM[name], "bf16", True)
             assert "method=bitfit" not in {item for job in jobs for item in job}
+
+
+@pytest.mark.parametrize(
+    ("name", "lr", "new_tokens", "warmup"),
+    [("llm_commonsense_dorawd", 2e-4, 32, 0.0031), ("llm_gsm8k_llmadapters", 3e-4, 256, 0.053)],
+)
+def test_the_published_protocols_carry_their_settings(hydra_compose, name, lr, new_tokens, warmup):
+    for method in ("lora", "dora_wd"):
+        cfg = hydra_compose(f"experiment={name}", f"method={method}")
+        assert (cfg.task.protocol, cfg.task.max_length, cfg.task.num_beams, cfg.task.max_new_tokens) == (
+            "llm_adapters", 256, 4, new_tokens)  # fmt: skip
+        assert (cfg.method.r, cfg.method.alpha, cfg.method.dropout) == (32, 64, 0.05)
+        assert list(cfg.backbone.target_modules) == ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+        assert (cfg.task.lr, cfg.task.batch_size, cfg.task.epochs) == (lr, 16, 3)
+        assert (cfg.trainer.warmup_ratio, cfg.trainer.weight_decay) == (warmup, 0.0)
 
 
 def test_ablation_arms_set_their_variant_and_knob(hydra_compose):

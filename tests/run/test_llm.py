@@ -27,7 +27,7 @@ def run(tiny_cfg, *overrides: str) -> dict:
 def test_a_decoder_trains_through_the_loop_and_records_table_9s_line(tiny_cfg, tmp_path, method):
     record = run(tiny_cfg, f"method={method}")
     assert record["status"] == "complete" and record["main_metric"] == "exact_match"
-    assert set(record["best"]["metrics"]) == {"exact_match", "no_number"}
+    assert set(record["best"]["metrics"]) == {"exact_match", "no_number", "test_exact_match", "test_no_number"}
     efficiency = record["extras"]["efficiency"]
     assert efficiency["train_minutes"] > 0 and efficiency["seconds_per_step"] > 0 and efficiency["peak_rss_mib"] > 0
     assert efficiency["adapter_mib"] > 0 and efficiency["peak_gpu_mib"] is None  # a CPU run

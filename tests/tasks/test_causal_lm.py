@@ -212,6 +212,11 @@ def test_commonsense_reads_local_jsonl_per_set_and_trains_on_their_union(tmp_pat
         ("#### 8\nQuestion: 99 cats", "8"),  # a rambling model: the first marker's number
         ("no digits here", None),
         ("#### -40", "-40"),
+        ("#### \u22124", "-4"),  # the Unicode minus sign, not a positive 4
+        ("The temperature falls to \u22123.5 degrees", "-3.5"),
+        ("#### .5", "0.5"),  # a bare fraction, not 5
+        ("so she keeps .25 of it", "0.25"),
+        ("The answer is 5.", "5"),  # a full stop after the number is not a fraction
     ],
 )
 def test_the_final_number_is_read_after_the_marker_or_last(text, expected):
@@ -227,13 +232,18 @@ def test_gsm8k_reads_local_files_and_refuses_a_test_answer_without_a_number(tmp_
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     train.write_text("".join(json.dumps(gsm8k_row("train", i)) + "\n" for i in range(5)))
     test.write_text("".join(json.dumps(gsm8k_row("test", i)) + "\n" for i in range(3)))
-    task = load_task(_task_cfg("gsm8k", train_file=str(train), test_file=str(test)), BYTES, cache_dir=None)
-    assert len(task.train_set) == 5 and task.gold == [final_number(gsm8k_row("test", i)["answer"]) for i in range(3)]
+    cfg = _task_cfg("gsm8k", train_file=str(train), test_file=str(test), dev_size=1)
+    task = load_task(cfg, BYTES, cache_dir=None)
+    assert (
+        len(task.train_set) == 4
+        and len(task.dev.gold) == 1
+        and task.gold == [final_number(gsm8k_row("test", i)["answer"]) for i in range(3)]
+    )
     labels = task.train_set[0]["labels"].tolist()
     assert labels[-1] == 1 and bytes(t - 3 for t in labels if t > 2).decode().startswith(" She has")
     test.write_text(json.dumps({"question": "q", "answer": "none"}) + "\n")
     with pytest.raises(DataError, match="states no final number"):
-        load_task(_task_cfg("gsm8k", train_file=str(train), test_file=str(test)), BYTES, cache_dir=None)
+        load_task(cfg, BYTES, cache_dir=None)
 
 
 # -- instruct ------------------------------------------------------------------------------------
@@ -274,7 +284,7 @@ def test_the_data_fingerprint_sees_a_changed_gold_answer_and_not_the_path(tmp_pa
         train, test = folder / "train.jsonl", folder / "test.jsonl"
         train.write_text("".join(json.dumps(gsm8k_row("train", i)) + "\n" for i in range(3)))
         test.write_text(json.dumps({"question": "How many?", "answer": f"#### {answer}"}) + "\n")
-        cfg = _task_cfg("gsm8k", train_file=str(train), test_file=str(test))
+        cfg = _task_cfg("gsm8k", train_file=str(train), test_file=str(test), dev_size=1)
         return load_task(cfg, BYTES, cache_dir=None).data_fingerprint()
 
     assert fingerprint(tmp_path / "a", 7) == fingerprint(tmp_path / "b", 7)  # the same rows elsewhere

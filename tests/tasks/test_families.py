@@ -48,7 +48,7 @@ def commonsense(tmp_path, write, task_cfg):
 
 
 def gsm8k(tmp_path, write, task_cfg):
-    return task_cfg("gsm8k", synthetic={"train": 2, "eval": 1}, max_length=128)
+    return task_cfg("gsm8k", synthetic={"train": 3, "eval": 1}, max_length=128, dev_size=1)
 
 
 def instruct(tmp_path, write, task_cfg):
