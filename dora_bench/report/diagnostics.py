@@ -326,13 +326,11 @@ def to_markdown(found: list[AllocationDiagnostics]) -> str:
 
 
 def caption(d: AllocationDiagnostics) -> str:
-    """One line for a Figure 2 panel: agreement and spread against their nulls."""
+    """Two short lines for a Figure 2 panel: agreement and spread, each against random pruning."""
     agreement = "—" if d.agreement is None else f"{d.agreement:.2f}"
-    null = f" (random {d.agreement_null.high:.2f} at 95 %)" if d.agreement_null else ""
-    return (
-        f"agreement r = {agreement}{null}; spread {d.spread:.2f} vs random "
-        f"{d.spread_null.low:.2f}-{d.spread_null.high:.2f}"
-    )
+    null = f" (random: {d.agreement_null.high:.2f} at 95 %)" if d.agreement_null else ""
+    spread = f"spread {d.spread:.2f} (random: {d.spread_null.low:.2f}-{d.spread_null.high:.2f})"
+    return f"agreement r = {agreement}{null}\n{spread}"
 
 
 def write_diagnostics(runs: list[Run], tables_dir: Path) -> list[Path]:

@@ -7,7 +7,9 @@ writes under ``<results_dir>/figures/``:
 - ``figure2_allocation_<task>_<backbone>.png``: the final rank of every layer x module type,
   one panel per method (DoRA, AdaLoRA: rows) and final budget (columns), from the records'
   ``extras.rank_allocation_grid``, **averaged over the complete seeds** (the panel title says
-  how many). Seeds pool as a table cell does (``cells.config_conflict``): a panel whose
+  how many), and under each title whether it is more than random pruning: the agreement of the
+  seeds' per-module ranks and their spread, each against its random-pruning null (``diagnostics.py``).
+  Seeds pool as a table cell does (``cells.config_conflict``): a panel whose
   records were made with different configs is left blank, marked refused, and the reason
   goes to stderr. The paper's Figure 2 is ``figure2_allocation_sst2_roberta-base.png``.
 - ``budget_schedule/<task>_<backbone>_b<budget>.png``: components kept vs training progress,
@@ -67,7 +69,8 @@ def write_figures(results_dir: str | Path) -> list[Path]:
         allocations = pool_allocations([run for run in group if run.key[3] is None])
         if allocations:
             path = out_dir / f"figure2_allocation_{task}_{backbone}.png"
-            written.append(figure2_allocation(allocations, path, f"{task}, {backbone}"))
+            captions = allocation_captions([run for run in group if run.key[3] is None])
+            written.append(figure2_allocation(allocations, path, f"{task}, {backbone}", captions))
             for (method, budget), pooled in allocations.items():
                 if pooled.refused:
                     print(
@@ -151,9 +154,23 @@ def pool_allocations(runs: list[Run]) -> dict[tuple[str, int], PooledAllocation]
     return pooled
 
 
-def figure2_allocation(pooled: dict[tuple[str, int], PooledAllocation], path: Path, where: str) -> Path:
+def allocation_captions(runs: list[Run]) -> dict[tuple[str, int], str]:
+    """``{(method, budget): "agreement r = ...; spread ... vs random ..."}``: whether each panel's
+    allocation is more than random pruning (``diagnostics.py``)."""
+    from dora_bench.report.diagnostics import caption, diagnose_all
+
+    return {(d.key[2], d.key[4]): caption(d) for d in diagnose_all([r for r in runs if r.key[2] in ALLOCATING_METHODS])}
+
+
+def figure2_allocation(
+    pooled: dict[tuple[str, int], PooledAllocation],
+    path: Path,
+    where: str,
+    captions: dict[tuple[str, int], str] | None = None,
+) -> Path:
     """Methods (rows) x final budgets (columns) of rank grids averaged over seeds; one colour
-    scale per budget, shared by the methods, so DoRA and AdaLoRA compare cell by cell."""
+    scale per budget, shared by the methods, so DoRA and AdaLoRA compare cell by cell. Each panel's
+    caption says how far the seeds agree and where the ranks' spread lies against random pruning."""
     methods = [m for m in ALLOCATING_METHODS if any(key[0] == m for key in pooled)]
     budgets = sorted({key[1] for key in pooled})
     grids = [p.grid for p in pooled.values() if p.grid is not None]
@@ -200,7 +217,8 @@ def figure2_allocation(pooled: dict[tuple[str, int], PooledAllocation], path: Pa
                 continue
             which = f"seed {cell.seeds[0]}" if len(cell.seeds) == 1 else f"mean of {len(cell.seeds)} seeds"
             image = draw_rank_heatmap(ax, cell.grid, vmax=top, decimals=0 if len(cell.seeds) == 1 else 1)
-            ax.set_title(f"{name} ({which})", fontsize=10)
+            note = (captions or {}).get((method, budget))
+            ax.set_title(f"{name} ({which})" + (f"\n{note}" if note else ""), fontsize=10 if not note else 8)
             if i < len(methods) - 1:
                 ax.set_xlabel("")
             if j > 0:
