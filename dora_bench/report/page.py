@@ -247,13 +247,13 @@ class Page:
             "<code>tables/*.csv</code> (<code>dora-bench-tables</code>, same settings).</p>\n"
             '<nav><ul class="toc">'
             + "".join(f'<li><a href="#{escape(anchor)}">{escape(text)}</a></li>' for anchor, text in toc)
-            + "</ul></nav>\n"
+            + "</ul></nav>\n</header>\n"
             '<form class="filters" id="filters" hidden>'
             + select("task", "task", [(t, t) for t in tasks])
             + select("method", "method", [(m, method_name(m)) for m in methods])
             + select("budget", "budget", [(str(b), f"bT = {b}") for b in budgets])
             + '<span class="hint">methods without a budget (Full FT, BitFit) stay under every budget</span>'
-            "</form>\n</header>"
+            "</form>"
         )
 
     # -- what ran ---------------------------------------------------------------------------
@@ -404,10 +404,11 @@ class Page:
             )
             notes[k] = escape(notes[k]) + f": {links}"
         notes = [n if k < len(refused) else escape(n) for k, n in enumerate(notes)]
+        backbone = "" if table.backbone.startswith("(") else f" ({escape(table.backbone)})"  # all_cells: "(any)"
         return (
             f'<figure class="table" id="{escape(table.name)}"{attrs(data_table=table.name)}>'
             f"<figcaption><b>{escape(table.heading())}</b>"
-            f" ({escape(table.backbone)}). {escape(table.caption)}</figcaption>"
+            f"{backbone}. {escape(table.caption)}</figcaption>"
             f'<div class="scroll"><table class="sortable"><thead><tr>{"".join(header)}</tr></thead>'
             + "".join(bodies)
             + "</table></div>"
@@ -497,7 +498,15 @@ class Page:
         if not values:
             return '<p class="note">No scored run yet.</p>'
         n = len(cells)
-        ax = Axes((0, n), (min(values), max(values)), width=max(480, 52 * n + 70), height=320, top=26, bottom=92)
+        longest = 24 + 8 * max(len(cell_label(key)) for key, _, _ in cells)  # room for the slanted labels
+        ax = Axes(
+            (0, n),
+            (min(values), max(values)),
+            width=max(480, 52 * n + 70),
+            height=230 + longest,
+            top=26,
+            bottom=longest,
+        )
         ax.x_range = (0, n)  # categories, not data: no padding
         ax.frame("", f"dev {main} x100", x_ticks=[])
         previous_budget: Any = "start"
@@ -615,7 +624,9 @@ class Page:
                     x, y, tip, r=5, class_="cellpt front-pt" if on_front else "cellpt", fill=colour(key[2]), **fa
                 )
                 if on_front:
-                    where = f'x="{x + 7:.1f}" y="{y - 6:.1f}"'
+                    right = x > 0.7 * ax.width  # labels near the right edge go to the left of their point
+                    anchor = "end" if right else "start"
+                    where = f'x="{x - 7 if right else x + 7:.1f}" y="{y - 6:.1f}" text-anchor="{anchor}"'
                     element += f'<text class="pt-label"{attrs(**fa)} {where}>{escape(cell_label(key))}</text>'
                 ax.add(element)
             figures.append(
@@ -776,7 +787,8 @@ class Page:
         name = f"{method_name(method)}, bT = {budget}"
         fa = attrs(**filter_attrs(task=task, method=method, budget=budget))
         if pooled.grid is None:
-            return f'<div class="panel"{fa}><p><b>{escape(name)}</b>: refused, {escape(pooled.refused or "")}</p></div>'
+            why = f"records differ in {', '.join(pooled.differing)}" if pooled.differing else "a seed recorded twice"
+            return f'<div class="panel"{fa}><p><b>{escape(name)}</b>: refused, not averaged: {escape(why)}.</p></div>'
         grid = pooled.grid
         rows, cols = grid["rows"], grid["columns"]
         size, left, top_margin = 30, 34, 22
@@ -887,6 +899,15 @@ class Page:
                         stroke=PALETTE[j % len(PALETTE)],
                     ).replace("/>", f"><title>{escape(str(column))}</title></polyline>")
                 )
+                if len(steps) < 4:  # a line of one point does not show: dots
+                    ax.add(
+                        "".join(
+                            svgplot.point(
+                                ax.x(s), ax.y(row[j]), f"{column}, step {s}: {row[j]:g}", r=3, fill=PALETTE[j]
+                            )
+                            for s, row in zip(steps, mean)
+                        )
+                    )
             legend = "".join(
                 f'<li><span class="swatch" style="background:{PALETTE[j % len(PALETTE)]}"></span>{escape(str(c))}</li>'
                 for j, c in enumerate(columns)
