@@ -125,10 +125,46 @@ def test_the_page_is_one_valid_html_file_that_needs_nothing_from_the_network(res
 
 
 def test_the_page_numbers_equal_the_csv_tables(results):
-    cells = page_cells_from_html((results / "report" / "index.html").read_text())
+    html = (results / "report" / "index.html").read_text()
     rows = csv_rows(results)
     numbers = sum(1 for row in rows if row["value"])
-    assert numbers >= 2 and assert_numbers_match_csv(cells, rows) == numbers  # all_cells: one per setting
+    assert numbers >= 2 and assert_numbers_match_csv(page_cells_from_html(html), rows) == numbers  # all_cells
+    assert_runs_match_csv(html, results)
+
+
+def assert_runs_match_csv(html: str, results: Path) -> None:
+    """The list of runs shows all_runs.csv's best score of each record."""
+    import html5lib
+
+    with (results / "tables" / "all_runs.csv").open(newline="") as handle:
+        best = {row["path"]: row["best"] for row in csv.DictReader(handle)}
+    tree = html5lib.parse(html, namespaceHTMLElements=False)
+    shown = {
+        tr.get("data-path"): "".join(tr.findall("td")[3].itertext()).rstrip("†")
+        for tr in tree.iter("tr")
+        if tr.get("data-path")
+    }
+    assert shown.keys() == best.keys()
+    for path, text in shown.items():
+        assert (text == "") == (best[path] == ""), path
+        if text:
+            assert abs(float(text) - float(best[path])) <= 0.005 + 1e-4, (path, text, best[path])
+
+
+def test_every_seed_point_says_which_run_it_is_and_links_to_its_record(results):
+    import html5lib
+
+    page = results / "report" / "index.html"
+    tree = html5lib.parse(page.read_text(), namespaceHTMLElements=False)
+    svg = "{http://www.w3.org/2000/svg}"  # html5lib keeps SVG elements in their namespace
+    links = [
+        (a, c) for a in tree.iter(f"{svg}a") if (c := a.find(f"{svg}circle")) is not None and "seed" in c.get("class")
+    ]
+    assert len(links) == 2 * len(METHODS)  # the strip plot: one per run
+    for a, circle in links:
+        tip = circle.find(f"{svg}title").text
+        assert re.search(r"seed \d", tip) and "lr 0.005" in tip and "record.json" in tip, tip
+        assert (page.parent / a.get("href")).is_file()
 
 
 def test_the_page_is_a_pure_function_of_the_records(results):
@@ -157,6 +193,10 @@ def test_the_minilm_page_shows_the_committed_csv_numbers():
     if not (results / "tables" / "table2.csv").is_file():
         pytest.skip("no committed MiniLM tables")
     html = build_page(results, Settings())
+    import html5lib
+
+    html5lib.HTMLParser(strict=True).parse(html)
+    assert_runs_match_csv(html, results)
     rows = csv_rows(results)
     numbers = sum(1 for row in rows if row["value"])
     assert numbers > 90 and assert_numbers_match_csv(page_cells_from_html(html), rows) == numbers
@@ -234,4 +274,9 @@ def test_the_page_in_headless_chromium(results):
                 "[...document.querySelectorAll('table.runs tbody tr')].map(r => parseFloat(r.cells[3].dataset.sort))"
             )
             assert scores == sorted(scores)
+            # every run's own curve, on demand (a CSS switch)
+            lines = "[...document.querySelectorAll('svg polyline.run')].filter(" + VISIBLE + ").length"
+            assert page.evaluate(lines) == 0
+            page.evaluate("document.querySelector('.curves .switch input').click()")
+            assert page.evaluate(lines) == 2 * 2 * len(METHODS)  # loss and dev, per run
             assert page.errors() == [], page.errors()  # no console errors, exceptions or failed loads
