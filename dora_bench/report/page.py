@@ -22,6 +22,7 @@ import math
 import os
 import statistics
 import sys
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from html import escape
@@ -115,7 +116,7 @@ def cell_label(key: Key) -> str:
 
 
 def colour(method: str) -> str:
-    index = METHOD_ORDER.index(method) if method in METHOD_ORDER else hash(method) % len(PALETTE)
+    index = METHOD_ORDER.index(method) if method in METHOD_ORDER else zlib.crc32(method.encode())  # stable: no hash()
     return PALETTE[index % len(PALETTE)]
 
 
@@ -404,11 +405,9 @@ class Page:
             )
             notes[k] = escape(notes[k]) + f": {links}"
         notes = [n if k < len(refused) else escape(n) for k, n in enumerate(notes)]
-        backbone = "" if table.backbone.startswith("(") else f" ({escape(table.backbone)})"  # all_cells: "(any)"
         return (
             f'<figure class="table" id="{escape(table.name)}"{attrs(data_table=table.name)}>'
-            f"<figcaption><b>{escape(table.heading())}</b>"
-            f"{backbone}. {escape(table.caption)}</figcaption>"
+            f"<figcaption><b>{escape(table.heading())}</b>. {escape(table.caption)}</figcaption>"  # caption: backbone
             f'<div class="scroll"><table class="sortable"><thead><tr>{"".join(header)}</tr></thead>'
             + "".join(bodies)
             + "</table></div>"

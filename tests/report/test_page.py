@@ -186,6 +186,37 @@ def test_pareto_front_and_mean_curve():
     assert mean == [(1, 2.0), (2, 4.0)] and low == [(1, 1.0), (2, 3.0)] and high == [(1, 3.0), (2, 5.0)]
 
 
+def test_paper_tables_with_gaps_refusals_and_failures_show_every_number_and_every_reason(tmp_path):
+    """Hand-made records (as test_tables writes them) on RTE and CoLA: Table 2 with the paper's numbers
+    and Δ, a failed seed, a cell refused for mixing precisions, and a seed without an eligible epoch."""
+    from test_tables import write_run
+
+    for seed in range(3):
+        write_run(tmp_path, task="rte", method="lora", seed=seed, best=0.70 + seed / 100)
+        write_run(tmp_path, task="rte", method="dora", seed=seed, best=0.72 + seed / 100, countable=seed != 2)
+        write_run(
+            tmp_path, task="cola", method="lora", seed=seed, best=0.55, precision="bf16-autocast" if seed else "fp32"
+        )
+        write_run(
+            tmp_path, task="rte", method="bitfit", seed=seed, best=0.6, status="failed" if seed == 1 else "complete"
+        )
+    settings = Settings(seeds=3)
+    write_tables(tmp_path, settings)
+    html = (write_report(tmp_path, settings)).read_text()
+    import html5lib
+
+    html5lib.HTMLParser(strict=True).parse(html)
+    rows = csv_rows(tmp_path)
+    assert {row["state"] for row in rows if row["table"] == "table2"} >= {"ok", "incomplete", "refused", "missing"}
+    numbers = sum(1 for row in rows if row["value"])
+    assert assert_numbers_match_csv(page_cells_from_html(html), rows) == numbers
+    assert any(row["diff"] for row in rows)  # roberta-base: Δ against the paper, checked above
+    assert "refused [1]" in html and "precision" in html  # the refusal and its reason
+    assert "1 without an eligible epoch, left out" in html and 'class="seed hollow"' in html
+    assert "1 failed" in html and "CUDA out of memory" in html  # the failed seed and its error
+    assert_runs_match_csv(html, tmp_path)
+
+
 @pytest.mark.slow
 def test_the_minilm_page_shows_the_committed_csv_numbers():
     """The committed study: every number of its Tables 2, 5, 6 and all_cells on the page equals the CSV."""
