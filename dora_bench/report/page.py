@@ -166,11 +166,10 @@ def read_curves(run: Run) -> tuple[list[tuple[int, float]], list[tuple[int, floa
 
 
 class Page:
-    """The page of one results folder (``html()``); sections are methods, in page order."""
+    """The page of one results folder (``html()``); each section is a method, in page order."""
 
     def __init__(self, results_dir: Path, runs: list[Run], settings: Settings) -> None:
         self.results_dir, self.runs, self.settings = results_dir, runs, settings
-        self.cells_of = by_cell(runs)
         self.groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
         for run in runs:
             self.groups[(str(run.key[0]), str(run.key[1]))].append(run)
@@ -271,7 +270,7 @@ class Page:
         ]
         for task, backbone in self.group_order:
             group = self.groups[(task, backbone)]
-            cells = {key: runs for key, runs in by_cell(group).items()}
+            cells = by_cell(group)
             short = [
                 f"{cell_label(key)} ({sum(r.complete for r in runs)}/{self.settings.seeds})"
                 for key, runs in sorted(cells.items(), key=lambda kv: _order_key(kv[0]))
