@@ -12,7 +12,7 @@ MUTMUT    ?= mutmut==3.8.1
 NICE      ?= nice -n 15
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-all lint tables params bench bench-dora mutate clean
+.PHONY: help setup demo test test-all lint tables report params bench bench-dora mutate clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ mutate: setup  ## occasional, not CI (hours on 2 cores): mutation testing of dor
 
 tables: setup  ## the paper's tables and figures from $(RESULTS)/runs (ARGS="--stat median --epoch last ...")
 	$(dir $(PY))dora-bench-tables --results-dir $(RESULTS) $(ARGS)
+
+report: setup  ## one self-contained page, $(RESULTS)/report/index.html: tables, every seed, Pareto, curves, provenance (opens offline)
+	$(dir $(PY))dora-bench-report --results-dir $(RESULTS) $(ARGS)
 
 params: setup  ## trainable parameters of every method at budgets 2 and 8 vs the paper (roberta-base, bart-base, minilm; random init; Llama-3.2-1B/3B on the meta device)
 	$(dir $(PY))dora-bench-params
