@@ -86,10 +86,86 @@ def report_tables(runs: list[Run], settings: Settings) -> list:
 
 
 def allocation_diagnostics_section(runs: list[Run], task: str, backbone: str) -> str:
-    """DIAGNOSTICS GO HERE (after the merge): the agreement of DoRA's allocations across seeds and
-    their spread against a random-pruning null, a table and a figure from ``report/diagnostics.py``
-    for the runs of one task and backbone. Returns the HTML to insert (nothing until then)."""
-    return ""
+    """Is each dynamic-rank cell's allocation more than random pruning? The agreement of its seeds'
+    final ranks and their spread, each against its random-pruning null (``report/diagnostics.py``):
+    a table, and a strip of every seed's spread over the null's 5-95 % band."""
+    from dora_bench.report.diagnostics import NULL_DRAWS, NULL_SEED, diagnose_all
+
+    found = sorted(diagnose_all([r for r in runs if r.complete]), key=lambda d: _order_key(d.key))
+    if not found:
+        return ""
+    rows = []
+    for d in found:
+        null = d.agreement_null
+        cells = [
+            cell_label(d.key),
+            str(len(d.seeds)),
+            "—" if d.agreement is None else f"{d.agreement:.2f}",
+            "—" if null is None else f"{null.median:.2f} [{null.high:.2f}]",
+            "—" if d.type_agreement is None else f"{d.type_agreement:.2f}",
+            f"{d.spread:.2f} ({min(d.spreads):.2f}-{max(d.spreads):.2f})",
+            f"{d.spread_null.low:.2f}-{d.spread_null.high:.2f}",
+            f"{sum(s > d.spread_null.high for s in d.spreads)} of {len(d.spreads)}",
+            f"{round(sum(d.kept_params) / len(d.kept_params)):,}",
+        ]
+        fa = attrs(**filter_attrs(task=task, method=d.key[2], budget=d.key[4]))
+        rows.append(f"<tr{fa}>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+    head = (
+        "cell",
+        "n",
+        "agreement (modules)",
+        "random: median [95 %]",
+        "agreement (types)",
+        "spread",
+        "random: 5-95 %",
+        "seeds above",
+        "kept params",
+    )
+    table = (
+        '<div class="scroll"><table class="sortable"><thead><tr>'
+        + "".join(f"<th>{escape(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div>"
+    )
+    top = max(max(max(d.spreads), d.spread_null.high) for d in found) * 1.1 or 1.0
+    width, left, line = 520, 150, 24
+    height = 24 + line * len(found)
+    parts = []
+    for i, d in enumerate(found):
+        y = 14 + line * i
+        scale = (width - left - 10) / top
+        fa = attrs(**filter_attrs(task=task, method=d.key[2], budget=d.key[4]))
+        null = d.spread_null
+        parts.append(
+            f"<g{fa}>"
+            f'<text class="tick" x="{left - 6}" y="{y + 4}" text-anchor="end">{escape(cell_label(d.key))}</text>'
+            f'<rect x="{left + null.low * scale:.1f}" y="{y - 6}" width="{(null.high - null.low) * scale:.1f}"'
+            f' height="12" fill="#ddd"><title>random pruning: {null.low:.2f}-{null.high:.2f} (5-95 %)</title></rect>'
+            + "".join(
+                f'<circle cx="{left + s * scale:.1f}" cy="{y}" r="4" fill="{colour(d.key[2])}">'
+                f"<title>seed {seed}: spread {s:.2f}</title></circle>"
+                for seed, s in zip(d.seeds, d.spreads)
+            )
+            + "</g>"
+        )
+    for tick in svgplot.nice_ticks(0, top, 5):
+        x = left + tick * (width - left - 10) / top
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{height - 2}" text-anchor="middle">{svgplot.fmt(tick)}</text>')
+    svg = (
+        f'<svg viewBox="0 0 {width} {height}" role="img" data-plot="spread"'
+        f' style="max-width:{width * svgplot.MAX_SCALE:.0f}px"'
+        f' aria-label="rank spread against random pruning"><title>rank spread against random pruning</title>'
+        + "".join(parts)
+        + "</svg>"
+    )
+    return (
+        '<figure class="plot"><figcaption><b>Is the allocation more than random pruning?</b> Agreement: mean '
+        "pairwise Pearson r of the seeds' per-module final ranks (and of their per-type means); the random "
+        "column is the agreement of as many random-pruning runs. Spread: std of one run's per-module ranks "
+        f"(dots: seeds) against random pruning to the same count (grey: 5-95 %, {NULL_DRAWS} draws, seed "
+        f"{NULL_SEED}).</figcaption>{table}{svg}</figure>"
+    )
 
 
 # -- the page -----------------------------------------------------------------------------------

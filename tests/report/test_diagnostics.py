@@ -117,3 +117,15 @@ def test_the_200_step_records_give_issue_19_s_numbers():
     assert found[("stsb", "dora")].spread == pytest.approx(1.65, abs=0.005)
     assert found[("sst2", "dora")].spread == pytest.approx(1.56, abs=0.005)
     assert found[("sst2", "dora")].spread_null.median == pytest.approx(1.60, abs=0.02)
+
+
+def test_the_report_page_shows_each_cell_s_diagnostics():
+    from dora_bench.report.page import allocation_diagnostics_section
+
+    planted = [4 + (i % 6) + (i // 36) * 2 for i in range(72)]
+    runs = [run_of(s, planted) for s in range(3)] + [run_of(s, random_arm_ranks(s), variant="random") for s in range(3)]
+    html = allocation_diagnostics_section(runs, "sst2", "minilm")
+    rows = [row for row in html.split("<tr")[2:]]
+    assert len(rows) == 2 and "<td>1.00</td>" in rows[0] and 'data-method="dora"' in rows[0]
+    assert html.count("<circle") == 6  # one dot per seed
+    assert allocation_diagnostics_section([], "sst2", "minilm") == ""
