@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from dora_bench.errors import ConfigError
-from dora_bench.methods.allocation import allocation_grid
 from dora_bench.methods.base import AdaptTarget, Method, register_method
-from dora_bench.methods.dropout import use_cheap_dropout
-from dora_bench.methods.linears import fan_in_fan_out
 from dora_bench.methods.lora import target_linears
+from dora_bench.methods.shared.allocation import allocation_grid
+from dora_bench.methods.shared.dropout import use_cheap_dropout
+from dora_bench.methods.shared.linears import fan_in_fan_out
 
 ADAPTER = "default"  # peft's name for the one adapter of a run
 

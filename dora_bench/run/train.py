@@ -38,7 +38,7 @@ from dora_bench import distributed, records
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_tokenizer
 from dora_bench.errors import ConfigError, RecordExistsError, TrainingDiverged, UserError
 from dora_bench.methods import AdaptTarget, Method, build_method
-from dora_bench.methods.allocation import save_allocation_heatmap
+from dora_bench.report.heatmaps import save_allocation_heatmap
 from dora_bench.run import data_parallel, efficiency, sharding
 from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
 from dora_bench.run.checks import check_config, resolve_lr
