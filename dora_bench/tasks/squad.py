@@ -36,7 +36,7 @@ from torch import nn
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache
-from dora_bench.tasks.base import Task, evaluating, positive_int, require, to_device
+from dora_bench.tasks.base import Task, evaluating, positive_int, register_family, require, to_device
 from dora_bench.tasks.batching import EncodedDataset, Ragged, eval_batches
 from dora_bench.tasks.metrics import squad_metrics
 from dora_bench.tasks.readers import load_hub_split
@@ -416,3 +416,6 @@ def load_squad(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache
         max_answer_length=int(cfg.get("max_answer_length", 30)),
         null_threshold=float(cfg.get("null_threshold", 0.0)),
     )
+
+
+register_family("squad", load_squad, model_kind=SquadTask.model_kind)

@@ -19,7 +19,7 @@ from torch import nn
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache
-from dora_bench.tasks.base import Task, evaluating, lockstep_decoding, positive_int, require, to_device
+from dora_bench.tasks.base import Task, evaluating, lockstep_decoding, positive_int, register_family, require, to_device
 from dora_bench.tasks.batching import EncodedDataset, Ragged, eval_batches
 from dora_bench.tasks.metrics import rouge
 from dora_bench.tasks.readers import load_hub_split, read_table
@@ -167,3 +167,6 @@ def load_summarization(
         decode=lambda ids: tokenizer.batch_decode(ids, skip_special_tokens=True),
         rouge_stemmer=bool(cfg.get("rouge_stemmer", False)),
     )
+
+
+register_family("summarization", load_summarization, model_kind=SummarizationTask.model_kind)
