@@ -2,11 +2,11 @@
 
 ``train`` reads as set-up (``setup``: ``build_data``, ``build_model``, ``build_loader``,
 ``build_optimizer_and_schedule``, ``resume``) -> epochs (``train_epoch``; on evaluated epochs
-``evaluate_epoch``, then ``record_epoch`` and ``save_epoch_checkpoint``) -> ``finish``; a dry run is
-one early return. The optimizer step is written out in full in ``train_epoch``. Methods act only
-through the hooks of ``methods/base.py``; anything that touches the loss is visible there
-(``method.extra_loss``): AdaLoRA's orthogonality penalty included, which adalora.py computes
-itself rather than leave to peft's forward.
+``evaluate_epoch``, then ``record_epoch`` and ``save_epoch_checkpoint``) -> ``finish`` ->
+``save_outputs``; a dry run is one early return. The optimizer step is written out in full in
+``train_epoch``. Methods act only through the hooks of ``methods/base.py``; anything that
+touches the loss is visible there (``method.extra_loss``): AdaLoRA's orthogonality penalty
+included, which adalora.py computes itself rather than leave to peft's forward.
 
 Data parallel (``torchrun`` / ``accelerate launch``): every process runs this function; each
 trains on its share of every global batch (``data_parallel.py``), and only rank 0 claims the
@@ -90,7 +90,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                         save_epoch_checkpoint(run, epoch)
                         if device.type == "cuda":  # the next epoch's training peak starts here
                             torch.cuda.reset_peak_memory_stats(device)
-            return finish(run)
+            finish(run)
+            if main:  # rank 0 writes for the run
+                save_outputs(run)
+            return record
         except BaseException as err:  # keep what was learnt about the failure; a rerun replaces it
             if main:
                 record.update(status="failed", error=f"{type(err).__name__}: {err}", finished_at=records.now_iso())
@@ -476,9 +479,9 @@ def save_epoch_checkpoint(run: RunState, epoch: int) -> None:
     )
 
 
-def finish(run: RunState) -> dict[str, Any]:
-    """The method's report, its final parameter count and the run's efficiency into the record;
-    then rank 0 writes the run's outputs (``save_outputs``). Returns the record."""
+def finish(run: RunState) -> None:
+    """The method's report, its final parameter count and the run's efficiency into the record
+    (on every process)."""
     run.bar.close()
     record, method, model = run.record, run.method, run.model
     if run.device.type == "cuda":
@@ -487,14 +490,11 @@ def finish(run: RunState) -> dict[str, Any]:
     # Budget-moving methods (DoRA, AdaLoRA) only know their paper count once the budget is final.
     record["trainable_params"]["paper"] = int(method.paper_trainable_params(model, run.target))
     record["extras"]["efficiency"] = efficiency.measure(record["epochs"], run.step, run.device, run.train_peak_mib)
-    if distributed.is_main():  # rank 0 writes for the run
-        save_outputs(run)
-    return record
 
 
 def save_outputs(run: RunState) -> None:
-    """The exported adapter, the rank heatmap, the resolved config and the complete record; the
-    checkpoint goes (the exported adapter is the result)."""
+    """Rank 0: the exported adapter, the rank heatmap (drawn by the report side), the resolved
+    config and the complete record; the checkpoint goes (the exported adapter is the result)."""
     record, out_dir = run.record, run.out_dir
     print(efficiency.line(record))
     record["artifacts"] = {"metrics": METRICS_NAME, **run.method.export(run.model, out_dir)}
