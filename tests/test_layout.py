@@ -1,5 +1,5 @@
 """The package's layout is its data flow: imports go one way, task data -> backbone + method ->
-run -> record -> report, and inside the report side cells -> render -> tables."""
+run -> record -> report, and inside the report side cells -> table_model -> render -> tables."""
 
 from __future__ import annotations
 
@@ -19,7 +19,17 @@ DOWNSTREAM = {
     "dora_bench.records": ("dora_bench.run", "dora_bench.report", "dora_bench.methods", "dora_bench.tasks"),
     "dora_bench.run": ("dora_bench.report",),
     "dora_bench.report": ("dora_bench.run",),
-    "dora_bench.report.cells": ("dora_bench.report.tables", "dora_bench.report.render", "dora_bench.report.figures"),
+    "dora_bench.report.cells": (
+        "dora_bench.report.table_model",
+        "dora_bench.report.tables",
+        "dora_bench.report.render",
+        "dora_bench.report.figures",
+    ),
+    "dora_bench.report.table_model": (
+        "dora_bench.report.tables",
+        "dora_bench.report.render",
+        "dora_bench.report.figures",
+    ),
     "dora_bench.report.render": ("dora_bench.report.tables", "dora_bench.report.figures"),
     "dora_bench.report.figures": ("dora_bench.report.tables", "dora_bench.report.render", "dora_bench.report.llm"),
     # a leaf: it draws rank grids and imports nothing of the package (so the loop may draw a run's own)
