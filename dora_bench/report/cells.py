@@ -14,8 +14,8 @@ effective precision, the data (``data_fingerprint``; without one, the data paths
 number of dev examples. A row may also claim a setting
 (Table 5: DEM off) that its records must have.
 
-Imported by the tables (``tables.py``, ``render.py``) and the figures (``figures.py``); it
-imports nothing of theirs.
+Imported by the tables (``table_model.py``, ``tables.py``, ``render.py``) and the figures
+(``figures.py``); it imports nothing of theirs.
 """
 
 from __future__ import annotations
