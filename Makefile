@@ -10,6 +10,7 @@ STAMP     := $(dir $(PY)).dora-bench-installed
 RESULTS   ?= results
 MUTMUT    ?= mutmut==3.8.1
 NICE      ?= nice -n 15
+MUTANTS   ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-all lint tables report params bench bench-dora mutate clean
@@ -39,9 +40,9 @@ test: setup  ## the test suite, slow tests left out (CPU, offline)
 test-all: setup  ## every test, slow ones included
 	$(PY) -m pytest -q -m "slow or not slow"
 
-mutate: setup  ## occasional, not CI (hours on 2 cores): mutation testing of dora.py, cells.py, squad.py (pyproject [tool.mutmut])
+mutate: setup  ## occasional, not CI (hours on 2 cores): mutation testing of every number-making module (pyproject [tool.mutmut]; MUTANTS="dora_bench.tasks.metrics*" for some)
 	$(PY) -m pip install -q "$(MUTMUT)"
-	$(NICE) $(dir $(PY))mutmut run --max-children 2
+	$(NICE) $(dir $(PY))mutmut run --max-children 2 $(MUTANTS)
 	$(dir $(PY))mutmut results
 
 tables: setup  ## the paper's tables and figures from $(RESULTS)/runs (ARGS="--stat median --epoch last ...")

@@ -11,8 +11,8 @@ exported adapters live beside the record. Records are written atomically (temp f
 
 Schema history (``schema_version``):
   1: first version (keys listed in ``RECORD_KEYS``; documented in results/README.md).
-     Added since, absent (null) in older records and derived by the tables where they can:
-     ``precision`` (the effective one: fp32 or bf16-autocast), ``data_fingerprint``.
+     Added since, absent (null) in older records: ``precision`` (the effective one: fp32 or
+     bf16-autocast; no record under results/ lacks it), ``data_fingerprint``.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ orthogonality penalty is added in ``extra_loss``; why ``after_step`` must come b
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,11 @@ import torch
 from torch import nn
 
 from dora_bench.errors import ConfigError
-from dora_bench.methods.allocation import allocation_grid
 from dora_bench.methods.base import AdaptTarget, Method, register_method
-from dora_bench.methods.dropout import use_cheap_dropout
-from dora_bench.methods.linears import fan_in_fan_out
 from dora_bench.methods.lora import target_linears
+from dora_bench.methods.shared.allocation import allocation_grid
+from dora_bench.methods.shared.dropout import use_cheap_dropout
+from dora_bench.methods.shared.linears import fan_in_fan_out
 
 ADAPTER = "default"  # peft's name for the one adapter of a run
 
@@ -195,7 +196,17 @@ class AdaLoRA(Method):
         return out
 
     def export(self, model: nn.Module, run_dir: Path) -> dict[str, str]:
-        model.save_pretrained(str(run_dir / "adapter"))  # shrunk to the kept ranks by peft
+        """peft's adapter, shrunk to the kept ranks. A module pruned to rank 0 is saved with empty
+        (0 x d) factors, which peft warns about as if a sharded save had gone wrong; they reload
+        as no update, which is what rank 0 means, so that warning is replaced by one line of ours."""
+        emptied = sorted(name for name, rank in self.final_ranks(model).items() if rank == 0)
+        with warnings.catch_warnings():
+            if emptied:  # exactly its two factors per emptied module; any other bad tensor still warns
+                warnings.filterwarnings("ignore", message=rf"Adapter '{ADAPTER}': {2 * len(emptied)} LoRA tensor\(s\)")
+            model.save_pretrained(str(run_dir / "adapter"))
+        if emptied:
+            emptied_line = f"AdaLoRA pruned {len(emptied)} module(s) to rank 0: exported as empty (no-update) adapters"
+            print(f"[dora-bench] {emptied_line}")
         return {"adapter": "adapter"}
 
     # -- checkpointing ------------------------------------------------------------------

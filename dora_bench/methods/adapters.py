@@ -38,7 +38,7 @@ from torch import nn
 
 from dora_bench.errors import ConfigError
 from dora_bench.methods.base import AdaptTarget, Method, register_method
-from dora_bench.methods.linears import features, is_linear
+from dora_bench.methods.shared.linears import features, is_linear
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 INITS = ("truncated_normal", "normal")

@@ -33,11 +33,11 @@ from torch import nn
 
 from dora_bench import distributed
 from dora_bench.errors import ConfigError
-from dora_bench.methods.allocation import COLUMN_ORDER, allocation_grid, module_position
 from dora_bench.methods.base import AdaptTarget, Method, register_method
-from dora_bench.methods.dropout import drop_input
-from dora_bench.methods.linears import features
 from dora_bench.methods.lora import export_peft_adapter, merged_copy, replace_linears
+from dora_bench.methods.shared.allocation import COLUMN_ORDER, allocation_grid, module_position
+from dora_bench.methods.shared.dropout import drop_input
+from dora_bench.methods.shared.linears import features
 
 SCHEDULES = ("reference", "adalora")
 #: What a ranking prunes. ``importance``: the lowest Ŝ (the paper). ``random``: the same number, drawn

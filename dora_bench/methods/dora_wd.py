@@ -21,9 +21,9 @@ from pathlib import Path
 from torch import nn
 
 from dora_bench.methods.base import AdaptTarget, Method, register_method
-from dora_bench.methods.dropout import use_cheap_dropout
-from dora_bench.methods.linears import fan_in_fan_out
 from dora_bench.methods.lora import LoRAConfig, target_linears
+from dora_bench.methods.shared.dropout import use_cheap_dropout
+from dora_bench.methods.shared.linears import fan_in_fan_out
 
 
 class WeightDecomposedLoRA(Method):

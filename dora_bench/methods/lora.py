@@ -22,8 +22,8 @@ from torch import nn
 
 from dora_bench.errors import ConfigError
 from dora_bench.methods.base import AdaptTarget, Method, register_method
-from dora_bench.methods.dropout import drop_input
-from dora_bench.methods.linears import fan_in_fan_out, features, is_linear
+from dora_bench.methods.shared.dropout import drop_input
+from dora_bench.methods.shared.linears import fan_in_fan_out, features, is_linear
 
 
 @dataclass

@@ -9,13 +9,13 @@ with none is shown and left out of the statistic unless ``count_ineligible``.
 
 Records that differ in what they learn from or how they are scored are never pooled: the
 cell is *refused*, with the differences and the record paths as the reason. That is any
-resolved config key outside ``BOOKKEEPING_KEYS``, plus what the record itself says (or, for
-older records, what can be derived): the effective precision, the data (``data_fingerprint``;
-without one, the data paths) and the number of dev examples. A row may also claim a setting
+resolved config key outside ``BOOKKEEPING_KEYS``, plus what the record itself says: the
+effective precision, the data (``data_fingerprint``; without one, the data paths) and the
+number of dev examples. A row may also claim a setting
 (Table 5: DEM off) that its records must have.
 
-Imported by the tables (``tables.py``, ``render.py``) and the figures (``figures.py``); it
-imports nothing of theirs.
+Imported by the tables (``table_model.py``, ``tables.py``, ``render.py``) and the figures
+(``figures.py``); it imports nothing of theirs.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ PAPER_NAMES = {ours: paper for paper, ours in METHODS.items()}
 
 # Config keys that say where or how a run was executed, not what it learnt: records that differ
 # only in these pool into one cell. Any other difference refuses the cell. ``trainer.precision``
-# is compared as the precision it gave (``effective_precision``): `auto` on a CPU is fp32.
+# is compared as the precision it gave (the record's ``precision``): `auto` on a CPU is fp32.
 # ``method.allocation_seed`` is the run's seed again (DoRA's random control arm draws from it);
 # ``lr_picks_source`` says where a rate came from, while the rate itself (``lr_picks.<method>``) is compared.
 BOOKKEEPING_KEYS = EXECUTION_KEYS | {"seed", "method.allocation_seed", "lr_picks_source", "trainer.precision"}
@@ -107,7 +107,9 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Run:
+class RunRecord:
+    """One ``record.json`` as read back (the loop's live state while training is ``run.train.RunState``)."""
+
     path: Path
     record: dict[str, Any]
 
@@ -122,7 +124,7 @@ class Run:
         return self.record.get("status") == "complete"
 
 
-def load_runs(results_dir: str | Path) -> list[Run]:
+def load_runs(results_dir: str | Path) -> list[RunRecord]:
     """Every ``record.json`` under ``<results_dir>/runs/``, sorted by path."""
     runs = []
     for path in sorted((Path(results_dir) / "runs").rglob(RECORD_NAME)):
@@ -135,13 +137,13 @@ def load_runs(results_dir: str | Path) -> list[Run]:
                 f"{path} has schema_version {record.get('schema_version')!r}, these tables read "
                 f"{SCHEMA_VERSION}: regenerate it or use the dora-bench version that wrote it"
             )
-        runs.append(Run(path, record))
+        runs.append(RunRecord(path, record))
     return runs
 
 
-def by_cell(runs: list[Run]) -> dict[tuple, list[Run]]:
-    """The runs grouped by ``Run.key``, in the order first seen."""
-    groups: dict[tuple, list[Run]] = defaultdict(list)
+def by_cell(runs: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
+    """The runs grouped by ``RunRecord.key``, in the order first seen."""
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for run in runs:
         groups[run.key].append(run)
     return groups
@@ -226,8 +228,8 @@ class Cell:
         return out
 
 
-def aggregate(runs: list[Run], value: Value, settings: Settings, claim: Claim | None = None) -> Cell:
-    """Pool the runs of one setting (all share ``Run.key``) into a cell. ``claim``: the row's
+def aggregate(runs: list[RunRecord], value: Value, settings: Settings, claim: Claim | None = None) -> Cell:
+    """Pool the runs of one setting (all share ``RunRecord.key``) into a cell. ``claim``: the row's
     check on each record; a record that contradicts it refuses the cell."""
     cell = Cell(expected=settings.seeds, count_ineligible=settings.count_ineligible)
     if not runs:
@@ -268,7 +270,7 @@ def eligible(record: dict, settings: Settings) -> bool:
     return (record.get("best") or {}).get("countable", True) is not False
 
 
-def differences(runs: list[Run]) -> dict[str, list[Any]]:
+def differences(runs: list[RunRecord]) -> dict[str, list[Any]]:
     """What differs between the runs in what they learn from or how they are scored, with each
     run's value: config keys outside ``BOOKKEEPING_KEYS``, then the record's own facts. A fact a
     record lacks (a run that failed before it read its data) is not compared."""
@@ -278,7 +280,7 @@ def differences(runs: list[Run]) -> dict[str, list[Any]]:
     found = {k: [f.get(k, "<absent>") for f in flat] for k in keys}
     found = {k: values for k, values in found.items() if len({json.dumps(v, sort_keys=True) for v in values}) > 1}
     facts = {
-        "precision": [effective_precision(run.record) for run in runs],
+        "precision": [run.record.get("precision") for run in runs],
         "eval_examples": [run.record.get("eval_examples") for run in runs],
         "data_fingerprint": [run.record.get("data_fingerprint") for run in runs],
     }
@@ -303,26 +305,12 @@ def _bookkeeping(key: str) -> bool:
     return key in BOOKKEEPING_KEYS or is_execution_key(key)
 
 
-def differing_keys(runs: list[Run]) -> list[str]:
+def differing_keys(runs: list[RunRecord]) -> list[str]:
     """The names in ``differences(runs)``: config keys (``trainer.lr``) and record facts (``precision``)."""
     return list(differences(runs))
 
 
-def effective_precision(record: dict) -> str | None:
-    """``fp32`` or ``bf16-autocast``: what the record says or, for a record written before it said
-    so, what its config and device gave (as ``autocast_factory``: bf16, or auto on a GPU, autocasts)."""
-    if record.get("precision"):
-        return record["precision"]
-    requested = ((record.get("config") or {}).get("trainer") or {}).get("precision")
-    device = str(record.get("device") or "")
-    if requested == "bf16" or (requested == "auto" and device.startswith("cuda")):
-        return "bf16-autocast"
-    if requested == "fp32" or (requested == "auto" and device):
-        return "fp32"
-    return None  # no device recorded: the run stopped before it picked one
-
-
-def pooling_conflict(runs: list[Run]) -> str | None:
+def pooling_conflict(runs: list[RunRecord]) -> str | None:
     """None if the runs can be pooled: no ``differences`` and no seed twice. Otherwise a one-line
     reason naming what differs, with each record's value (the record paths are the caller's)."""
     found = differences(runs)
@@ -336,7 +324,7 @@ def pooling_conflict(runs: list[Run]) -> str | None:
     return f"records that differ in {', '.join(found)} [{detail}{more}]"
 
 
-def config_conflict(runs: list[Run]) -> str | None:
+def config_conflict(runs: list[RunRecord]) -> str | None:
     """``pooling_conflict`` with the record paths: the whole reason, for stderr."""
     reason = pooling_conflict(runs)
     return None if reason is None else f"{reason}: " + ", ".join(str(run.path) for run in runs)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from dora_bench.errors import ConfigError, UserError
 from dora_bench.records import write_text_atomic
-from dora_bench.report.cells import EPOCH_CHOICES, Run, Settings, aggregate, by_cell, load_runs, metric
+from dora_bench.report.cells import EPOCH_CHOICES, RunRecord, Settings, aggregate, by_cell, load_runs, metric
 
 LEVEL = 0.95
 POOLED = "all tasks"
@@ -193,7 +193,7 @@ class Pooled(Comparison):
 
 
 def seed_scores(
-    runs: list[Run],
+    runs: list[RunRecord],
     task: str,
     backbone: str,
     method: str,
@@ -214,7 +214,7 @@ def cell_label(method: str, variant: str | None) -> str:
 
 
 def compare(
-    runs: list[Run],
+    runs: list[RunRecord],
     tasks: list[str],
     backbone: str,
     a: str,

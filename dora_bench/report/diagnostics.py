@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from dora_bench.records import write_text_atomic
-from dora_bench.report.cells import Run, by_cell
+from dora_bench.report.cells import RunRecord, by_cell
 
 NULL_DRAWS = 4000
 NULL_SEED = 0
@@ -163,7 +163,7 @@ def grid_array(grid: dict[str, Any]) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in grid["values"]], dtype=float)
 
 
-def diagnose(key: tuple, runs: list[Run]) -> AllocationDiagnostics | None:
+def diagnose(key: tuple, runs: list[RunRecord]) -> AllocationDiagnostics | None:
     """The diagnostics of one cell from its complete runs that hold a rank grid; None if there are none."""
     with_grid = sorted(
         (r for r in runs if r.complete and (r.record.get("extras") or {}).get("rank_allocation_grid")),
@@ -202,7 +202,7 @@ def diagnose(key: tuple, runs: list[Run]) -> AllocationDiagnostics | None:
     )
 
 
-def diagnose_all(runs: list[Run]) -> list[AllocationDiagnostics]:
+def diagnose_all(runs: list[RunRecord]) -> list[AllocationDiagnostics]:
     """Every cell with rank allocations, in the records' order."""
     found = [diagnose(key, cell) for key, cell in by_cell(runs).items()]
     return [d for d in found if d is not None]
@@ -333,7 +333,7 @@ def caption(d: AllocationDiagnostics) -> str:
     return f"agreement r = {agreement}{null}\n{spread}"
 
 
-def write_diagnostics(runs: list[Run], tables_dir: Path) -> list[Path]:
+def write_diagnostics(runs: list[RunRecord], tables_dir: Path) -> list[Path]:
     """``allocation_diagnostics.md`` and ``.csv`` under ``tables_dir``; nothing if no cell has allocations."""
     found = diagnose_all(runs)
     if not found:

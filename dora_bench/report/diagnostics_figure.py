@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from dora_bench.report.diagnostics import AllocationDiagnostics, caption
-from dora_bench.report.figures import draw_rank_heatmap, pyplot, save_figure
+from dora_bench.report.heatmaps import draw_rank_heatmap, pyplot, save_figure
 
 
 def write_diagnostics_figures(found: list[AllocationDiagnostics], out_dir: Path) -> list[Path]:

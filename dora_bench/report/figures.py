@@ -42,11 +42,10 @@ from typing import Any, TypeVar
 from matplotlib.ticker import MaxNLocator
 
 from dora_bench.errors import ConfigError, UserError
-from dora_bench.methods.allocation import draw_rank_heatmap, pyplot, save_figure
 from dora_bench.report.cells import (
     METHODS,
     PAPER_NAMES,
-    Run,
+    RunRecord,
     Settings,
     by_cell,
     config_conflict,
@@ -54,6 +53,7 @@ from dora_bench.report.cells import (
     load_runs,
     metric,
 )
+from dora_bench.report.heatmaps import draw_rank_heatmap, pyplot, save_figure
 
 ALLOCATING_METHODS = {"dora": "DoRA", "adalora": "AdaLoRA"}  # methods that distribute a budget, in panel order
 
@@ -133,7 +133,7 @@ class PooledAllocation:
     differing: tuple[str, ...] = ()  # what differs: config keys, precision, data (for the panel)
 
 
-def pool_allocations(runs: list[Run]) -> dict[tuple[str, int], PooledAllocation]:
+def pool_allocations(runs: list[RunRecord]) -> dict[tuple[str, int], PooledAllocation]:
     """``{(method, budget): PooledAllocation}`` for the allocating methods' runs of one task and
     backbone (plain runs, any status). A (method, budget) whose records could not share a table
     cell (different configs, a seed twice; failed records included, as in the tables) is refused,
@@ -154,7 +154,7 @@ def pool_allocations(runs: list[Run]) -> dict[tuple[str, int], PooledAllocation]
     return pooled
 
 
-def allocation_captions(runs: list[Run]) -> dict[tuple[str, int], str]:
+def allocation_captions(runs: list[RunRecord]) -> dict[tuple[str, int], str]:
     """``{(method, budget): "agreement r = ...; spread ... vs random ..."}``: whether each panel's
     allocation is more than random pruning (``diagnostics.py``)."""
     from dora_bench.report.diagnostics import caption, diagnose_all
@@ -229,7 +229,7 @@ def figure2_allocation(
     return save_figure(fig, path)
 
 
-def budget_schedule(runs: list[Run], path: Path, where: str) -> Path:
+def budget_schedule(runs: list[RunRecord], path: Path, where: str) -> Path:
     """Components kept (all modules together) against the share of training done."""
     fig, ax = pyplot().subplots(figsize=(6.4, 4.0))
     for (method, label), style in zip(ALLOCATING_METHODS.items(), ("-", "--")):  # dashed AdaLoRA shows where they agree
@@ -272,7 +272,7 @@ TASK_ORDER = ("rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli", "squ
 SeedPoints = dict[str, dict[str, dict[int, tuple[float, bool]]]]  # task -> method -> seed -> (x100, eligible)
 
 
-def seed_points(runs: list[Run]) -> dict[tuple[str, int], SeedPoints]:
+def seed_points(runs: list[RunRecord]) -> dict[tuple[str, int], SeedPoints]:
     """``{(backbone, budget): {task: {method: {seed: (best epoch's main metric x100, eligible)}}}}`` from
     complete plain runs; a method without a budget is put under every budget its backbone has."""
     budgets: dict[str, set[int]] = defaultdict(set)
@@ -340,7 +340,7 @@ def seed_scores(
     return save_figure(fig, path)
 
 
-def learning_curves(runs: list[Run], path: Path, title: str) -> Path:
+def learning_curves(runs: list[RunRecord], path: Path, title: str) -> Path:
     """Dev main metric per epoch (one line per seed, best epoch circled) and, where the run
     folders have ``metrics.jsonl``, the training loss per logged step."""
     losses = {run.record.get("seed"): _loss_curve(run.path.parent / "metrics.jsonl") for run in runs}
@@ -396,15 +396,15 @@ def _loss_curve(path: Path) -> list[tuple[int, float]]:
     return curve
 
 
-def _grid(run: Run) -> dict[str, Any] | None:
+def _grid(run: RunRecord) -> dict[str, Any] | None:
     return (run.record.get("extras") or {}).get("rank_allocation_grid")
 
 
 _K = TypeVar("_K", bound=Hashable)
 
 
-def _group(runs: list[Run], key: Callable[[Run], _K]) -> dict[_K, list[Run]]:
-    groups: dict[_K, list[Run]] = defaultdict(list)
+def _group(runs: list[RunRecord], key: Callable[[RunRecord], _K]) -> dict[_K, list[RunRecord]]:
+    groups: dict[_K, list[RunRecord]] = defaultdict(list)
     for run in runs:
         groups[key(run)].append(run)
     return groups
@@ -435,9 +435,9 @@ if __name__ == "__main__":
 LLM_FAMILIES = ("commonsense", "gsm8k")  # the task families of experiment=llm_* (report/llm.py tabulates them)
 
 
-def write_llm_figures(runs: list[Run], out_dir: Path) -> list[Path]:
+def write_llm_figures(runs: list[RunRecord], out_dir: Path) -> list[Path]:
     """``llm/<task>_<backbone>[-<variant>]_accuracy_vs_memory.png`` for every LLM setting in the records."""
-    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for run in runs:
         if ((run.record.get("config") or {}).get("task") or {}).get("family") in LLM_FAMILIES:
             groups[(run.key[0], run.key[1] + (f"-{run.key[3]}" if run.key[3] else ""))].append(run)
@@ -449,7 +449,7 @@ def write_llm_figures(runs: list[Run], out_dir: Path) -> list[Path]:
     return written
 
 
-def accuracy_vs_memory(runs: list[Run], path: Path, title: str) -> Path | None:
+def accuracy_vs_memory(runs: list[RunRecord], path: Path, title: str) -> Path | None:
     """The main metric (x100, best epoch, mean over complete seeds) against peak training memory, a point
     per (method, budget). GPU runs use torch's peak allocation; CPU runs (no such number) the process's
     peak RSS, and the axis says which. None when no complete run has both numbers."""
@@ -478,6 +478,6 @@ def accuracy_vs_memory(runs: list[Run], path: Path, title: str) -> Path | None:
     return save_figure(fig, path)
 
 
-def _memory(run: Run, gpu: bool) -> float | None:
+def _memory(run: RunRecord, gpu: bool) -> float | None:
     efficiency = (run.record.get("extras") or {}).get("efficiency") or {}
     return efficiency.get("peak_gpu_mib" if gpu else "peak_rss_mib")

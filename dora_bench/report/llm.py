@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dora_bench.records import write_text_atomic
-from dora_bench.report.cells import PAPER_DIR, Cell, Run, Settings, Value, by_cell, metric, trainable_params
+from dora_bench.report.cells import PAPER_DIR, Cell, RunRecord, Settings, Value, by_cell, metric, trainable_params
 from dora_bench.report.render import Column, Row, Table, to_csv, to_latex, to_markdown
 
 SEEDS = 3  # the LLM experiments' seeds
@@ -68,7 +68,7 @@ ADAPTERS_MATH_ROWS = {"lora": "LoRA", "houlsby": "Series", "parallel": "Parallel
 REFERENCE_ONLY = {"parallel": "Parallel adapter (LLM-Adapters)", "prefix": "Prefix tuning (LLM-Adapters)"}
 
 
-def family(run: Run) -> str | None:
+def family(run: RunRecord) -> str | None:
     return ((run.record.get("config") or {}).get("task") or {}).get("family")
 
 
@@ -108,7 +108,7 @@ class SelectedTest:
         return None if found is None else 100.0 * float(found)
 
 
-def _rows(runs: list[Run], reference: dict[str, dict]) -> list[Row]:
+def _rows(runs: list[RunRecord], reference: dict[str, dict]) -> list[Row]:
     variant = runs[0].key[3]
     budgets = sorted({run.key[4] for run in runs if run.key[4] is not None}) or [None]
     present = {run.key[2] for run in runs}
@@ -126,7 +126,7 @@ def _rows(runs: list[Run], reference: dict[str, dict]) -> list[Row]:
     return rows
 
 
-def accuracy_table(task: str, backbone: str, runs: list[Run], settings: Settings) -> Table:
+def accuracy_table(task: str, backbone: str, runs: list[RunRecord], settings: Settings) -> Table:
     kind, variant = family(runs[0]), runs[0].key[3]
     reference = reference_rows(kind, backbone, variant)
     rows = _rows(runs, reference)
@@ -145,7 +145,7 @@ def accuracy_table(task: str, backbone: str, runs: list[Run], settings: Settings
     return table
 
 
-def efficiency_table(task: str, backbone: str, runs: list[Run], settings: Settings) -> Table:
+def efficiency_table(task: str, backbone: str, runs: list[RunRecord], settings: Settings) -> Table:
     variant = runs[0].key[3]
     rows = _rows(runs, {})
     columns = [
@@ -171,25 +171,25 @@ def efficiency_table(task: str, backbone: str, runs: list[Run], settings: Settin
     return table
 
 
-def _task_settings(runs: list[Run], key: str) -> list:
+def _task_settings(runs: list[RunRecord], key: str) -> list:
     """The distinct values of ``config.task.<key>`` over the runs (sorted as text; None where absent)."""
     values = {json.dumps(((run.record.get("config") or {}).get("task") or {}).get(key)) for run in runs}
     return [json.loads(v) for v in sorted(values)]
 
 
-def _protocol(runs: list[Run]) -> str:
+def _protocol(runs: list[RunRecord]) -> str:
     found = [p or "own" for p in _task_settings(runs, "protocol")]
     return found[0] if len(found) == 1 else "mixed"
 
 
-def _decoding(runs: list[Run]) -> str:
+def _decoding(runs: list[RunRecord]) -> str:
     beams = [b or 1 for b in _task_settings(runs, "num_beams")]
     if beams == [1]:
         return "greedy decoding"
     return "beam search with " + " / ".join(str(b) for b in beams) + " beams"
 
 
-def _what(kind: str, runs: list[Run], settings: Settings) -> str:
+def _what(kind: str, runs: list[RunRecord], settings: Settings) -> str:
     """What a cell holds and which epoch it is read at."""
     extraction = "LLM-Adapters' answer extraction" if _protocol(runs) == "llm_adapters" else "our answer extraction"
     if kind == "commonsense":
@@ -277,7 +277,7 @@ def _key(task: str, backbone: str, row: Row) -> tuple:
 
 
 def _cell(
-    cells_of: Mapping[tuple, list[Run]], task: str, backbone: str, row: Row, column: Column, settings: Settings
+    cells_of: Mapping[tuple, list[RunRecord]], task: str, backbone: str, row: Row, column: Column, settings: Settings
 ) -> Cell:
     from dora_bench.report.cells import aggregate
 
@@ -292,7 +292,7 @@ def _efficiency(key: str) -> Value:
     return value
 
 
-def _median_params(runs: list[Run]) -> int | None:
+def _median_params(runs: list[RunRecord]) -> int | None:
     counts = sorted(p for run in runs if run.complete and (p := trainable_params(run.record)))
     return counts[len(counts) // 2] if counts else None
 
@@ -303,16 +303,16 @@ def _deck_params(row: Row) -> str | None:
     return f"{row.paper['params_pct']}% (r={row.paper['rank']})"
 
 
-def llm_groups(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
+def llm_groups(runs: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
     """``{(task, backbone, variant or ""): runs}`` for the LLM task families."""
-    groups: dict[tuple[str, str, str], list[Run]] = {}
+    groups: dict[tuple[str, str, str], list[RunRecord]] = {}
     for run in runs:
         if family(run) in COLUMNS:
             groups.setdefault((run.key[0], run.key[1], run.key[3] or ""), []).append(run)
     return groups
 
 
-def llm_tables(runs: list[Run], settings: Settings) -> list[Table]:
+def llm_tables(runs: list[RunRecord], settings: Settings) -> list[Table]:
     settings = dataclasses.replace(settings, seeds=SEEDS)
     tables = []
     for (task, backbone, _), group in sorted(llm_groups(runs).items()):
@@ -320,7 +320,7 @@ def llm_tables(runs: list[Run], settings: Settings) -> list[Table]:
     return tables
 
 
-def write_llm_tables(runs: list[Run], settings: Settings, out_dir: Path) -> list[Path]:
+def write_llm_tables(runs: list[RunRecord], settings: Settings, out_dir: Path) -> list[Path]:
     written = []
     for table in llm_tables(runs, settings):
         for suffix in ("md", "tex", "csv"):

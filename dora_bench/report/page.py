@@ -36,11 +36,10 @@ from dora_bench.report.cells import (
     EPOCH_CHOICES,
     INELIGIBLE_MARK,
     PAPER_NAMES,
-    Run,
+    RunRecord,
     Settings,
     aggregate,
     by_cell,
-    effective_precision,
     learning_rate,
     load_runs,
     metric,
@@ -54,7 +53,7 @@ ASSETS = Path(__file__).resolve().parent / "page_assets"
 METHOD_ORDER = ("full_ft", "bitfit", "houlsby", "pfeiffer", "lora", "adalora", "dora", "dora_wd", "prompt_tuning")
 TASK_ORDER = ("rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli", "squad_v1", "squad_v2", "xsum")
 DASHES = ("", "5 3", "2 2", "8 3 2 3")  # a variant's line: plain, then dashed patterns in order of appearance
-Key = tuple  # (task, backbone, method, variant, budget): cells.Run.key
+Key = tuple  # (task, backbone, method, variant, budget): cells.RunRecord.key
 
 
 # -- the entry points ----------------------------------------------------------------------------
@@ -75,7 +74,7 @@ def build_page(results_dir: Path, settings: Settings) -> str:
     return page.html()
 
 
-def report_tables(runs: list[Run], settings: Settings) -> list:
+def report_tables(runs: list[RunRecord], settings: Settings) -> list:
     """The tables ``dora-bench-tables`` writes, in its order (one call site to adapt if tables.py changes):
     the paper's (on the backbone it picks), the decoder-LLM tables, then every setting found."""
     from dora_bench.report.llm import llm_tables
@@ -85,7 +84,7 @@ def report_tables(runs: list[Run], settings: Settings) -> list:
     return [*paper, *llm_tables(runs, settings), all_cells(runs, settings)]
 
 
-def allocation_diagnostics_section(runs: list[Run], task: str, backbone: str) -> str:
+def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: str) -> str:
     """Is each dynamic-rank cell's allocation more than random pruning? The agreement of its seeds'
     final ranks and their spread, each against its random-pruning null (``report/diagnostics.py``):
     a table, and a strip of every seed's spread over the null's 5-95 % band."""
@@ -213,7 +212,7 @@ def seconds_per_step(record: dict) -> float | None:
     return sum(e["seconds"] for e in epochs) / steps if epochs and steps else None
 
 
-def read_curves(run: Run) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+def read_curves(run: RunRecord) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """(training loss, dev main metric x100) against step from the run's ``metrics.jsonl``; the dev
     points fall back to the record's epochs where the file has no evaluations."""
     main = run.record.get("main_metric")
@@ -244,9 +243,9 @@ def read_curves(run: Run) -> tuple[list[tuple[int, float]], list[tuple[int, floa
 class Page:
     """The page of one results folder (``html()``); each section is a method, in page order."""
 
-    def __init__(self, results_dir: Path, runs: list[Run], settings: Settings) -> None:
+    def __init__(self, results_dir: Path, runs: list[RunRecord], settings: Settings) -> None:
         self.results_dir, self.runs, self.settings = results_dir, runs, settings
-        self.groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+        self.groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         for run in runs:
             self.groups[(str(run.key[0]), str(run.key[1]))].append(run)
         self.group_order = sorted(
@@ -256,14 +255,14 @@ class Page:
 
     # links and run descriptions
 
-    def href(self, run: Run) -> str:
+    def href(self, run: RunRecord) -> str:
         """The record's path relative to ``report/index.html``."""
         return Path(os.path.relpath(run.path, self.results_dir / "report")).as_posix()
 
     def rel(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.results_dir)).as_posix()
 
-    def run_tip(self, run: Run, value: float | None = None) -> str:
+    def run_tip(self, run: RunRecord, value: float | None = None) -> str:
         r = run.record
         lr = learning_rate(r)
         parts = [
@@ -384,7 +383,7 @@ class Page:
             for m, b in sorted(wanted - here, key=lambda mb: _order_key((None, None, mb[0], None, mb[1])))
         ]
 
-    def run_attrs(self, run: Run) -> dict:
+    def run_attrs(self, run: RunRecord) -> dict:
         return filter_attrs(task=run.key[0], method=run.key[2], budget=run.key[4])
 
     # -- tables -----------------------------------------------------------------------------
@@ -549,13 +548,13 @@ class Page:
         ]
         return "\n".join(p for p in parts if p)
 
-    def cells_here(self, group: list[Run], plain_only: bool = False) -> list[tuple[Key, list[Run]]]:
+    def cells_here(self, group: list[RunRecord], plain_only: bool = False) -> list[tuple[Key, list[RunRecord]]]:
         cells = by_cell(group)
         return sorted(
             ((k, v) for k, v in cells.items() if not plain_only or k[3] is None), key=lambda kv: _order_key(kv[0])
         )
 
-    def strip_plot(self, task: str, backbone: str, group: list[Run], main: str) -> str:
+    def strip_plot(self, task: str, backbone: str, group: list[RunRecord], main: str) -> str:
         """Every seed beside its cell's mean (the tables' numbers: ``cells.aggregate``)."""
         cells = []
         for key, runs in self.cells_here(group):
@@ -641,7 +640,7 @@ class Page:
             f"</figcaption>{svg}</figure>"
         )
 
-    def pareto_plots(self, task: str, backbone: str, group: list[Run], main: str) -> str:
+    def pareto_plots(self, task: str, backbone: str, group: list[RunRecord], main: str) -> str:
         """Cell centers against trainable parameters and against time per step (and peak GPU memory
         where recorded); the non-dominated cells (no other is better on both axes) are ringed and joined."""
         from dora_bench.report.tables import median_params
@@ -731,7 +730,7 @@ class Page:
         ]
         return '<ul class="legend">' + "".join(items) + "</ul>"
 
-    def curves(self, task: str, backbone: str, group: list[Run], main: str) -> str:
+    def curves(self, task: str, backbone: str, group: list[RunRecord], main: str) -> str:
         """Training loss and dev metric against step: per cell the mean over seeds at the steps all
         of them logged, the band their min to max; every run's own line behind a switch."""
         cells = [(key, [r for r in runs if r.complete]) for key, runs in self.cells_here(group)]
@@ -816,7 +815,7 @@ class Page:
             + "</figure>"
         )
 
-    def allocation_figures(self, task: str, backbone: str, group: list[Run]) -> str:
+    def allocation_figures(self, task: str, backbone: str, group: list[RunRecord]) -> str:
         """Dynamic-rank methods: Figure 2 (final rank per layer x module type, mean over seeds, pooled
         as ``figures.pool_allocations`` pools it), the budget schedule and the score history."""
         from dora_bench.report.figures import ALLOCATING_METHODS, pool_allocations
@@ -899,9 +898,9 @@ class Page:
         )
         return f'<div class="panel"{fa}><p><b>{escape(title)}</b> · layer × module type</p>{svg}</div>'
 
-    def schedules(self, task: str, backbone: str, runs: list[Run]) -> str:
+    def schedules(self, task: str, backbone: str, runs: list[RunRecord]) -> str:
         """Components kept (all modules) against the share of training done, one line per seed."""
-        by_budget: dict[int, list[Run]] = defaultdict(list)
+        by_budget: dict[int, list[RunRecord]] = defaultdict(list)
         for run in runs:
             if (run.record.get("extras") or {}).get("budget_schedule"):
                 by_budget[run.key[4]].append(run)
@@ -945,10 +944,10 @@ class Page:
         )
         return "<h3>Budget schedule</h3>" + self.legend(methods) + "".join(charts)
 
-    def score_histories(self, task: str, runs: list[Run]) -> str:
+    def score_histories(self, task: str, runs: list[RunRecord]) -> str:
         """Components kept per module type at each re-ranking (``extras.score_history``), mean over seeds
         that share the steps of the lowest seed."""
-        cells: dict[Key, list[Run]] = defaultdict(list)
+        cells: dict[Key, list[RunRecord]] = defaultdict(list)
         for run in runs:
             if (run.record.get("extras") or {}).get("score_history"):
                 cells[run.key].append(run)
@@ -1120,7 +1119,7 @@ class Page:
             ("git commit", counted(r.get("git_commit") for r in records)),
             *((f"{p}", counted((r.get("versions") or {}).get(p) for r in records)) for p in packages),
             ("device", counted(r.get("device") for r in records)),
-            ("precision", counted(effective_precision(r) for r in records)),
+            ("precision", counted(r.get("precision") for r in records)),
         ]
         started = sorted(str(r["started_at"]) for r in records if r.get("started_at"))
         finished = sorted(str(r["finished_at"]) for r in records if r.get("finished_at"))

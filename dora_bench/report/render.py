@@ -1,7 +1,7 @@
-"""A table of cells, and how it is written: Markdown, LaTeX (booktabs) and long-format CSV.
+"""How a table is written: Markdown, LaTeX (booktabs) and long-format CSV; and ``all_runs.csv``.
 
-``Table`` is the shape every table shares (row headers, columns, one ``cells.Cell`` per row
-and column, the paper's numbers beside ours); ``tables.py`` fills one per paper table.
+What a table holds and decides (rows, columns, bolding, averages, notes) is ``table_model.py``'s
+``Table``; ``tables.py`` fills one per paper table, and this module only writes it out.
 Scores print with 2 decimals, as the paper prints them (a column may ask for fewer: MiB as
 whole numbers); CSVs keep 4. The LaTeX is ready to paste: notes (refusals, marks) sit in the
 float under the tabular, wide tables span both columns, and text is escaped for the default
@@ -12,145 +12,22 @@ from __future__ import annotations
 
 import csv
 import io
-import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from dora_bench.report.cells import (
     INELIGIBLE_MARK,
-    Cell,
-    Claim,
-    Run,
+    RunRecord,
     Settings,
-    Value,
-    effective_precision,
     eligible,
     metric,
     minutes_per_epoch,
     trainable_params,
 )
+from dora_bench.report.table_model import INCOMPLETE_MARK, Column, Row, Table
 
-#: Marks an average (Table 2's Avg) over cells that are not all complete.
-INCOMPLETE_MARK = "‡"
-
-# -- a table ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Column:
-    label: str
-    task: str
-    value: Value
-    paper_key: str | None = None  # column of the paper CSV
-    digits: int = 2  # decimals printed (the CSV keeps 4)
-
-
-@dataclass(frozen=True)
-class Row:
-    labels: tuple[str, ...]  # what the row header columns print
-    method: str
-    budget: int | None
-    variant: str | None = None
-    paper: dict | None = None  # the paper CSV's row
-    claim: Claim | None = None  # what its records must have (Table 5: DEM off); see cells.aggregate
-
-
-@dataclass
-class Table:
-    name: str
-    title: str  # without "Table N": LaTeX numbers its own tables
-    caption: str
-    row_header: tuple[str, ...]
-    columns: list[Column]
-    rows: list[Row]
-    cells: list[list[Cell]]
-    settings: Settings
-    backbone: str
-    higher_is_better: bool | None = True  # None: no "best" (columns that don't compete)
-    average: str | None = None  # label of an average column (Table 2's "Avg")
-    params: list[tuple[int | None, str | None]] | None = None  # (ours, paper) per row
-    number: str | None = None  # the paper's table number, for the Markdown heading
-    bold_by_budget: bool = False  # compare rows of equal budget only; budget-free rows not at all
-    wide: bool = False  # LaTeX: span both columns of a two-column page (table*)
-    reference: str = "paper"  # whose numbers the rows under ours hold (the LLM tables: the lecture deck's)
-    reference_backbone: str | None = None  # the backbone those numbers were measured on (None: ours)
-
-    @property
-    def compares_to_reference(self) -> bool:
-        """Δ only between numbers of one backbone: MiniLM's 83 on STS-B is not 8 points below roberta-base's 91."""
-        return self.reference_backbone in (None, self.backbone)
-
-    def paper_value(self, row: Row, column_key: str | None) -> float | None:
-        text = (row.paper or {}).get(column_key or "", "")
-        return float(text) if text not in ("", None) else None
-
-    def average_of(self, i: int) -> tuple[float | None, bool]:
-        """Mean of the row's column centers (the paper's Avg) and whether every cell was full."""
-        centers = [c.center(self.settings.stat) for c in self.cells[i]]
-        if any(v is None for v in centers):
-            return None, False
-        return statistics.mean(centers), all(c.full for c in self.cells[i])
-
-    def bold(self, values: list[tuple[float | None, bool]]) -> list[bool]:
-        """Per row, whether its (value, full) is the best of its block: full cells only, since a
-        cell short of seeds is not compared."""
-        better = max if self.higher_is_better else min
-        best: dict = {}
-        for row, (value, full) in zip(self.rows, values):
-            block = self.block(row)
-            if value is not None and full and block is not None and self.higher_is_better is not None:
-                best[block] = better(best.get(block, value), value)
-        return [
-            value is not None and full and best.get(self.block(row)) == value
-            for row, (value, full) in zip(self.rows, values)
-        ]
-
-    def block(self, row: Row) -> int | str | None:
-        """The rows a row is compared with: all of them, or (``bold_by_budget``) those of its
-        budget; None: compared with none (Full FT and BitFit beside the budget blocks)."""
-        return row.budget if self.bold_by_budget else "all"
-
-    def column_bold(self, j: int) -> list[bool]:
-        stat = self.settings.stat
-        return self.bold([(row[j].center(stat), row[j].full) for row in self.cells])
-
-    def refused_cells(self) -> list[tuple[int, int]]:
-        """(row, column) of every refused cell, in reading order: refusal k is the k-th (from 1)."""
-        return [(i, j) for i, row in enumerate(self.cells) for j, cell in enumerate(row) if cell.refused]
-
-    def where(self, i: int, j: int) -> str:
-        """A cell's address in the notes: "LoRA 8 / RTE"."""
-        return f"{' '.join(label for label in self.rows[i].labels if label)} / {self.columns[j].label}"
-
-    def note_texts(self) -> list[str]:
-        """The notes without record paths (LaTeX, the paper): one per refusal, then the marks."""
-        notes = [
-            f"[{k}] {self.where(i, j)}: refused, {self.cells[i][j].refused}"
-            for k, (i, j) in enumerate(self.refused_cells(), start=1)
-        ]
-        if self.average and any(
-            value is not None and not full for value, full in map(self.average_of, range(len(self.rows)))
-        ):
-            notes.append(f"{INCOMPLETE_MARK} {self.average}: a mean over cells of which some lack seeds")
-        if any(cell.ineligible for row in self.cells for cell in row):
-            counted = "counted in" if self.settings.count_ineligible else "left out of"
-            notes.append(
-                f"{INELIGIBLE_MARK} a seed whose run never reached an eligible epoch (the budget was not final "
-                f"at any evaluation) is {counted} the statistic; the remark says how many"
-            )
-        return notes
-
-    @property
-    def notes(self) -> list[str]:
-        """The notes with the records each refusal is about (Markdown, stderr)."""
-        texts = self.note_texts()
-        for k, (i, j) in enumerate(self.refused_cells()):
-            texts[k] += ": " + ", ".join(str(path) for path in self.cells[i][j].refused_records)
-        return texts
-
-    def heading(self) -> str:
-        return f"Table {self.number}: {self.title}" if self.number else self.title
+#: The table model's names, still imported from here by ``llm.py``.
+__all__ = ["Column", "Row", "Table", "all_runs_csv", "to_csv", "to_latex", "to_markdown"]
 
 
 def _number(value: float, digits: int = 2) -> str:
@@ -436,30 +313,15 @@ ALL_RUNS_FIELDS = (
 )
 
 
-def all_runs_csv(runs: list[Run], results_dir: Path) -> str:
+def all_runs_csv(runs: list[RunRecord], results_dir: Path) -> str:
     """One line per record: the raw material of every table (main metric x100)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, ALL_RUNS_FIELDS, lineterminator="\n")
     writer.writeheader()
-    as_is = (
-        "task",
-        "backbone",
-        "method",
-        "variant",
-        "budget",
-        "seed",
-        "status",
-        "error",
-        "main_metric",
-        "peak_gpu_mib",
-        "device",
-        "eval_examples",
-        "data_fingerprint",
-        "git_commit",
-        "started_at",
-        "finished_at",
-    )
     extras = ("lr", "lr_source")
+    computed = {"path", "trainable_params", "minutes_per_epoch", "best_eligible", *extras}
+    computed |= {"best_epoch", "best", "last_epoch", "last"}
+    as_is = [key for key in ALL_RUNS_FIELDS if key not in computed]  # the record's own fields, as they are
     for run in runs:
         r = run.record
         line = {key: r.get(key) for key in as_is} | {key: (r.get("extras") or {}).get(key) for key in extras}
@@ -467,7 +329,6 @@ def all_runs_csv(runs: list[Run], results_dir: Path) -> str:
             path=run.path.relative_to(results_dir).as_posix(),
             trainable_params=trainable_params(r),
             minutes_per_epoch=_round(minutes_per_epoch(r, Settings())),
-            precision=effective_precision(r),
             best_eligible=eligible(r, Settings()) if r.get("best") else None,
         )
         for which in ("best", "last"):

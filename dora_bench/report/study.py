@@ -18,7 +18,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from dora_bench.report.cells import Run, Settings, aggregate, by_cell, metric
+from dora_bench.report.cells import RunRecord, Settings, aggregate, by_cell, metric
 from dora_bench.report.compare import Pooled, compare, holm_table, to_markdown
 from dora_bench.report.diagnostics import diagnose_all
 from dora_bench.report.diagnostics import to_markdown as diagnostics_markdown
@@ -113,7 +113,7 @@ class StageProgress:
 # -- pieces ------------------------------------------------------------------------------------
 
 
-def cell_text(runs: list[Run], settings: Settings) -> tuple[str, float | None]:
+def cell_text(runs: list[RunRecord], settings: Settings) -> tuple[str, float | None]:
     """``mean ± std (n)`` of a cell's seeds and its mean; ``refused`` or ``—`` where there is none."""
     cell = aggregate(runs, metric(), settings)
     if cell.refused:
@@ -137,12 +137,12 @@ def learnt_nothing(plan: AnalysisPlan, task: str, score: float) -> bool:
     return any(abs(score - c) < 1e-7 for c in constant_scores(plan, task))
 
 
-def rates_of(runs: list[Run]) -> str:
+def rates_of(runs: list[RunRecord]) -> str:
     rates = sorted({float(r.record.get("extras", {}).get("lr") or 0) for r in runs if r.complete} - {0.0})
     return ", ".join(f"{lr:.0e}".replace("e-0", "e-") for lr in rates)
 
 
-def results_table(plan: AnalysisPlan, runs: list[Run]) -> list[str]:
+def results_table(plan: AnalysisPlan, runs: list[RunRecord]) -> list[str]:
     settings = Settings(seeds=plan.seeds)
     cells = by_cell(runs)
     lines = [
@@ -171,7 +171,7 @@ def results_table(plan: AnalysisPlan, runs: list[Run]) -> list[str]:
     return lines
 
 
-def flat_runs(plan: AnalysisPlan, runs: list[Run]) -> list[str]:
+def flat_runs(plan: AnalysisPlan, runs: list[RunRecord]) -> list[str]:
     found = []
     for run in runs:
         best, task = run.record.get("best"), run.key[0]
@@ -183,7 +183,7 @@ def flat_runs(plan: AnalysisPlan, runs: list[Run]) -> list[str]:
     return sorted(found)
 
 
-def comparison_sections(plan: AnalysisPlan, runs: list[Run]) -> list[str]:
+def comparison_sections(plan: AnalysisPlan, runs: list[RunRecord]) -> list[str]:
     lines: list[str] = []
     by_family: dict[str, list[Pooled]] = {}
     for spec in plan.comparisons:
@@ -224,7 +224,7 @@ def comparison_sections(plan: AnalysisPlan, runs: list[Run]) -> list[str]:
 
 def analysis_markdown(
     plan: AnalysisPlan,
-    runs: list[Run],
+    runs: list[RunRecord],
     progress: list[StageProgress] | None = None,
     command: str = "",
     sections: tuple[tuple[str, tuple[str, ...]], ...] = (),
@@ -298,7 +298,7 @@ class RatePicks:
     missing: tuple[str, ...]  # rates without a complete score on every task
 
 
-def pick_rates(runs: list[Run], tasks: list[str], budget: int | None = None) -> RatePicks:
+def pick_rates(runs: list[RunRecord], tasks: list[str], budget: int | None = None) -> RatePicks:
     """Per method, the rate whose mean main metric over ``tasks`` is best (ties: the lower rate); a rate
     counts only once every task has a complete score for it, and a failed run scores nothing. With
     ``budget``, only the records at that budget (and those of methods without one) count."""

@@ -18,8 +18,9 @@ the reason in the table's notes. Each caption says which epoch the numbers come 
 which learning rate every method ran at, with the config key that set it: only DoRA's come
 tuned from the paper.
 
-Each paper table is one small function below (rows and paper numbers from
-``report/paper/*.csv``) feeding the shared ``build_table``; ``render.py`` writes them.
+Each paper table is one small function below: a ``TableSpec`` (``table_model.py``; rows and
+paper numbers from ``report/paper/*.csv``) that the shared ``build_table`` fills with cells;
+``render.py`` writes them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from dora_bench.report.cells import (
     PAPER_DIR,
     PAPER_NAMES,
     Claim,
-    Run,
+    RunRecord,
     Settings,
     aggregate,
     by_cell,
@@ -51,7 +52,8 @@ from dora_bench.report.cells import (
     trainable_params,
 )
 from dora_bench.report.llm import write_llm_tables
-from dora_bench.report.render import Column, Row, Table, all_runs_csv, to_csv, to_latex, to_markdown
+from dora_bench.report.render import all_runs_csv, to_csv, to_latex, to_markdown
+from dora_bench.report.table_model import Column, Row, Table, TableSpec
 
 GLUE = {
     "RTE": "rte",
@@ -73,71 +75,45 @@ LR_SOURCES = {
 }
 
 
-def build_table(
-    name: str,
-    title: str,
-    runs: list[Run],
-    rows: list[Row],
-    columns: list[Column],
-    settings: Settings,
-    backbone: str,
-    *,
-    row_header: tuple[str, ...],
-    what: str,
-    higher_is_better: bool = True,
-    average: str | None = None,
-    with_params: bool = False,
-    by_budget: bool = False,
-    wide: bool = False,
-    epochs: bool = True,
-    paper_backbone: str = "roberta-base",
-) -> Table:
-    """A paper table: ``name`` "table<N>"; ``by_budget``: bold compares equal budgets only;
-    ``epochs``: the columns read dev epochs (False: Table 9's timings)."""
+def build_table(spec: TableSpec, runs: list[RunRecord], settings: Settings, backbone: str) -> Table:
+    """The table ``spec`` describes, its cells pooled from ``runs`` of ``backbone``; the caption
+    says what the numbers are, which epoch and which learning rates."""
     cells_of = by_cell(runs)
-    cells = [
-        [
-            aggregate(cells_of.get((c.task, backbone, r.method, r.variant, r.budget), []), c.value, settings, r.claim)
-            for c in columns
-        ]
-        for r in rows
-    ]
+
+    def runs_of(row: Row, column: Column) -> list[RunRecord]:
+        return cells_of.get((column.task, backbone, row.method, row.variant, row.budget), [])
+
     table = Table(
-        name,
-        title,
-        "",
-        row_header,
-        columns,
-        rows,
-        cells,
-        settings,
-        backbone,
-        higher_is_better,
-        average,
-        number=name.removeprefix("table"),
-        bold_by_budget=by_budget,
-        wide=wide,
-        reference_backbone=paper_backbone,
+        name=spec.name,
+        title=spec.title,
+        caption="",
+        row_header=spec.row_header,
+        columns=list(spec.columns),
+        rows=list(spec.rows),
+        cells=[[aggregate(runs_of(r, c), c.value, settings, r.claim) for c in spec.columns] for r in spec.rows],
+        settings=settings,
+        backbone=backbone,
+        higher_is_better=spec.higher_is_better,
+        average=spec.average,
+        number=spec.name.removeprefix("table"),
+        bold_by_budget=spec.by_budget,
+        wide=spec.wide,
+        reference_backbone=spec.paper_backbone,
     )
     paper = (
         "Paper: Mao et al. (ACL 2024); Δ = ours − paper."
         if table.compares_to_reference
-        else f"Paper: Mao et al. (ACL 2024) on {paper_backbone}, for reference only (no Δ: another backbone)."
+        else f"Paper: Mao et al. (ACL 2024) on {spec.paper_backbone}, for reference only (no Δ: another backbone)."
     )
-    table.caption = f"{title} ({backbone}): {what}; {settings.describe(epochs)}. {paper} {_bold_rule(table)}"
-    if with_params:
+    described = settings.describe(spec.epochs)
+    table.caption = f"{spec.title} ({backbone}): {spec.what}; {described}. {paper} {_bold_rule(table)}"
+    if spec.with_params:
         table.params = [
             (
-                median_params(
-                    [
-                        run
-                        for c in columns
-                        for run in cells_of.get((c.task, backbone, r.method, r.variant, r.budget), [])
-                    ]
-                ),
+                median_params([run for c in spec.columns for run in runs_of(r, c)]),
                 (r.paper or {}).get("trainable_params"),
             )
-            for r in rows
+            for r in spec.rows
         ]
     add_learning_rates(table)
     return table
@@ -153,7 +129,7 @@ def _bold_rule(table: Table) -> str:
     )
 
 
-def picked_by(runs: list[Run], columns: list[Column], settings: Settings) -> str:
+def picked_by(runs: list[RunRecord], columns: list[Column], settings: Settings) -> str:
     """Which metric chose the epoch every column reads (Tables 3 and 4 show several metrics)."""
     if settings.epoch == "last":
         return "every column from each run's last epoch"
@@ -164,7 +140,7 @@ def picked_by(runs: list[Run], columns: list[Column], settings: Settings) -> str
     return f"every column from the epoch picked by {'/'.join(mains) or 'the task main metric'}"
 
 
-def median_params(runs: list[Run]) -> int | None:
+def median_params(runs: list[RunRecord]) -> int | None:
     """The median paper-style parameter count over a row's complete runs (counts differ between
     tasks only by a head size or so; a failed run may have stopped before its final count)."""
     counts = sorted(p for run in runs if run.complete and (p := trainable_params(run.record)))
@@ -219,89 +195,87 @@ def _lr_text(lr: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
+def _glue_columns(*labels: str) -> tuple[Column, ...]:
+    """GLUE tasks by the paper's labels, each read on its main metric."""
+    return tuple(Column(label, GLUE[label], metric(), label) for label in labels)
+
+
 def _paper(filename: str) -> list[dict[str, str]]:
     with (PAPER_DIR / filename).open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-def _method_rows(paper: list[dict[str, str]]) -> list[Row]:
-    return [
+def _method_rows(paper: list[dict[str, str]]) -> tuple[Row, ...]:
+    return tuple(
         Row((p["method"], p["budget"] or "—"), METHODS[p["method"]], int(p["budget"]) if p["budget"] else None, paper=p)
         for p in paper
-    ]
+    )
 
 
 # -- the paper's tables -----------------------------------------------------------------------
 
 
-def table2(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
+def table2(runs: list[RunRecord], settings: Settings, backbone: str = "roberta-base") -> Table:
     """GLUE dev: 7 methods x budgets 2/8 x 8 tasks, and the average of the 8 as the paper's Avg."""
-    columns = [Column(label, task, metric(), label) for label, task in GLUE.items()]
-    return build_table(
-        "table2",
-        "GLUE",
-        runs,
-        _method_rows(_paper("table2_glue.csv")),
-        columns,
-        settings,
-        backbone,
+    spec = TableSpec(
+        name="table2",
+        title="GLUE",
         row_header=("Method", "bT"),
-        average="Avg",
-        with_params=True,
-        by_budget=True,
-        wide=True,  # 12 columns of mean ± std: the width of a two-column page
+        rows=_method_rows(_paper("table2_glue.csv")),
+        columns=_glue_columns(*GLUE),
         what=(
             "dev score x100 (MNLI: matched accuracy; STS-B: Pearson; CoLA: Matthews; others: "
             "accuracy); Avg: mean of the 8 task scores, as the paper computes it"
         ),
+        average="Avg",
+        with_params=True,
+        by_budget=True,
+        wide=True,  # 12 columns of mean ± std: the width of a two-column page
     )
+    return build_table(spec, runs, settings, backbone)
 
 
-def table3(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
+def table3(runs: list[RunRecord], settings: Settings, backbone: str = "roberta-base") -> Table:
     """SQuAD v1.1 / v2.0 dev: exact match and F1."""
-    columns = [
+    columns = tuple(
         Column(f"{label} {m.upper()}", task, metric("exact_match" if m == "em" else "f1"), f"{task}_{m}")
         for label, task in (("v1.1", "squad_v1"), ("v2.0", "squad_v2"))
         for m in ("em", "f1")
-    ]
-    return build_table(
-        "table3",
-        "SQuAD",
-        runs,
-        _method_rows(_paper("table3_squad.csv")),
-        columns,
-        settings,
-        backbone,
+    )
+    spec = TableSpec(
+        name="table3",
+        title="SQuAD",
         row_header=("Method", "bT"),
-        with_params=True,
-        by_budget=True,
+        rows=_method_rows(_paper("table3_squad.csv")),
+        columns=columns,
         what=(
             "dev exact match / F1 x100 (official normalisation; v2.0 with no-answer handling), "
             + picked_by(runs, columns, settings)
         ),
-    )
-
-
-def table4(runs: list[Run], settings: Settings, backbone: str = "bart-base") -> Table:
-    """XSum: ROUGE-1/2/L on bart-base."""
-    columns = [
-        Column(label, "xsum", metric(key), key)
-        for label, key in (("R-1", "rouge1"), ("R-2", "rouge2"), ("R-L", "rougeL"))
-    ]
-    return build_table(
-        "table4",
-        "XSum",
-        runs,
-        _method_rows(_paper("table4_xsum.csv")),
-        columns,
-        settings,
-        backbone,
-        row_header=("Method", "bT"),
         with_params=True,
         by_budget=True,
+    )
+    return build_table(spec, runs, settings, backbone)
+
+
+def table4(runs: list[RunRecord], settings: Settings, backbone: str = "bart-base") -> Table:
+    """XSum: ROUGE-1/2/L on bart-base."""
+    columns = tuple(
+        Column(label, "xsum", metric(key), key)
+        for label, key in (("R-1", "rouge1"), ("R-2", "rouge2"), ("R-L", "rougeL"))
+    )
+    spec = TableSpec(
+        name="table4",
+        title="XSum",
+        row_header=("Method", "bT"),
+        rows=_method_rows(_paper("table4_xsum.csv")),
+        columns=columns,
         what=f"ROUGE-1/2/L x100 (beam 3, summaries up to 64 tokens), {picked_by(runs, columns, settings)}",
+        with_params=True,
+        by_budget=True,
         paper_backbone="bart-base",
     )
+    return build_table(spec, runs, settings, backbone)
 
 
 def dem_claim(with_dem: bool) -> Claim:
@@ -318,26 +292,22 @@ def dem_claim(with_dem: bool) -> Claim:
     return check
 
 
-def table5(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
+def table5(runs: list[RunRecord], settings: Settings, backbone: str = "roberta-base") -> Table:
     """DoRA at budget 8 with and without the DEM regulariser (variant ``nodem``: gamma = 0)."""
     paper = {p["variant"]: p for p in _paper("table5_dem_ablation.csv")}
-    rows = [
-        Row(("with DEM",), "dora", 8, None, paper["with DEM"], claim=dem_claim(True)),
-        Row(("without DEM",), "dora", 8, "nodem", paper["without DEM"], claim=dem_claim(False)),
-    ]
-    columns = [Column(label, GLUE[label], metric(), label) for label in ("STS-B", "CoLA", "SST-2")]
-    return build_table(
-        "table5",
-        "DEM ablation",
-        runs,
-        rows,
-        columns,
-        settings,
-        backbone,
+    spec = TableSpec(
+        name="table5",
+        title="DEM ablation",
         row_header=("DoRA, bT = 8",),
+        rows=(
+            Row(("with DEM",), "dora", 8, None, paper["with DEM"], claim=dem_claim(True)),
+            Row(("without DEM",), "dora", 8, "nodem", paper["without DEM"], claim=dem_claim(False)),
+        ),
+        columns=_glue_columns("STS-B", "CoLA", "SST-2"),
         what="dev score x100 (STS-B: Pearson; CoLA: Matthews; SST-2: accuracy); with DEM: records with "
         "method.dem_coef > 0; without DEM: gamma = method.dem_coef = 0, records variant=nodem",
     )
+    return build_table(spec, runs, settings, backbone)
 
 
 #: Table 6's initial budgets and where their records are: b0 = 3 = ceil(1.5 x 2) is plain DoRA.
@@ -365,34 +335,30 @@ def init_budget_claim(b0: int) -> Claim:
     return check
 
 
-def table6(runs: list[Run], settings: Settings, backbone: str = "roberta-base") -> Table:
+def table6(runs: list[RunRecord], settings: Settings, backbone: str = "roberta-base") -> Table:
     """DoRA at final budget 2 from initial budgets 2..8 (b0 = 2: no pruning)."""
     paper = {int(p["initial_budget"]): p for p in _paper("table6_initial_budget.csv")}
-    rows = [
-        Row((str(b0),), "dora", 2, variant, paper.get(b0), claim=init_budget_claim(b0))
-        for b0, variant in INIT_BUDGET_VARIANTS.items()
-    ]
-    columns = [Column(label, GLUE[label], metric(), label) for label in ("MRPC", "STS-B", "SST-2")]
-    return build_table(
-        "table6",
-        "Initial budget",
-        runs,
-        rows,
-        columns,
-        settings,
-        backbone,
+    spec = TableSpec(
+        name="table6",
+        title="Initial budget",
         row_header=("b0",),
+        rows=tuple(
+            Row((str(b0),), "dora", 2, variant, paper.get(b0), claim=init_budget_claim(b0))
+            for b0, variant in INIT_BUDGET_VARIANTS.items()
+        ),
+        columns=_glue_columns("MRPC", "STS-B", "SST-2"),
         what=(
             "dev score x100 at final budget bT = 2 (MRPC: accuracy; STS-B: Pearson; SST-2: accuracy); "
             "b0 = 3 is DoRA's default, plain DoRA records; the others variant=b0_<k>; every record's "
             "method.init_budget matches its row"
         ),
     )
+    return build_table(spec, runs, settings, backbone)
 
 
-def table9(runs: list[Run], settings: Settings, backbone: str = "roberta-base", budget: int = 8) -> Table:
+def table9(runs: list[RunRecord], settings: Settings, backbone: str = "roberta-base", budget: int = 8) -> Table:
     """Minutes per training epoch and peak GPU memory on QNLI (one-epoch runs, variant ``epoch1``)."""
-    rows = [
+    rows = tuple(
         Row(
             (p["method"],),
             METHODS[p["method"]],
@@ -401,35 +367,32 @@ def table9(runs: list[Run], settings: Settings, backbone: str = "roberta-base", 
             p,
         )
         for p in _paper("table9_efficiency_qnli_rtx3090.csv")
-    ]
-    columns = [
-        Column("min/epoch", "qnli", minutes_per_epoch, "minutes_per_epoch"),
-        Column("GPU MiB", "qnli", peak_gpu_mib, "gpu_memory_mib", digits=0),
-    ]
-    return build_table(
-        "table9",
-        "Efficiency on QNLI",
-        runs,
-        rows,
-        columns,
-        settings,
-        backbone,
+    )
+    spec = TableSpec(
+        name="table9",
+        title="Efficiency on QNLI",
         row_header=("Method",),
-        higher_is_better=False,
-        epochs=False,
+        rows=rows,
+        columns=(
+            Column("min/epoch", "qnli", minutes_per_epoch, "minutes_per_epoch"),
+            Column("GPU MiB", "qnli", peak_gpu_mib, "gpu_memory_mib", digits=0),
+        ),
         what=(
             f"minutes per training epoch (dev evaluation excluded) and peak GPU memory (MiB) allocated "
             f"by torch, one epoch of QNLI, budget {budget}; paper: an RTX 3090 (its memory figure "
             f"is likely nvidia-smi's, which also counts the CUDA context and cache); not x100, "
             f"lower is better"
         ),
+        higher_is_better=False,
+        epochs=False,
     )
+    return build_table(spec, runs, settings, backbone)
 
 
 PAPER_TABLES = (table2, table3, table4, table5, table6, table9)
 
 
-def all_cells(runs: list[Run], settings: Settings) -> Table:
+def all_cells(runs: list[RunRecord], settings: Settings) -> Table:
     """Every (task, backbone, method, variant, budget) in the records with its main metric:
     covers runs outside the paper's grid (the demo task, other backbones, new ablations)."""
     cells_of = by_cell(runs)
@@ -447,14 +410,14 @@ def all_cells(runs: list[Run], settings: Settings) -> Table:
         )
     cells = [[aggregate(cells_of[key], metric(), settings)] for key in keys]
     table = Table(
-        "all_cells",
-        "Every setting found",
-        f"Main dev metric x100; {settings.describe()}.",
-        ("task", "backbone", "method", "variant", "budget", "metric"),
-        [Column("score", "", metric())],
-        rows,
-        cells,
-        settings,
+        name="all_cells",
+        title="Every setting found",
+        caption=f"Main dev metric x100; {settings.describe()}.",
+        row_header=("task", "backbone", "method", "variant", "budget", "metric"),
+        columns=[Column("score", "", metric())],
+        rows=rows,
+        cells=cells,
+        settings=settings,
         backbone="(any)",
         higher_is_better=None,
     )
@@ -465,7 +428,7 @@ def all_cells(runs: list[Run], settings: Settings) -> Table:
 # -- entry point ----------------------------------------------------------------------------------
 
 
-def default_backbone(make: Callable[..., Table], runs: list[Run]) -> str:
+def default_backbone(make: Callable[..., Table], runs: list[RunRecord]) -> str:
     """The paper's backbone for the table, unless every record comes from one other backbone
     (``make tables RESULTS=results/minilm`` then fills the tables with MiniLM's runs)."""
     paper = inspect.signature(make).parameters["backbone"].default

@@ -4,9 +4,10 @@
     dora-bench -m seed=0,1,2,3,4 task=cola,rte method=lora,full_ft
     dora-bench task=demo backbone=tiny method=lora        # offline, CPU, seconds
 
-Before Hydra starts, the overrides are composed once more in a checked way so that a
-mistake (an unknown task, a misspelt key) costs one line and exit status 2, not a
-traceback, and costs it before any model is built.
+Before Hydra starts, the command line is read with Hydra's own parser and the overrides are
+composed once more in a checked way, so that a mistake (an unknown task, a misspelt key, a
+launcher whose plugin is not installed) costs one line and exit status 2, not a traceback,
+and costs it before any model is built.
 
 Your own configs: a folder laid out like ``conf/`` (``my_conf/task/mytask.yaml``,
 ``my_conf/method/...``) joins the shipped ones with ``--config-dir my_conf`` (or
@@ -15,6 +16,8 @@ Your own configs: a folder laid out like ``conf/`` (``my_conf/task/mytask.yaml``
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -27,23 +30,13 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 GROUPS = ("task", "backbone", "method", "debug", "experiment")
-# Hydra flags that take the next argument as their value.
-_FLAGS_WITH_VALUE = {
-    "--cfg",
-    "-c",
-    "--package",
-    "-p",
-    "--config-name",
-    "-cn",
-    "--config-path",
-    "-cp",
-    "--config-dir",
-    "-cd",
-    "--experimental-rerun",
-    "--shell-completion",
-    "-sc",
-    "--info",
-    "-i",
+#: Launchers that need a plugin from the ``launchers`` extra: hydra/launcher choice -> the plugin's module.
+LAUNCHER_PLUGINS = {
+    "local_gpus": "hydra_plugins.hydra_joblib_launcher",
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "slurm": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
 }
 
 
@@ -61,9 +54,10 @@ def main() -> None:
     # `experiment` sits in the defaults list (so debug=smoke can shrink it), which makes
     # Hydra refuse the `+experiment=` spelling that experiment configs are usually run with.
     sys.argv = [arg[1:] if arg.startswith("+experiment=") else arg for arg in sys.argv]
-    overrides = _overrides(sys.argv[1:])
-    first_job = check_overrides(overrides, _user_config_dirs(sys.argv[1:], overrides))
-    if {"--cfg", "-c"} & set(sys.argv) and {"-m", "--multirun"} & set(sys.argv):
+    args = hydra_args(sys.argv[1:])
+    overrides = args.overrides
+    first_job = check_overrides(overrides, _user_config_dirs(args.config_dir, overrides))
+    if args.cfg and args.multirun:
         # Hydra refuses --cfg with -m; show the sweep's first job instead (its launcher and
         # sweep settings are the whole sweep's).
         print("dora-bench: --cfg with -m: the config of the sweep's first job", file=sys.stderr)
@@ -103,6 +97,8 @@ def check_overrides(overrides: list[str], user_dirs: tuple[Path, ...] = ()) -> l
         if key in GROUPS:
             for value in values:
                 _check_group_choice(key, value, user_dirs)
+        if key == "hydra/launcher":
+            _check_launcher_plugin(values[0])
         if override.is_sweep_override():
             singles.append(f"{override.get_key_element()}={values[0]}")
         else:
@@ -137,10 +133,23 @@ def _check_group_choice(group: str, value: str, user_dirs: tuple[Path, ...] = ()
         )
 
 
-def _user_config_dirs(argv: list[str], overrides: list[str]) -> tuple[Path, ...]:
+def _check_launcher_plugin(value: str) -> None:
+    plugin = LAUNCHER_PLUGINS.get(value)
+    if plugin is not None and not _installed(plugin):
+        name = plugin.rpartition(".")[2].replace("_", "-")
+        _fail(f"hydra/launcher={value} needs Hydra's {name} plugin: pip install 'dora-bench[launchers]'")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def _user_config_dirs(config_dir: str | None, overrides: list[str]) -> tuple[Path, ...]:
     """Folders of the user's own configs: ``--config-dir``/``-cd`` and ``hydra.searchpath`` entries."""
-    dirs = [Path(argv[i + 1]) for i, arg in enumerate(argv[:-1]) if arg in ("--config-dir", "-cd")]
-    dirs += [Path(a.split("=", 1)[1]) for a in argv if a.startswith("--config-dir=")]
+    dirs = [Path(config_dir)] if config_dir else []
     for override in overrides:
         if override.startswith("hydra.searchpath="):
             entries = override.split("=", 1)[1].strip("[]").split(",")
@@ -151,16 +160,14 @@ def _user_config_dirs(argv: list[str], overrides: list[str]) -> tuple[Path, ...]
     return tuple(d.resolve() for d in dirs)
 
 
-def _overrides(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _FLAGS_WITH_VALUE:
-            skip = True
-        elif not arg.startswith("-") and "=" in arg:
-            out.append(arg)
-    return out
+def hydra_args(argv: list[str]) -> argparse.Namespace:
+    """The command line as Hydra will read it, by Hydra's own parser (its flags, their values,
+    ``overrides``); a command line it refuses is one line and exit status 2 here."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.error = lambda message: _fail(f"{message}: dora-bench --help lists the flags")  # type: ignore[method-assign]
+    return parser.parse_args(argv)
 
 
 def _fail(message: str) -> None:

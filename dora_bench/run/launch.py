@@ -1,4 +1,5 @@
-"""Where a run goes: its device inside a sweep, and the resolvers the launcher configs use.
+"""Where a run goes: its device inside a sweep (and what the device means for precision), and the
+resolvers the launcher configs use.
 
 One roberta-base run leaves an H100 mostly idle (five at once gave 4.6x the throughput
 of one), so a sweep on one machine runs ``num_gpus x runs_per_gpu`` jobs at a time
@@ -11,10 +12,17 @@ Slurm every array task gets its own GPU and sees it as ``cuda:0``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
+
 from omegaconf import OmegaConf
 
 from dora_bench import distributed
 from dora_bench.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def pick_device(requested: str, job_num: int | None = None, num_gpus: int | str | None = None) -> str:
@@ -58,6 +66,35 @@ def pick_device(requested: str, job_num: int | None = None, num_gpus: int | str 
             )
         return requested
     raise ConfigError(f"trainer.device={requested!r} is not known: use auto, cpu, cuda or cuda:<index>")
+
+
+def torch_device(requested: str, num_gpus: int | str | None = None) -> torch.device:
+    """``trainer.device`` as a torch device (a data-parallel process: the GPU of its local rank)."""
+    import torch
+
+    return torch.device(pick_device(str(requested), num_gpus=num_gpus))
+
+
+def describe_device(device: torch.device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def autocast_factory(
+    device: torch.device, precision: str, weights: str = "fp32"
+) -> Callable[[], AbstractContextManager]:
+    """bf16 autocast on GPU (``precision=auto``), fp32 on CPU unless the frozen weights are bf16
+    (then autocast everywhere: it is what lets fp32 adapters meet bf16 weights); returns a
+    context-manager factory (``contextlib.nullcontext`` for fp32)."""
+    import torch
+
+    use_bf16 = precision == "bf16" or (precision == "auto" and (device.type == "cuda" or weights != "fp32"))
+    if not use_bf16:
+        return nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def hydra_job_num() -> int | None:

@@ -1,10 +1,12 @@
 """The one training loop every method runs through: ``train(cfg) -> record``.
 
-``train`` reads as set-up -> epochs (``train_epoch``, ``evaluate_epoch``) -> ``finish``; a dry run
-is one early return. The optimizer step is written out in full in ``train_epoch``. Methods act only
-through the hooks of ``methods/base.py``; anything that touches the loss is visible there
-(``method.extra_loss``): AdaLoRA's orthogonality penalty included, which adalora.py computes
-itself rather than leave to peft's forward.
+``train`` reads as set-up (``setup``: ``build_data``, ``build_model``, ``build_loader``,
+``build_optimizer_and_schedule``, ``resume``) -> epochs (``train_epoch``; on evaluated epochs
+``evaluate_epoch``, then ``record_epoch`` and ``save_epoch_checkpoint``) -> ``finish`` ->
+``save_outputs``; a dry run is one early return. The optimizer step is written out in full in
+``train_epoch``. Methods act only through the hooks of ``methods/base.py``; anything that
+touches the loss is visible there (``method.extra_loss``): AdaLoRA's orthogonality penalty
+included, which adalora.py computes itself rather than leave to peft's forward.
 
 Data parallel (``torchrun`` / ``accelerate launch``): every process runs this function; each
 trains on its share of every global batch (``data_parallel.py``), and only rank 0 claims the
@@ -19,9 +21,7 @@ masks as an uninterrupted run would have. The checkpoint goes once the run compl
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 import traceback
 from collections.abc import Callable
@@ -36,20 +36,20 @@ from tqdm.auto import tqdm
 
 from dora_bench import distributed, records
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_tokenizer
-from dora_bench.errors import ConfigError, RecordExistsError, TrainingDiverged, UserError
+from dora_bench.errors import ConfigError, RecordExistsError, TrainingDiverged
 from dora_bench.methods import AdaptTarget, Method, build_method
-from dora_bench.methods.allocation import save_allocation_heatmap
+from dora_bench.report.heatmaps import save_allocation_heatmap
 from dora_bench.run import data_parallel, efficiency, sharding
 from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
 from dora_bench.run.checks import check_config, resolve_lr
+from dora_bench.run.launch import autocast_factory, describe_device, torch_device
+from dora_bench.run.metrics_log import METRICS_NAME, MetricsLog, start_wandb
 from dora_bench.tasks import load_task, task_model_kind
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
     from dora_bench.tasks import Task
-
-METRICS_NAME = "metrics.jsonl"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -69,24 +69,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     record = start_record(cfg, budget)
     if cfg.dry_run:
         return dry_run(cfg, method, record, out_dir / "dry_run.json")
-    device = pick_device(cfg.trainer.device, cfg.get("num_gpus"))
+    device = torch_device(cfg.trainer.device, cfg.get("num_gpus"))
     distributed.init(device)  # a no-op outside torchrun / accelerate launch
     main = distributed.is_main()
     # a parallel sweep that names this run twice runs it once; the processes of one data-parallel run are one run
     with records.claim(out_dir) if main else contextlib.nullcontext():
-        record_path = out_dir / records.RECORD_NAME
-        if records.is_complete(record_path) and not cfg.overwrite:
-            raise RecordExistsError(
-                f"a complete record exists at {record_path}: kept; pass overwrite=true to run again"
-            )
-        checkpoint = None
-        if cfg.resume and not cfg.overwrite:
-            checkpoint = load_checkpoint(out_dir / records.CHECKPOINT_NAME, record["config"])
-        # A failed attempt's traceback or an old adapter must not outlive it; a resumed attempt
-        # keeps what it continues from.
-        if main:
-            records.clear_run_dir(out_dir, keep=(records.CHECKPOINT_NAME, METRICS_NAME) if checkpoint else ())
-        distributed.barrier()  # every process has read the checkpoint before anything is written
+        checkpoint = prepare_run_dir(cfg, out_dir, record)
         try:
             run = setup(cfg, method, record, out_dir, checkpoint, device)
             metrics_path = out_dir / METRICS_NAME if main else None
@@ -97,19 +85,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 for epoch in range(run.done_epochs + 1, run.num_epochs + 1):
                     seconds, train_loss = train_epoch(run, epoch, log)
                     if epoch % cfg.trainer.eval_every_epochs == 0 or epoch == run.num_epochs:
-                        evaluate_epoch(run, epoch, seconds, train_loss, log)
-            return finish(run)
+                        entry = evaluate_epoch(run, epoch, seconds, train_loss)
+                        record_epoch(run, entry, log)
+                        save_epoch_checkpoint(run, epoch)
+                        if device.type == "cuda":  # the next epoch's training peak starts here
+                            torch.cuda.reset_peak_memory_stats(device)
+            finish(run)
+            if main:  # rank 0 writes for the run
+                save_outputs(run)
+            return record
         except BaseException as err:  # keep what was learnt about the failure; a rerun replaces it
             if main:
                 record.update(status="failed", error=f"{type(err).__name__}: {err}", finished_at=records.now_iso())
-                records.write_json_atomic(record_path, record)
+                records.write_json_atomic(out_dir / records.RECORD_NAME, record)
                 (out_dir / "traceback.txt").write_text(traceback.format_exc())
             raise
 
 
 @dataclass
-class Run:
-    """What the steps of one run share; built by ``setup``."""
+class RunState:
+    """What the steps of one run share while it trains; built by ``setup``. (A record on disk, read
+    back by the report side, is ``report.cells.RunRecord``.)"""
 
     cfg: DictConfig
     method: Method
@@ -126,12 +122,12 @@ class Run:
     autocast: Callable[[], AbstractContextManager]
     total_steps: int
     num_epochs: int
-    bar: Any
+    replicated: list[torch.nn.Parameter] = field(default_factory=list)  # FSDP: whole on every process
+    bar: Any = None  # the progress bar; ``setup`` starts it last
     step: int = 0  # optimizer steps done
     done_epochs: int = 0
     last_finite_loss: float | None = None  # named in the error if the loss stops being finite
     train_peak_mib: float = 0.0  # Table 9 compares training memory: evaluation is left out
-    replicated: list[torch.nn.Parameter] = field(default_factory=list)  # FSDP: whole on every process
 
 
 # -- set-up ----------------------------------------------------------------------------------------
@@ -150,6 +146,110 @@ def start_record(cfg: DictConfig, budget: int | None) -> dict[str, Any]:
         versions=records.package_versions(),
         started_at=records.now_iso(),
     )
+
+
+def prepare_run_dir(cfg: DictConfig, out_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """Refuse to overwrite a complete record, load the checkpoint of a run to resume (None: a fresh
+    start) and clear what an earlier attempt left; every process returns once all have read it."""
+    record_path = out_dir / records.RECORD_NAME
+    if records.is_complete(record_path) and not cfg.overwrite:
+        raise RecordExistsError(f"a complete record exists at {record_path}: kept; pass overwrite=true to run again")
+    checkpoint = None
+    if cfg.resume and not cfg.overwrite:
+        checkpoint = load_checkpoint(out_dir / records.CHECKPOINT_NAME, record["config"])
+    # A failed attempt's traceback or an old adapter must not outlive it; a resumed attempt
+    # keeps what it continues from.
+    if distributed.is_main():
+        records.clear_run_dir(out_dir, keep=(records.CHECKPOINT_NAME, METRICS_NAME) if checkpoint else ())
+    distributed.barrier()  # every process has read the checkpoint before anything is written
+    return checkpoint
+
+
+def dry_run(cfg: DictConfig, method: Method, record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Build the model and count what trains; no data, no training (the label count comes from the config)."""
+    torch.manual_seed(cfg.seed)
+    model, _ = build_model(cfg, method, record, int(cfg.task.get("num_labels", 2)))
+    record.update(status="dry_run", extras=method.report(model), finished_at=records.now_iso())
+    if "initial_trainable_params" in record["extras"]:  # budget-moving methods start larger
+        print(
+            f"[dora-bench] at the start (initial budget): {record['extras']['initial_trainable_params']:,}; "
+            f"at the end (budget={cfg.budget}, if every module kept bT): {record['trainable_params']['paper']:,}"
+        )
+    records.write_json_atomic(path, record)
+    print(f"[dora-bench] dry run: nothing trained; counts written to {path}")
+    return record
+
+
+def setup(
+    cfg: DictConfig,
+    method: Method,
+    record: dict[str, Any],
+    out_dir: Path,
+    checkpoint: dict[str, Any] | None,
+    device: torch.device,
+) -> RunState:
+    """Data, model + method, optimizer and schedule, in that order (each draws from the seeded RNG);
+    the state of a resumed run restored."""
+    lr, lr_source = resolve_lr(cfg)
+    world = distributed.world_size()
+    record["device"] = describe_device(device) + (f" x {world} processes" if world > 1 else "")
+    if checkpoint is not None:
+        record["started_at"] = checkpoint["started_at"]
+    say(
+        f"[dora-bench] {cfg.task.name} / {cfg.backbone.name} / {cfg.method.name} budget={record['budget']} "
+        f"seed={cfg.seed} -> {out_dir}"
+    )
+    torch.manual_seed(cfg.seed)
+    task = build_data(cfg, record)
+    model, target = build_model(cfg, method, record, task.num_labels)
+    forward, replicated = place_model(cfg, method, model, device)
+    loader, total_steps, num_epochs = build_loader(cfg, task)
+    method.on_train_begin(model, total_steps)
+    optimizer, scheduler = build_optimizer_and_schedule(cfg, model, lr, total_steps, device)
+    weights = cfg.backbone.get("dtype") or "fp32"
+    autocast = autocast_factory(device, cfg.trainer.precision, weights)
+    record["precision"] = "fp32" if autocast is contextlib.nullcontext else "bf16-autocast"
+    record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps, "frozen_weights": weights}
+    if world > 1:
+        record["extras"]["world_size"] = world
+        record["extras"]["parallel"] = "fsdp" if forward is model else "ddp"
+    say(
+        f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {len(loader)}), lr {lr:g} from {lr_source}, "
+        f"device {record['device']}, precision {record['precision']}"
+    )
+    run = RunState(
+        cfg=cfg,
+        method=method,
+        record=record,
+        out_dir=out_dir,
+        device=device,
+        task=task,
+        model=model,
+        forward=forward,
+        target=target,
+        loader=loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        autocast=autocast,
+        total_steps=total_steps,
+        num_epochs=num_epochs,
+        replicated=replicated,
+    )
+    if checkpoint is not None:
+        resume(run, checkpoint)
+    start_measuring(run)
+    return run
+
+
+def build_data(cfg: DictConfig, record: dict[str, Any]) -> Task:
+    """The tokenizer and the task (read, tokenised, cached); what the record says about the data."""
+    tokenizer = load_tokenizer(BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True)))
+    task = load_task(OmegaConf.to_container(cfg.task, resolve=True), tokenizer, cache_dir=_cache_dir(cfg))
+    task.progress = bool(cfg.trainer.progress) and distributed.is_main()
+    record.update(
+        eval_examples=task.eval_examples, data_fingerprint=task.data_fingerprint(), main_metric=task.main_metric
+    )
+    return task
 
 
 def build_model(
@@ -180,134 +280,92 @@ def build_model(
     return model, target
 
 
-def dry_run(cfg: DictConfig, method: Method, record: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Build the model and count what trains; no data, no training (the label count comes from the config)."""
-    torch.manual_seed(cfg.seed)
-    model, _ = build_model(cfg, method, record, int(cfg.task.get("num_labels", 2)))
-    record.update(status="dry_run", extras=method.report(model), finished_at=records.now_iso())
-    if "initial_trainable_params" in record["extras"]:  # budget-moving methods start larger
-        print(
-            f"[dora-bench] at the start (initial budget): {record['extras']['initial_trainable_params']:,}; "
-            f"at the end (budget={cfg.budget}, if every module kept bT): {record['trainable_params']['paper']:,}"
-        )
-    records.write_json_atomic(path, record)
-    print(f"[dora-bench] dry run: nothing trained; counts written to {path}")
-    return record
-
-
-def setup(
-    cfg: DictConfig,
-    method: Method,
-    record: dict[str, Any],
-    out_dir: Path,
-    checkpoint: dict[str, Any] | None,
-    device: torch.device,
-) -> Run:
-    """Data, model + method, optimizer and schedule; the state of a resumed run restored."""
-    lr, lr_source = resolve_lr(cfg)
-    world = distributed.world_size()
-    record["device"] = describe_device(device) + (f" x {world} processes" if world > 1 else "")
-    if checkpoint is not None:
-        record["started_at"] = checkpoint["started_at"]
-    say(
-        f"[dora-bench] {cfg.task.name} / {cfg.backbone.name} / {cfg.method.name} budget={record['budget']} "
-        f"seed={cfg.seed} -> {out_dir}"
-    )
-    torch.manual_seed(cfg.seed)
-    tokenizer = load_tokenizer(BackboneConfig.from_dict(OmegaConf.to_container(cfg.backbone, resolve=True)))
-    task = load_task(OmegaConf.to_container(cfg.task, resolve=True), tokenizer, cache_dir=_cache_dir(cfg))
-    task.progress = bool(cfg.trainer.progress) and distributed.is_main()
-    record.update(
-        eval_examples=task.eval_examples, data_fingerprint=task.data_fingerprint(), main_metric=task.main_metric
-    )
-    model, target = build_model(cfg, method, record, task.num_labels)
+def place_model(
+    cfg: DictConfig, method: Method, model: torch.nn.Module, device: torch.device
+) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    """The model on its device and, under data parallelism, wrapped: returns what the loop calls
+    and the parameters FSDP leaves whole. Before the optimizer: FSDP replaces the parameters it shards."""
     if device.type == "cpu" and cfg.trainer.get("cpu_threads"):
         torch.set_num_threads(int(cfg.trainer.cpu_threads))
     model.to(device)
-
-    trainer = cfg.trainer
-    data_parallel.check_batch(trainer.batch_size)
-    # before the optimizer: FSDP replaces the parameters it shards
-    forward, replicated = data_parallel.wrap(
+    data_parallel.check_batch(cfg.trainer.batch_size)
+    return data_parallel.wrap(
         model,
         device,
-        fsdp=bool(trainer.get("fsdp")),
+        fsdp=bool(cfg.trainer.get("fsdp")),
         shard_trainable=method.shard_trainable,
         backbone=cfg.backbone.name,
     )
+
+
+def build_loader(cfg: DictConfig, task: Task) -> tuple[DataLoader, int, int]:
+    """This process's batches, the optimizer steps of the run (``trainer.max_steps`` caps them)
+    and the epochs they take."""
+    trainer = cfg.trainer
     loader = task.train_loader(
         trainer.batch_size,
         seed=cfg.seed,
         group_by_length=trainer.group_by_length,
         num_workers=trainer.num_workers,
         rank=distributed.rank(),
-        world_size=world,
+        world_size=distributed.world_size(),
     )
     total_steps = len(loader) * trainer.epochs
     if trainer.max_steps is not None:
         total_steps = min(total_steps, trainer.max_steps)
-    num_epochs = math.ceil(total_steps / len(loader))
-    method.on_train_begin(model, total_steps)
+    return loader, total_steps, math.ceil(total_steps / len(loader))
+
+
+def build_optimizer_and_schedule(
+    cfg: DictConfig, model: torch.nn.Module, lr: float, total_steps: int, device: torch.device
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (``build_optimizer``) and the linear warm-up and decay over the run's steps."""
+    trainer = cfg.trainer
     optimizer = build_optimizer(model, lr, trainer.weight_decay, device)
     scheduler = linear_warmup_decay(optimizer, round(trainer.warmup_ratio * total_steps), total_steps)
-    weights = cfg.backbone.get("dtype") or "fp32"
-    autocast = autocast_factory(device, trainer.precision, weights)
-    record["precision"] = "fp32" if autocast is contextlib.nullcontext else "bf16-autocast"
-    record["extras"] = {"lr": lr, "lr_source": lr_source, "total_steps": total_steps, "frozen_weights": weights}
-    if world > 1:
-        record["extras"]["world_size"] = world
-        record["extras"]["parallel"] = "fsdp" if forward is model else "ddp"
-    say(
-        f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {len(loader)}), lr {lr:g} from {lr_source}, "
-        f"device {record['device']}, precision {record['precision']}"
+    return optimizer, scheduler
+
+
+def resume(run: RunState, checkpoint: dict[str, Any]) -> None:
+    """Restore weights, optimizer, schedule and method state from ``checkpoint``, and the epochs so far
+    into the record (its RNG is restored last, by ``train``, just before the loop)."""
+    record = run.record
+    run.done_epochs, run.step = restore_training_state(
+        checkpoint,
+        run.out_dir / records.CHECKPOINT_NAME,
+        run.total_steps,
+        run.model,
+        run.method,
+        run.optimizer,
+        run.scheduler,
     )
-    run = Run(
-        cfg,
-        method,
-        record,
-        out_dir,
-        device,
-        task,
-        model,
-        forward,
-        target,
-        loader,
-        optimizer,
-        scheduler,
-        autocast,
-        total_steps,
-        num_epochs,
-        bar=None,
-        replicated=replicated,
-    )
-    if checkpoint is not None:
-        run.done_epochs, run.step = restore_training_state(
-            checkpoint, out_dir / records.CHECKPOINT_NAME, total_steps, model, method, optimizer, scheduler
-        )
-        record["epochs"] = checkpoint["epochs"]
-        record["best"], record["last"] = select_epochs(record["epochs"], task.main_metric)
-        record["extras"]["resumed"] = [
-            *checkpoint["resumed"],
-            {"epoch": run.done_epochs + 1, "step": run.step, "at": records.now_iso()},
-        ]
-        say(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    record["epochs"] = checkpoint["epochs"]
+    record["best"], record["last"] = select_epochs(record["epochs"], run.task.main_metric)
+    record["extras"]["resumed"] = [
+        *checkpoint["resumed"],
+        {"epoch": run.done_epochs + 1, "step": run.step, "at": records.now_iso()},
+    ]
+    say(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
+
+
+def start_measuring(run: RunState) -> None:
+    """Peak memory counted from here; the progress bar started at the step the run is at."""
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
     efficiency.reset_peak_rss()
     run.bar = tqdm(
-        total=total_steps,
+        total=run.total_steps,
         initial=run.step,
-        disable=not trainer.progress or not distributed.is_main(),
+        disable=not run.cfg.trainer.progress or not distributed.is_main(),
         dynamic_ncols=True,
         desc="train",
     )
-    return run
 
 
 # -- the loop ----------------------------------------------------------------------------------------
 
 
-def train_epoch(run: Run, epoch: int, log: MetricsLog) -> tuple[float, float]:
+def train_epoch(run: RunState, epoch: int, log: MetricsLog) -> tuple[float, float]:
     """One epoch of optimizer steps, every hook in sight; returns (seconds, mean training loss)."""
     model, method, optimizer, scheduler = run.model, run.method, run.optimizer, run.scheduler
     model.train()
@@ -367,15 +425,16 @@ def train_epoch(run: Run, epoch: int, log: MetricsLog) -> tuple[float, float]:
     return time.perf_counter() - start, loss_sum / max(loss_count, 1)
 
 
-def evaluate_epoch(run: Run, epoch: int, seconds: float, train_loss: float, log: MetricsLog) -> None:
-    """Score the dev split(s), record the epoch, save the record and the checkpoint."""
+def evaluate_epoch(run: RunState, epoch: int, seconds: float, train_loss: float) -> dict[str, Any]:
+    """Score the dev split(s); returns the epoch's entry for the record. (The training peak of
+    memory is read first: evaluation's own allocations are left out of it.)"""
     if run.device.type == "cuda":
         run.train_peak_mib = max(run.train_peak_mib, torch.cuda.max_memory_allocated(run.device) / 2**20)
     start = time.perf_counter()
     metrics = run.task.evaluate(
         run.model, batch_size=run.cfg.trainer.eval_batch_size, device=run.device, autocast=run.autocast
     )
-    entry = {
+    return {
         "epoch": epoch,
         "step": run.step,
         "seconds": round(seconds, 3),
@@ -384,63 +443,83 @@ def evaluate_epoch(run: Run, epoch: int, seconds: float, train_loss: float, log:
         "countable": run.step >= run.method.first_countable_step(),
         "metrics": metrics,
     }
-    record = run.record
+
+
+def record_epoch(run: RunState, entry: dict[str, Any], log: MetricsLog) -> None:
+    """The epoch into the record (best and last picked again) and the log; rank 0 prints it and
+    writes the record, so the epochs so far survive a crash."""
+    record, metrics = run.record, entry["metrics"]
     record["epochs"].append(entry)
-    log.write({"step": run.step, "epoch": epoch, "eval": metrics})
+    log.write({"step": run.step, "epoch": entry["epoch"], "eval": metrics})
     record["best"], record["last"] = select_epochs(record["epochs"], run.task.main_metric)
     if distributed.is_main():
         run.bar.write(
-            f"[dora-bench] epoch {epoch}: "
+            f"[dora-bench] epoch {entry['epoch']}: "
             + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             + ("" if entry["countable"] else "  (budget not final yet: not eligible as best)")
         )
-        records.write_json_atomic(run.out_dir / records.RECORD_NAME, record)  # the epochs so far survive a crash
-    if run.cfg.trainer.checkpoint:  # on every process: sharded weights are gathered from all; rank 0 writes
-        save_checkpoint(
-            run.out_dir / records.CHECKPOINT_NAME,
-            record=record,
-            epoch=epoch,
-            step=run.step,
-            total_steps=run.total_steps,
-            model=run.model,
-            method=run.method,
-            optimizer=run.optimizer,
-            scheduler=run.scheduler,
-        )
-    if run.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(run.device)
+        records.write_json_atomic(run.out_dir / records.RECORD_NAME, record)
 
 
-def finish(run: Run) -> dict[str, Any]:
-    """The method's report and export, the per-run heatmap, the complete record."""
+def save_epoch_checkpoint(run: RunState, epoch: int) -> None:
+    """What a rerun resumes from (``trainer.checkpoint``). On every process: sharded weights are
+    gathered from all; rank 0 writes."""
+    if not run.cfg.trainer.checkpoint:
+        return
+    save_checkpoint(
+        run.out_dir / records.CHECKPOINT_NAME,
+        record=run.record,
+        epoch=epoch,
+        step=run.step,
+        total_steps=run.total_steps,
+        model=run.model,
+        method=run.method,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+    )
+
+
+def finish(run: RunState) -> None:
+    """The method's report, its final parameter count and the run's efficiency into the record
+    (on every process)."""
     run.bar.close()
-    record, method, model, out_dir = run.record, run.method, run.model, run.out_dir
+    record, method, model = run.record, run.method, run.model
     if run.device.type == "cuda":
         record["peak_gpu_mib"] = round(run.train_peak_mib, 1)
     record["extras"].update(method.report(model))
     # Budget-moving methods (DoRA, AdaLoRA) only know their paper count once the budget is final.
     record["trainable_params"]["paper"] = int(method.paper_trainable_params(model, run.target))
     record["extras"]["efficiency"] = efficiency.measure(record["epochs"], run.step, run.device, run.train_peak_mib)
-    if not distributed.is_main():  # rank 0 writes for the run
-        return record
+
+
+def save_outputs(run: RunState) -> None:
+    """Rank 0: the exported adapter, the rank heatmap (drawn by the report side), the resolved
+    config and the complete record; the checkpoint goes (the exported adapter is the result)."""
+    record, out_dir = run.record, run.out_dir
     print(efficiency.line(record))
-    record["artifacts"] = {"metrics": METRICS_NAME, **method.export(model, out_dir)}
-    grid = record["extras"].get("rank_allocation_grid")
-    if grid:
-        title = f"{run.cfg.method.name} on {run.cfg.task.name}, budget {run.cfg.budget}, seed {run.cfg.seed}"
-        save_allocation_heatmap(grid, out_dir / "rank_allocation.png", title)
-        record["artifacts"]["rank_allocation"] = "rank_allocation.png"
+    record["artifacts"] = {"metrics": METRICS_NAME, **run.method.export(run.model, out_dir)}
+    save_rank_heatmap(run)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
     record["extras"]["efficiency"]["adapter_mib"] = efficiency.artifact_mib(out_dir, record["artifacts"].get("adapter"))
     record.update(status="complete", finished_at=records.now_iso())
     records.write_json_atomic(out_dir / records.RECORD_NAME, record)
-    (out_dir / records.CHECKPOINT_NAME).unlink(missing_ok=True)  # the exported adapter is the result
+    (out_dir / records.CHECKPOINT_NAME).unlink(missing_ok=True)
     best = record["best"]
     print(
         f"[dora-bench] done: best epoch {best['epoch']} {run.task.main_metric} "
         f"{best['metrics'][run.task.main_metric]:.4f}; record {out_dir / records.RECORD_NAME}"
     )
-    return record
+
+
+def save_rank_heatmap(run: RunState) -> None:
+    """A budget-moving method's final ranks as ``rank_allocation.png`` (drawn by the report side)."""
+    grid = run.record["extras"].get("rank_allocation_grid")
+    if not grid:
+        return
+    cfg = run.cfg
+    title = f"{cfg.method.name} on {cfg.task.name}, budget {cfg.budget}, seed {cfg.seed}"
+    save_allocation_heatmap(grid, run.out_dir / "rank_allocation.png", title)
+    run.record["artifacts"]["rank_allocation"] = "rank_allocation.png"
 
 
 # -- helpers (each small enough to test alone) ----------------------------------------------
@@ -536,31 +615,6 @@ def linear_warmup_decay(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def pick_device(requested: str, num_gpus: int | str | None = None) -> torch.device:
-    """``trainer.device`` as a torch device (a data-parallel process: the GPU of its local rank)."""
-    from dora_bench.run.launch import pick_device as place
-
-    return torch.device(place(str(requested), num_gpus=num_gpus))
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
-def autocast_factory(
-    device: torch.device, precision: str, weights: str = "fp32"
-) -> Callable[[], AbstractContextManager]:
-    """bf16 autocast on GPU (``precision=auto``), fp32 on CPU unless the frozen weights are bf16
-    (then autocast everywhere: it is what lets fp32 adapters meet bf16 weights); returns a
-    context-manager factory."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and (device.type == "cuda" or weights != "fp32"))
-    if not use_bf16:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
 def say(message: str) -> None:
     """Print a progress line once per run: from rank 0 of a data-parallel run, as from a single process."""
     if distributed.is_main():
@@ -570,60 +624,3 @@ def say(message: str) -> None:
 def _cache_dir(cfg: DictConfig) -> Path | None:
     value = cfg.get("cache_dir")
     return Path(str(value)).expanduser() if value else None
-
-
-class MetricsLog:
-    """Append-only JSONL of training metrics (and the same lines to wandb when enabled);
-    a context manager, so a crashed run still closes its wandb run.
-
-    ``after_step``: resuming after that many steps; the lines up to it are kept and lines
-    of later steps (logged before the crash, about to be redone) dropped."""
-
-    def __init__(self, path: Path | None, wandb_run: Any = None, after_step: int | None = None) -> None:
-        if path is None:  # a data-parallel process other than rank 0: rank 0 keeps the log
-            path, after_step = Path(os.devnull), None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if after_step is not None and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if _logged_step(line) <= after_step]
-            path.write_text("".join(line + "\n" for line in kept))
-        self.handle = path.open("w" if after_step is None else "a")
-        self.wandb_run = wandb_run
-
-    def write(self, line: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(line) + "\n")
-        self.handle.flush()
-        if self.wandb_run is not None:
-            flat = {f"eval/{k}": v for k, v in line.get("eval", {}).items()} or {
-                f"train/{k}": v for k, v in line.items() if k not in ("step", "epoch") and v is not None
-            }
-            self.wandb_run.log(flat, step=line["step"])
-
-    def __enter__(self) -> MetricsLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.handle.close()
-        if self.wandb_run is not None:
-            self.wandb_run.finish(exit_code=1 if exc[0] else 0)
-
-
-def _logged_step(line: str) -> float:
-    """The step of a metrics line; a line cut short by a crash counts as after every step."""
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return math.inf
-
-
-def start_wandb(cfg: DictConfig, record: dict[str, Any]) -> Any:
-    """A wandb run when ``logger=wandb``: offline unless WANDB_MODE says otherwise."""
-    if cfg.logger != "wandb":
-        return None
-    try:
-        import wandb
-    except ImportError:
-        raise UserError("logger=wandb needs the wandb package: pip install 'dora-bench[wandb]'") from None
-    os.environ.setdefault("WANDB_MODE", "offline")
-    group = cfg.wandb_group or f"{cfg.task.name}-{cfg.method.name}-b{record['budget']}"
-    name = f"{cfg.task.name}-{cfg.method.name}-b{record['budget']}-s{cfg.seed}"
-    return wandb.init(project=cfg.wandb_project, group=group, name=name, config=record["config"])

@@ -5,8 +5,9 @@
         loss = model(**batch).loss
     metrics = task.evaluate(model, batch_size=64, device=device, autocast=autocast)
 
-``task.family`` in conf/task/<name>.yaml picks the loader: ``glue`` (Hub or the GLUE
-download script's TSVs), ``files`` (a researcher's own csv/tsv/json/jsonl/parquet),
+``task.family`` in conf/task/<name>.yaml picks the loader, registered by its module
+(``register_family``): ``glue`` (Hub or the GLUE download script's TSVs), ``files``
+(``classification_files.py``: a researcher's own csv/tsv/json/jsonl/parquet),
 ``demo`` (generated, no files), ``squad`` (span QA), ``summarization`` (XSum); for decoder
 LLMs ``commonsense`` (eight multiple-choice sets), ``gsm8k`` (maths word problems) and
 ``instruct`` (your own prompt/response files).
@@ -14,59 +15,33 @@ LLMs ``commonsense`` (eight multiple-choice sets), ``gsm8k`` (maths word problem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError
-from dora_bench.tasks.base import Task
+
+# Each family module registers itself (``base.register_family``) when imported; adding a family is
+# one line here. Their heavy dependencies (datasets, rouge-score...) load only when a task is read.
+from dora_bench.tasks import (
+    classification_files,  # noqa: F401  (registers "files")
+    commonsense,  # noqa: F401  (registers "commonsense")
+    demo,  # noqa: F401  (registers "demo")
+    glue,  # noqa: F401  (registers "glue")
+    gsm8k,  # noqa: F401  (registers "gsm8k")
+    instruct,  # noqa: F401  (registers "instruct")
+    squad,  # noqa: F401  (registers "squad")
+    summarization,  # noqa: F401  (registers "summarization")
+)
+from dora_bench.tasks.base import Task, TaskFamily, family_names, register_family, task_family
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def _loaders() -> dict[str, Callable[..., Task]]:
-    # imported here: a family's modules (datasets, rouge-score...) load only when used
-    from dora_bench.tasks.commonsense import load_commonsense
-    from dora_bench.tasks.demo import load_demo
-    from dora_bench.tasks.files import load_files
-    from dora_bench.tasks.glue import load_glue
-    from dora_bench.tasks.gsm8k import load_gsm8k
-    from dora_bench.tasks.instruct import load_instruct
-    from dora_bench.tasks.squad import load_squad
-    from dora_bench.tasks.summarization import load_summarization
-
-    return {
-        "glue": load_glue,
-        "files": load_files,
-        "demo": load_demo,
-        "squad": load_squad,
-        "summarization": load_summarization,
-        "commonsense": load_commonsense,
-        "gsm8k": load_gsm8k,
-        "instruct": load_instruct,
-    }
-
-
-#: The head each family needs: the backbone is built (and a dry run counts it) before any data is read.
-MODEL_KINDS = {
-    "glue": "sequence_classification",
-    "files": "sequence_classification",
-    "demo": "sequence_classification",
-    "squad": "question_answering",
-    "summarization": "seq2seq_lm",
-    "commonsense": "causal_lm",
-    "gsm8k": "causal_lm",
-    "instruct": "causal_lm",
-}
-
-
 def task_model_kind(task_cfg: Mapping[str, Any]) -> str:
-    """``sequence_classification`` | ``question_answering`` | ``seq2seq_lm`` | ``causal_lm`` for a task config."""
-    family = task_cfg.get("family")
-    if family not in MODEL_KINDS:
-        raise ConfigError(f"task.family={family!r} is not known: use one of {', '.join(MODEL_KINDS)}")
-    return MODEL_KINDS[family]
+    """The head the task's family needs (one of ``backbones.MODEL_KINDS``), before any data is read."""
+    return task_family(task_cfg.get("family")).model_kind
 
 
 def load_task(
@@ -76,13 +51,10 @@ def load_task(
     tokenised with ``tokenizer``; encodings are cached under ``cache_dir`` (None: no cache)."""
     if not isinstance(task_cfg, Mapping):
         raise ConfigError(f"task config must be a mapping, got {type(task_cfg).__name__}")
-    loaders = _loaders()
-    family = task_cfg.get("family")
-    if family not in loaders:
-        raise ConfigError(f"task.family={family!r} is not known: use one of {', '.join(loaders)}")
+    family = task_family(task_cfg.get("family"))
     if tokenizer.pad_token_id is None:
         raise ConfigError(f"tokenizer {type(tokenizer).__name__} has no pad token: batches can't be padded")
-    return loaders[family](task_cfg, tokenizer, Path(cache_dir) if cache_dir is not None else None)
+    return family.load(task_cfg, tokenizer, Path(cache_dir) if cache_dir is not None else None)
 
 
 def task_names() -> list[str]:
@@ -92,4 +64,13 @@ def task_names() -> list[str]:
     return sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
 
 
-__all__ = ["Task", "load_task", "task_names"]
+__all__ = [
+    "Task",
+    "TaskFamily",
+    "family_names",
+    "load_task",
+    "register_family",
+    "task_family",
+    "task_model_kind",
+    "task_names",
+]

@@ -1,8 +1,11 @@
 """What the training loop sees of a task: a train loader and an ``evaluate`` on the dev split(s).
 
 One subclass per head: sequence classification (GLUE, the demo, a researcher's files),
-span question answering (SQuAD), summarisation (XSum). Every split is tokenised once
-(and cached) when the task is loaded; batches are padded to their longest sequence.
+span question answering (SQuAD), summarisation (XSum), decoder LLMs. Every split is tokenised
+once (and cached) when the task is loaded; batches are padded to their longest sequence.
+
+And the registry of task families (``register_family``): each family module registers its
+loader and its model kind at its bottom, as each method module registers its method.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,10 +30,12 @@ from dora_bench.tasks.batching import EncodedDataset, PadCollator, Ragged, train
 if TYPE_CHECKING:
     from hashlib import _Hash
 
+    from transformers import PreTrainedTokenizerBase
+
 
 class Task:
     name: str
-    model_kind: str  # "sequence_classification" | "question_answering" | "seq2seq_lm"
+    model_kind: str  # the head it trains: one of backbones.MODEL_KINDS (its family registers the same)
     num_labels: int  # 1: regression (STS-B); otherwise classes (unused by QA / seq2seq)
     main_metric: str  # key of evaluate()'s result used for best epoch and tables
     eval_examples: int  # dev examples one evaluate() scores (MNLI: matched + mismatched)
@@ -156,3 +163,37 @@ def positive_int(cfg: Mapping[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"task.{key}={value!r} must be a positive integer")
     return value
+
+
+# -- the families: ``task.family`` in conf/task/<name>.yaml ----------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """A way of reading a task: ``load(task_cfg, tokenizer, cache_dir) -> Task``, and the head its
+    model needs (``model_kind``, the ``Task.model_kind`` of what it loads: the backbone is built,
+    and a dry run counts it, before any data is read)."""
+
+    name: str
+    load: Callable[[Mapping[str, Any], PreTrainedTokenizerBase, Path | None], Task]
+    model_kind: str
+
+
+_FAMILIES: dict[str, TaskFamily] = {}
+
+
+def register_family(name: str, load: Callable[..., Task], *, model_kind: str) -> None:
+    """Make ``load`` available as ``task.family=<name>``; each family module calls it at its bottom."""
+    if name in _FAMILIES:
+        raise ValueError(f"task family {name!r} is already registered (by {_FAMILIES[name].load.__module__})")
+    _FAMILIES[name] = TaskFamily(name, load, model_kind)
+
+
+def family_names() -> list[str]:
+    return list(_FAMILIES)
+
+
+def task_family(name: object) -> TaskFamily:
+    if name not in _FAMILIES:
+        raise ConfigError(f"task.family={name!r} is not known: use one of {', '.join(_FAMILIES)}")
+    return _FAMILIES[name]

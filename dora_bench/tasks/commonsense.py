@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache, llm_adapters
-from dora_bench.tasks.base import positive_int, require
+from dora_bench.tasks.base import positive_int, register_family, require
 from dora_bench.tasks.batching import EncodedDataset, Ragged
 from dora_bench.tasks.causal_lm import CausalLMTask, Example, encode_examples, encode_prompts, report_cut
 from dora_bench.tasks.llm_adapters import COMMONSENSE_FOLDERS
@@ -406,3 +406,6 @@ def synthetic_count(synthetic: Mapping[str, Any], which: str) -> int:
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"task.synthetic.{which}={count!r}: give task.synthetic={{train: N, eval: M}} with N, M >= 1")
     return count
+
+
+register_family("commonsense", load_commonsense, model_kind=CommonsenseTask.model_kind)

@@ -22,12 +22,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dora_bench.tasks.classification import SplitSource, TextSplit, build_classification_task
+from dora_bench.tasks.base import register_family
+from dora_bench.tasks.classification import (
+    SequenceClassificationTask,
+    SplitSource,
+    TextSplit,
+    build_classification_task,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from dora_bench.tasks.classification import SequenceClassificationTask
 
 #: Bump when the generator changes, so cached encodings of the old examples are not reused.
 DEMO_VERSION = 2
@@ -88,3 +93,6 @@ def load_demo(
         return SplitSource(split, identity, lambda: splits()[split])
 
     return build_classification_task(cfg, tokenizer, cache_dir, train=source("train"), dev=[source("dev")])
+
+
+register_family("demo", load_demo, model_kind=SequenceClassificationTask.model_kind)

@@ -16,14 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError
 from dora_bench.tasks import cache
-from dora_bench.tasks.base import require
-from dora_bench.tasks.classification import LabelSpec, SplitSource, TextSplit, build_classification_task, rows_to_split
+from dora_bench.tasks.base import register_family, require
+from dora_bench.tasks.classification import (
+    LabelSpec,
+    SequenceClassificationTask,
+    SplitSource,
+    TextSplit,
+    build_classification_task,
+    rows_to_split,
+)
 from dora_bench.tasks.readers import load_hub_split, read_tsv
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from dora_bench.tasks.classification import SequenceClassificationTask
 
 #: ``make(name, split, suffix)``: the source of one split, ``split`` being an entry of ``task.dev_sets``
 #: (or ``DEFAULT_TRAIN``) that names its Hub split and its TSV file.
@@ -108,3 +114,6 @@ def _hub_source(cfg: Mapping[str, Any], text_fields: Sequence[str], label_field:
         return SplitSource(name, identity, read, suffix)
 
     return make
+
+
+register_family("glue", load_glue, model_kind=SequenceClassificationTask.model_kind)

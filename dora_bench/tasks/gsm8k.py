@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache, llm_adapters
-from dora_bench.tasks.base import positive_int, require
+from dora_bench.tasks.base import positive_int, register_family, require
 from dora_bench.tasks.batching import EncodedDataset, Ragged
 from dora_bench.tasks.causal_lm import CausalLMTask, Example, encode_examples, encode_prompts, report_cut
 from dora_bench.tasks.commonsense import synthetic_count
@@ -350,3 +350,6 @@ def load_gsm8k(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache
         max_new_tokens=positive_int(cfg, "max_new_tokens"),
         num_beams=int(cfg["num_beams"]),
     )
+
+
+register_family("gsm8k", load_gsm8k, model_kind=GSM8KTask.model_kind)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache
-from dora_bench.tasks.base import positive_int, require
+from dora_bench.tasks.base import positive_int, register_family, require
 from dora_bench.tasks.batching import EncodedDataset, Ragged
 from dora_bench.tasks.causal_lm import CausalLMTask, Example, encode_examples, encode_prompts, report_cut
 from dora_bench.tasks.readers import read_table
@@ -168,3 +168,6 @@ def load_instruct(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, ca
         max_new_tokens=positive_int(cfg, "max_new_tokens"),
         loss_chunk_rows=None if chunk is None else positive_int(cfg, "loss_chunk_rows"),
     )
+
+
+register_family("instruct", load_instruct, model_kind=InstructTask.model_kind)

@@ -23,6 +23,7 @@ than ``null_threshold`` (0).
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -36,7 +37,7 @@ from torch import nn
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache
-from dora_bench.tasks.base import Task, evaluating, positive_int, require, to_device
+from dora_bench.tasks.base import Task, evaluating, positive_int, register_family, require, to_device
 from dora_bench.tasks.batching import EncodedDataset, Ragged, eval_batches
 from dora_bench.tasks.metrics import squad_metrics
 from dora_bench.tasks.readers import load_hub_split
@@ -351,50 +352,8 @@ def load_squad(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache
     main_metric = cfg.get("main_metric") or "f1"
     if main_metric not in ("exact_match", "f1"):
         raise ConfigError(f"task.main_metric={main_metric!r}: SQuAD reports exact_match and f1")
-    splits = {"train": require(cfg, "train_json"), "dev": require(cfg, "dev_json")}
-    hub_splits = {"train": "train", "dev": "validation"}
-
-    def source(split: str) -> tuple[dict, Callable[[], list[QAExample]]]:
-        if cfg.get("data_dir"):
-            path = Path(cfg["data_dir"]).expanduser() / splits[split]
-            if not path.is_file():
-                raise ConfigError(
-                    f"{path} does not exist: task.data_dir must hold {splits['train']} and {splits['dev']}"
-                )
-            return cache.file_identity(path), lambda: read_squad_json(path)
-        hub_id, revision = require(cfg, "hub_id"), cfg.get("hub_revision")
-        hint = f"task.data_dir=<dir holding the official {splits['train']} and {splits['dev']}>"
-        return (
-            {"hub_id": hub_id, "split": hub_splits[split], "revision": revision},
-            lambda: hub_examples(hub_id, hub_splits[split], revision, hint),
-        )
-
-    def encode(split: str) -> dict:
-        identity, read = source(split)
-
-        def build() -> dict:
-            examples = read()
-            if not examples:
-                raise DataError(f"task {name!r}: the {split} split has no questions")
-            features = build_features(
-                examples,
-                tokenizer,
-                max_length=settings["max_length"],
-                doc_stride=settings["doc_stride"],
-                max_query_length=settings["max_query_length"],
-                train=split == "train",
-            )
-            if split == "dev":
-                features["examples"] = {
-                    "id": [e.id for e in examples],
-                    "context": [e.context for e in examples],
-                    "answers": [e.answers for e in examples],
-                }
-            return features
-
-        return cache.cached(cache_dir, f"{name}-{split}", {**settings, "split": split, "data": identity}, build)
-
-    train, dev = encode("train"), encode("dev")
+    files = {"train": require(cfg, "train_json"), "dev": require(cfg, "dev_json")}
+    train, dev = (encoded_split(cfg, files, split, tokenizer, settings, cache_dir) for split in ("train", "dev"))
     train_set = EncodedDataset(
         {
             "input_ids": Ragged.from_dict(train["input_ids"]),
@@ -416,3 +375,61 @@ def load_squad(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, cache
         max_answer_length=int(cfg.get("max_answer_length", 30)),
         null_threshold=float(cfg.get("null_threshold", 0.0)),
     )
+
+
+def encoded_split(
+    cfg: Mapping[str, Any],
+    files: dict[str, str],
+    split: str,
+    tokenizer: PreTrainedTokenizerBase,
+    settings: dict,
+    cache_dir: Path | None,
+) -> dict:
+    """One split's features (``_build_split``), from the cache when its data and settings were seen before."""
+    identity, read = split_source(cfg, files, split)
+    build = functools.partial(_build_split, read, split, tokenizer, settings)
+    return cache.cached(cache_dir, f"{settings['task']}-{split}", {**settings, "split": split, "data": identity}, build)
+
+
+def split_source(
+    cfg: Mapping[str, Any], files: dict[str, str], split: str
+) -> tuple[dict, Callable[[], list[QAExample]]]:
+    """Where a split is read from, the official JSON (``files``) under ``task.data_dir`` or the Hub:
+    its identity for the cache key and its reader."""
+    if cfg.get("data_dir"):
+        path = Path(cfg["data_dir"]).expanduser() / files[split]
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist: task.data_dir must hold {files['train']} and {files['dev']}")
+        return cache.file_identity(path), functools.partial(read_squad_json, path)
+    hub_id, revision = require(cfg, "hub_id"), cfg.get("hub_revision")
+    hub_split = {"train": "train", "dev": "validation"}[split]
+    hint = f"task.data_dir=<dir holding the official {files['train']} and {files['dev']}>"
+    read = functools.partial(hub_examples, hub_id, hub_split, revision, hint)
+    return {"hub_id": hub_id, "split": hub_split, "revision": revision}, read
+
+
+def _build_split(
+    read: Callable[[], list[QAExample]], split: str, tokenizer: PreTrainedTokenizerBase, settings: dict
+) -> dict:
+    """The split's features (``build_features``); the dev split keeps its examples for scoring."""
+    examples = read()
+    if not examples:
+        raise DataError(f"task {settings['task']!r}: the {split} split has no questions")
+    features = build_features(
+        examples,
+        tokenizer,
+        max_length=settings["max_length"],
+        doc_stride=settings["doc_stride"],
+        max_query_length=settings["max_query_length"],
+        train=split == "train",
+    )
+    if split == "dev":
+        features["examples"] = {
+            "id": [e.id for e in examples],
+            "context": [e.context for e in examples],
+            "answers": [e.answers for e in examples],
+        }
+    return features
+
+
+register_family("squad", load_squad, model_kind=SquadTask.model_kind)

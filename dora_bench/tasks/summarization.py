@@ -9,6 +9,7 @@ to ``max_length`` tokens and summaries to ``max_target_length``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch import nn
 
 from dora_bench.errors import ConfigError, DataError
 from dora_bench.tasks import cache
-from dora_bench.tasks.base import Task, evaluating, lockstep_decoding, positive_int, require, to_device
+from dora_bench.tasks.base import Task, evaluating, lockstep_decoding, positive_int, register_family, require, to_device
 from dora_bench.tasks.batching import EncodedDataset, Ragged, eval_batches
 from dora_bench.tasks.metrics import rouge
 from dora_bench.tasks.readers import load_hub_split, read_table
@@ -102,63 +103,13 @@ def load_summarization(
     main_metric = cfg.get("main_metric") or "rougeL"
     if main_metric not in ROUGE_KEYS:
         raise ConfigError(f"task.main_metric={main_metric!r}: choose one of {', '.join(ROUGE_KEYS)}")
-    files = {"train": cfg.get("train_file"), "dev": cfg.get("dev_file")}
-    if bool(files["train"]) != bool(files["dev"]):
+    if bool(cfg.get("train_file")) != bool(cfg.get("dev_file")):
         raise ConfigError("give both task.train_file and task.dev_file (local files) or neither (the Hub)")
-
-    def read(split: str) -> tuple[dict, Callable[[], tuple[list[str], list[str]]]]:
-        if files["train"]:
-            path = Path(files[split]).expanduser()
-            if not path.is_file():
-                raise ConfigError(
-                    f"task.{split}_file={files[split]} does not exist: pass a jsonl/json/csv/tsv/parquet file"
-                )
-
-            def rows() -> tuple[list[str], list[str]]:
-                table = read_table(path)
-                return [r.text(document_field) for r in table], [r.text(summary_field) for r in table]
-
-            return cache.file_identity(path), rows
-        hub_id, revision = require(cfg, "hub_id"), cfg.get("hub_revision")
-        hub_split = {"train": "train", "dev": "validation"}[split]
-        hint = "task.train_file=<train.jsonl> task.dev_file=<validation.jsonl> (columns document, summary)"
-
-        def hub_rows() -> tuple[list[str], list[str]]:
-            ds = load_hub_split(hub_id, cfg.get("hub_config"), hub_split, revision=revision, hint=hint)
-            return list(ds[document_field]), list(ds[summary_field])
-
-        return {"hub_id": hub_id, "split": hub_split, "revision": revision}, hub_rows
-
-    def encode(split: str) -> dict:
-        identity, rows = read(split)
-
-        def build() -> dict:
-            documents, summaries = rows()
-            if not documents:
-                raise DataError(f"task {name!r}: the {split} split has no documents")
-            inputs = tokenizer(
-                documents, truncation=True, max_length=settings["max_length"], return_attention_mask=False
-            )["input_ids"]
-            labels = tokenizer(
-                summaries, truncation=True, max_length=settings["max_target_length"], return_attention_mask=False
-            )["input_ids"]
-            out = {"input_ids": Ragged.from_rows(inputs).to_dict(), "labels": Ragged.from_rows(labels).to_dict()}
-            if split == "dev":
-                out["references"] = summaries
-            return out
-
-        return cache.cached(cache_dir, f"{name}-{split}", {**settings, "split": split, "data": identity}, build)
-
-    def dataset(state: dict) -> EncodedDataset:
-        return EncodedDataset(
-            {"input_ids": Ragged.from_dict(state["input_ids"]), "labels": Ragged.from_dict(state["labels"])}
-        )
-
-    train, dev = encode("train"), encode("dev")
+    train, dev = (encoded_split(cfg, split, tokenizer, settings, cache_dir) for split in ("train", "dev"))
     return SummarizationTask(
         name,
-        dataset(train),
-        dataset(dev),
+        _dataset(train),
+        _dataset(dev),
         dev["references"],
         pad_token_id=tokenizer.pad_token_id,
         main_metric=main_metric,
@@ -167,3 +118,72 @@ def load_summarization(
         decode=lambda ids: tokenizer.batch_decode(ids, skip_special_tokens=True),
         rouge_stemmer=bool(cfg.get("rouge_stemmer", False)),
     )
+
+
+def encoded_split(
+    cfg: Mapping[str, Any], split: str, tokenizer: PreTrainedTokenizerBase, settings: dict, cache_dir: Path | None
+) -> dict:
+    """One split tokenised (``_encode``), from the cache when its data and settings were seen before."""
+    identity, rows = split_source(cfg, split, settings["fields"])
+    build = functools.partial(_encode, rows, split, tokenizer, settings)
+    return cache.cached(cache_dir, f"{settings['task']}-{split}", {**settings, "split": split, "data": identity}, build)
+
+
+def split_source(
+    cfg: Mapping[str, Any], split: str, fields: list[str]
+) -> tuple[dict, Callable[[], tuple[list[str], list[str]]]]:
+    """Where a split's (documents, summaries) come from, ``task.<split>_file`` or the Hub: its
+    identity for the cache key and its reader."""
+    if cfg.get("train_file"):
+        given = cfg[f"{split}_file"]
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"task.{split}_file={given} does not exist: pass a jsonl/json/csv/tsv/parquet file")
+        return cache.file_identity(path), functools.partial(_file_rows, path, fields)
+    hub_id, revision = require(cfg, "hub_id"), cfg.get("hub_revision")
+    hub_split = {"train": "train", "dev": "validation"}[split]
+    hint = "task.train_file=<train.jsonl> task.dev_file=<validation.jsonl> (columns document, summary)"
+    read = functools.partial(_hub_rows, hub_id, cfg.get("hub_config"), hub_split, revision, hint, fields)
+    return {"hub_id": hub_id, "split": hub_split, "revision": revision}, read
+
+
+def _file_rows(path: Path, fields: list[str]) -> tuple[list[str], list[str]]:
+    table = read_table(path)
+    document, summary = fields
+    return [r.text(document) for r in table], [r.text(summary) for r in table]
+
+
+def _hub_rows(
+    hub_id: str, hub_config: str | None, split: str, revision: str | None, hint: str, fields: list[str]
+) -> tuple[list[str], list[str]]:
+    ds = load_hub_split(hub_id, hub_config, split, revision=revision, hint=hint)
+    document, summary = fields
+    return list(ds[document]), list(ds[summary])
+
+
+def _encode(
+    rows: Callable[[], tuple[list[str], list[str]]], split: str, tokenizer: PreTrainedTokenizerBase, settings: dict
+) -> dict:
+    """Documents and summaries as token ids (truncated); the dev split keeps its reference summaries."""
+    documents, summaries = rows()
+    if not documents:
+        raise DataError(f"task {settings['task']!r}: the {split} split has no documents")
+    inputs = tokenizer(documents, truncation=True, max_length=settings["max_length"], return_attention_mask=False)[
+        "input_ids"
+    ]
+    labels = tokenizer(
+        summaries, truncation=True, max_length=settings["max_target_length"], return_attention_mask=False
+    )["input_ids"]
+    out = {"input_ids": Ragged.from_rows(inputs).to_dict(), "labels": Ragged.from_rows(labels).to_dict()}
+    if split == "dev":
+        out["references"] = summaries
+    return out
+
+
+def _dataset(state: dict) -> EncodedDataset:
+    return EncodedDataset(
+        {"input_ids": Ragged.from_dict(state["input_ids"]), "labels": Ragged.from_dict(state["labels"])}
+    )
+
+
+register_family("summarization", load_summarization, model_kind=SummarizationTask.model_kind)

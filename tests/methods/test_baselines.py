@@ -363,3 +363,46 @@ def test_adalora_takes_alpha_and_orthogonality_weight_with_its_scripts_rates(tas
     assert (method_cfg["alpha"], method_cfg["orth_reg_weight"]) == (alpha, orth)
     config = build_method(method_cfg).config
     assert (config.alpha, config.orth_reg_weight) == (alpha, orth)
+
+
+def test_adalora_export_of_a_module_pruned_to_rank_0_reloads_exactly(tmp_path, capsys):
+    """A module the allocator emptied is saved as 0 x d factors: no PeftWarning about a bad sharded
+    save, one line of ours, and plain peft reloads the adapter with the same logits."""
+    import warnings
+
+    from peft import PeftModel
+
+    model, target = tiny()
+    pristine = {k: v.clone() for k, v in model.state_dict().items()}
+    method = build_method({"name": "adalora", "target_r": 2})  # init_r = 3
+    model = method.apply(model, target)
+    method.on_train_begin(model, 40)
+    layers = sorted(method.final_ranks(model))
+    emptied = layers[:2]
+    pattern = {f"{name}.lora_E.default": [name not in emptied] * 2 + [False] for name in layers}
+    model.peft_config["default"].rank_pattern = pattern
+    with torch.no_grad():
+        for name, param in model.base_model.model.named_parameters():
+            if name.endswith("lora_E.default"):  # trained values, masked as the allocator masks them
+                values = torch.randn_like(param)
+                keep = torch.tensor(pattern[name], dtype=torch.bool).unsqueeze(1)
+                param.copy_(values.masked_fill(~keep, 0.0))
+            elif name.endswith(("lora_A.default", "lora_B.default")):
+                param.add_(torch.randn_like(param) * 0.1)
+    assert sorted(n for n, r in method.final_ranks(model).items() if r == 0) == emptied
+    model.eval()
+    ids = torch.randint(3, 259, (3, 9), generator=torch.Generator().manual_seed(2))
+    expected = model(input_ids=ids).logits
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        method.export(model, tmp_path)
+    assert not [w for w in caught if "invalid shape" in str(w.message)]
+    assert "AdaLoRA pruned 2 module(s) to rank 0: exported as empty (no-update) adapters" in capsys.readouterr().out
+    fresh, _ = tiny()
+    fresh.load_state_dict(pristine)
+    reloaded = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter")).eval()
+    actual = reloaded(input_ids=ids).logits
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    plain, _ = tiny()
+    plain.load_state_dict(pristine)
+    assert not torch.allclose(actual, plain.eval()(input_ids=ids).logits, atol=1e-3)  # the adapter does something

@@ -13,8 +13,8 @@ from dora_bench.backbones import BackboneConfig, adapt_target, load_model
 from dora_bench.errors import ConfigError
 from dora_bench.methods import build_method
 from dora_bench.methods.dora import DoRALinear
-from dora_bench.methods.linears import fan_in_fan_out, features
 from dora_bench.methods.lora import LoRALinear
+from dora_bench.methods.shared.linears import fan_in_fan_out, features
 from support import CONF_DIR
 
 DECODERS = ("tiny-llama", "tiny-gpt2")

@@ -253,7 +253,7 @@ def test_layer_forward_in_training_drops_the_input_and_rescales_it():
     x = torch.randn(6, 5)
     delta = (8.0 / 3) * layer.lora_B @ torch.diag(layer.lora_c) @ layer.lora_A
     torch.manual_seed(1)
-    # the mask the layer draws from the same seed (methods/dropout.py on a CPU: 16-bit slices of random
+    # the mask the layer draws from the same seed (methods/shared/dropout.py on a CPU: 16-bit slices of random
     # int64s, kept at or above round(p 2^16) - 2^15 = -16384; p = 0.25 is exact at that resolution)
     bits = torch.randint(-(1 << 63), (1 << 63) - 1, (8,), dtype=torch.int64)  # ceil(30 / 4) draws
     keep = (bits.view(torch.int16)[:30].view(x.shape) >= -16384).float()

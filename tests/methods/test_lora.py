@@ -11,8 +11,8 @@ from torch import nn
 from dora_bench.backbones import BackboneConfig, adapt_target, load_model
 from dora_bench.errors import ConfigError
 from dora_bench.methods import build_method
-from dora_bench.methods.dropout import InputDropout, drop_input
 from dora_bench.methods.lora import LoRALinear
+from dora_bench.methods.shared.dropout import InputDropout, drop_input
 from support import CONF_DIR
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from dora_bench.methods.allocation import allocation_grid
 from dora_bench.methods.dora import components_to_prune, random_arm_seed, scheduled_pruned, training_phases
-from dora_bench.report.cells import Run, load_runs
+from dora_bench.methods.shared.allocation import allocation_grid
+from dora_bench.report.cells import RunRecord, load_runs
 from dora_bench.report.diagnostics import (
     diagnose,
     diagnose_all,
@@ -29,14 +29,14 @@ TYPES = ("attention.self.query", "attention.self.key", "attention.self.value", "
 MODULES = [f"bert.encoder.layer.{i}.{t}" for i in range(12) for t in TYPES]  # 72 modules
 
 
-def run_of(seed: int, ranks: list[int], b0: int = 12, method: str = "dora", variant: str | None = None) -> Run:
+def run_of(seed: int, ranks: list[int], b0: int = 12, method: str = "dora", variant: str | None = None) -> RunRecord:
     record = {
         "task": "sst2", "backbone": "minilm", "method": method, "variant": variant, "budget": 8, "seed": seed,
         "status": "complete",
         "extras": {"rank_allocation_grid": allocation_grid(dict(zip(MODULES, ranks))), "init_budget": b0,
                    "final_trainable_params": 1000 + seed},
     }  # fmt: skip
-    return Run(Path(f"/nowhere/seed{seed}/record.json"), record)
+    return RunRecord(Path(f"/nowhere/seed{seed}/record.json"), record)
 
 
 def test_a_planted_allocation_agrees_perfectly_and_spreads_as_planted():

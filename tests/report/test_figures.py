@@ -8,7 +8,7 @@ import pytest
 from test_tables import write_run  # pytest puts tests/ on sys.path
 
 from dora_bench import records
-from dora_bench.methods.allocation import allocation_grid
+from dora_bench.methods.shared.allocation import allocation_grid
 from dora_bench.report.cells import load_runs
 from dora_bench.report.figures import mean_grid, pool_allocations, seed_points, write_figures
 

@@ -529,3 +529,32 @@ def test_records_of_one_other_backbone_fill_the_tables_without_being_asked(tmp_p
     write_run(tmp_path, task="rte", method="lora", seed=1, best=0.72)  # roberta-base too: the paper's wins
     main(["--results-dir", str(tmp_path), "--seeds", "1", "--no-figures"])
     assert "GLUE (roberta-base)" in (tmp_path / "tables" / "table2.md").read_text()
+
+
+def test_bold_and_avg_follow_the_statistic_asked_for(tmp_path):
+    """Mean and median disagree on RTE: LoRA 50/60/91 (mean 67, median 60), DoRA 64/65/66 (65, 65);
+    every other task 80 for both."""
+    rte = {"lora": (0.50, 0.60, 0.91), "dora": (0.64, 0.65, 0.66)}
+    for method, scores in rte.items():
+        for task in ("rte", "mrpc", "stsb", "cola", "sst2", "qnli", "qqp", "mnli"):
+            for seed in range(3):
+                write_run(tmp_path, task=task, method=method, seed=seed, best=scores[seed] if task == "rte" else 0.80)
+    runs = load_runs(tmp_path)
+    for stat, best_rte, averages in (("mean", "LoRA 8", (78.375, 78.125)), ("median", "DoRA 8", (77.5, 78.125))):
+        table = table2(runs, Settings(stat=stat, seeds=3))
+        cells = csv_cells(table)
+        assert [row for row in ("LoRA 8", "DoRA 8") if cells[(row, "RTE")]["best"] == "True"] == [best_rte]
+        rows = [next(i for i, r in enumerate(table.rows) if r.labels == (m, "8")) for m in ("LoRA", "DoRA")]
+        # Avg: (RTE + 7 x 80) / 8 with RTE's mean (67, 65) or median (60, 65)
+        assert [table.average_of(i)[0] for i in rows] == pytest.approx(averages)
+
+
+def test_the_efficiency_table_compares_budget_free_rows_too(tmp_path):
+    """Table 9 has no budget blocks: Full FT's smaller memory (no budget) is the bold one."""
+    for method, peak in (("lora", 4000.0), ("full_ft", 3000.0)):
+        path = write_run(tmp_path, task="qnli", method=method, seed=0, best=0.9, variant="epoch1")
+        record = records.read_record(path)
+        record["peak_gpu_mib"] = peak
+        records.write_json_atomic(path, record)
+    cells = csv_cells(table9(load_runs(tmp_path), Settings(seeds=1)))
+    assert cells[("Full FT", "GPU MiB")]["best"] == "True" and cells[("LoRA", "GPU MiB")]["best"] == "False"

@@ -129,3 +129,69 @@ def test_sweep_launcher_configs_print_with_cfg(launcher, target):
     )
     assert result.returncode == 0, result.stderr
     assert f"{target}" in result.stdout and "sweep's first job" in result.stderr
+
+
+# -- the command line is read by Hydra's own parser ----------------------------------------------
+
+
+def hydra_flags():
+    """Every (flag spelling, value it takes) of the Hydra installed: its own parser says."""
+    from hydra._internal.utils import get_args_parser
+
+    for action in get_args_parser()._actions:
+        for flag in action.option_strings:
+            if action.nargs == 0:
+                yield flag, []
+            elif action.choices:
+                yield flag, [sorted(action.choices)[0]]
+            else:
+                yield flag, ["VALUE"]
+
+
+@pytest.mark.parametrize("flag, value", list(hydra_flags()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_hydra_flag_leaves_the_overrides_to_be_checked(flag, value, tmp_path, monkeypatch, capsys):
+    """Whatever flag stands before it (with or without a value), the override after it is the one
+    checked: a Hydra upgrade that adds a flag or a value to one can't make us check the wrong words."""
+    from dora_bench.run import cli
+
+    value = [str(tmp_path)] if flag in ("--config-dir", "-cd") else value
+    monkeypatch.setattr(sys, "argv", ["dora-bench", flag, *value, "method=nope", f"results_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    if flag == "--version":  # argparse's version action prints Hydra's version and stops, as in Hydra
+        assert stopped.value.code == 0 and "Hydra" in capsys.readouterr().out
+        return
+    assert stopped.value.code == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_a_flag_hydra_does_not_know_is_one_line(monkeypatch, capsys):
+    from dora_bench.run import cli
+
+    monkeypatch.setattr(sys, "argv", ["dora-bench", "--no-such-flag", "task=demo"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert stopped.value.code == 2 and len(err) == 1
+    assert err[0].startswith("dora-bench: error: unrecognized arguments: --no-such-flag")
+
+
+@pytest.mark.parametrize("launcher", ["local_gpus", "slurm"])
+def test_a_launcher_without_its_plugin_names_the_extra(launcher, monkeypatch, capsys):
+    from dora_bench.run import cli
+
+    monkeypatch.setattr(cli, "_installed", lambda module: False)
+    with pytest.raises(SystemExit) as stopped:
+        cli.check_overrides([f"hydra/launcher={launcher}", "task=demo"])
+    assert stopped.value.code == 2
+    assert "pip install 'dora-bench[launchers]'" in capsys.readouterr().err
+
+
+def test_help_names_the_project_and_the_commands_used_most():
+    result = dora_bench("--help")
+    assert result.returncode == 0, result.stderr
+    first, *_ = result.stdout.splitlines()
+    assert first.startswith("dora-bench: ") and "powered by Hydra" not in result.stdout
+    assert "Usage: dora-bench" in result.stdout
+    for command in ("dora-bench task=demo", "dora-bench -m experiment=", "dora-bench-tables"):
+        assert command in result.stdout

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dora_bench.errors import ConfigError
-from dora_bench.report.cells import Run
+from dora_bench.report.cells import RunRecord
 from dora_bench.report.study import AnalysisPlan, CellSpec, learnt_nothing, pick_rates
 from dora_bench.study.driver import Planned, eta_minutes
 from dora_bench.study.plan import RunSpec, expand, load_study
@@ -85,10 +85,10 @@ def test_bad_study_files_are_refused_in_one_line(tmp_path, change, words):
         load_study(write_study(tmp_path, {**STUDY, **change}))
 
 
-def record(method: str, lr: float, score: float | None, task: str = "stsb", budget: int | None = 8) -> Run:
+def record(method: str, lr: float, score: float | None, task: str = "stsb", budget: int | None = 8) -> RunRecord:
     status = "complete" if score is not None else "failed"
     best = {"metrics": {"pearson": score}} if score is not None else None
-    return Run(Path(f"/x/{method}{lr}"), {"method": method, "task": task, "budget": budget, "status": status,
+    return RunRecord(Path(f"/x/{method}{lr}"), {"method": method, "task": task, "budget": budget, "status": status,
                                           "main_metric": "pearson", "best": best, "extras": {"lr": lr}})  # fmt: skip
 
 

@@ -1,15 +1,17 @@
 """Every task family builds the head its tasks train.
 
-The loop builds the backbone from ``MODEL_KINDS[family]`` before any data is read (a dry run
-counts its parameters that way), so the table must name, family by family, the kind of model
-the loaded task feeds: a batch of each family's task goes through a tiny model of that kind.
+The loop builds the backbone from the model kind each family registers (``register_family``)
+before any data is read (a dry run counts its parameters that way), so the registry must name,
+family by family, the kind of model the loaded task feeds: a batch of each family's task goes
+through a tiny model of that kind.
 """
 
 import json
 
 import pytest
 
-from dora_bench.tasks import MODEL_KINDS, load_task, task_model_kind
+from dora_bench.backbones import MODEL_KINDS
+from dora_bench.tasks import family_names, load_task, task_family, task_model_kind
 
 
 def glue(tmp_path, write, task_cfg):
@@ -70,7 +72,8 @@ BACKBONE = {"seq2seq_lm": "tiny-bart", "causal_lm": "tiny-llama"}  # every other
 
 
 def test_every_family_has_a_case_here():
-    assert set(FAMILIES) == set(MODEL_KINDS)
+    assert set(FAMILIES) == set(family_names())
+    assert {task_family(name).model_kind for name in family_names()} <= set(MODEL_KINDS)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -81,7 +84,7 @@ def test_the_declared_model_kind_is_the_one_the_task_feeds(
     assert cfg["family"] == family
     task = load_task(cfg, byte_tokenizer)
     kind = task_model_kind(cfg)
-    assert kind == MODEL_KINDS[family] == task.model_kind
+    assert kind == task_family(family).model_kind == task.model_kind
     # a model of the declared kind takes the task's batches and gives a loss
     batch = next(iter(task.train_loader(1, seed=0)))
     model = tiny_model(BACKBONE.get(kind, "tiny"), kind, num_labels=task.num_labels or 2)

@@ -102,6 +102,27 @@ def test_squad_v2_scores_of_a_small_dev_set_by_hand():
 def test_squad_missing_prediction_scores_zero():
     scores = metrics.squad_metrics({"q1": "a cat"}, {"q1": ["cat"], "q2": ["dog"]})
     assert scores == pytest.approx({"exact_match": 0.5, "f1": 0.5})
+    # the missing one first: the questions after it are still scored (1 of 2 right, not 0)
+    scores = metrics.squad_metrics({"q2": "dog"}, {"q1": ["cat"], "q2": ["dog"]})
+    assert scores == pytest.approx({"exact_match": 0.5, "f1": 0.5})
+
+
+def test_squad_of_no_questions_is_zero_under_both_names():
+    assert metrics.squad_metrics({}, {}) == {"exact_match": 0.0, "f1": 0.0}
+
+
+def test_f1_without_any_positive_is_zero_not_one():
+    # TP = FP = FN = 0 (every label and prediction negative): F1 is undefined, scored 0 as GLUE's
+    # scripts (sklearn's zero_division=0) do; zero_division=1 would give 1.0
+    assert metrics.f1([0, 0, 0], [0, 0, 0]) == 0.0
+
+
+def test_correlation_of_two_points_and_of_labels_one_apart():
+    # two distinct points lie on a line: r = 1 (not "too few to correlate")
+    assert metrics.pearson([1.0, 2.0], [3.0, 5.0]) == pytest.approx(1.0)
+    # labels spanning exactly 1 are not constant: y = 0.5 x + 0.25 over x in [-0.5, 1.5], r = 1
+    assert metrics.pearson([-0.5, 0.5, 1.5], [0.0, 0.5, 1.0]) == pytest.approx(1.0)
+    assert metrics.pearson([1.0, 2.0, 3.0], [4.0, 4.0, 4.0]) == 0.0  # constant labels: 0, not nan
 
 
 def test_rouge_with_stemming():

@@ -14,14 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from dora_bench.errors import ConfigError
 from dora_bench.tasks import cache
-from dora_bench.tasks.base import require
-from dora_bench.tasks.classification import LabelSpec, SplitSource, build_classification_task, rows_to_split
+from dora_bench.tasks.base import register_family, require
+from dora_bench.tasks.classification import (
+    LabelSpec,
+    SequenceClassificationTask,
+    SplitSource,
+    build_classification_task,
+    rows_to_split,
+)
 from dora_bench.tasks.readers import FILE_FORMATS, read_table
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-    from dora_bench.tasks.classification import SequenceClassificationTask
 
 
 def load_files(
@@ -45,3 +49,6 @@ def load_files(
     return build_classification_task(
         cfg, tokenizer, cache_dir, train=source("train_file", "train"), dev=[source("dev_file", "dev")]
     )
+
+
+register_family("files", load_files, model_kind=SequenceClassificationTask.model_kind)

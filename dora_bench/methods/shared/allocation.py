@@ -2,22 +2,14 @@
 
 A method that distributes a budget (DoRA, AdaLoRA) reports ``{module name: rank}``;
 ``allocation_grid`` turns that into rows (layers, in model order) and columns (the
-six adapted module types), so two methods' allocations can be set side by side, and
-``draw_rank_heatmap`` draws one (each run's own PNG, and the panels of Figure 2).
+six adapted module types), so two methods' allocations can be set side by side;
+``dora_bench.report.heatmaps`` draws them (each run's own PNG, and the panels of Figure 2).
 """
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-    from matplotlib.image import AxesImage
+from typing import Any
 
 # (pattern on the module's dotted name, column label). First match wins, so the more
 # specific RoBERTa "attention.output.dense" precedes the FFN "output.dense". Decoder LLMs: Llama's
@@ -79,68 +71,3 @@ def _row_key(row: str) -> tuple[int, int]:
     if row.startswith("dec "):
         return (1, int(row[4:]))
     return (0, int(row))
-
-
-# -- drawing: one run's heatmap (written beside its record) and the paper figure's panels ----------
-
-
-def draw_rank_heatmap(
-    ax: Axes, grid: dict[str, Any], *, title: str = "", vmax: float | None = None, decimals: int = 0
-) -> AxesImage:
-    """A rank grid (``allocation_grid``'s layout; values may be means over seeds, so ``decimals``
-    sets how the cell labels print) on the matplotlib axes ``ax``; returns the image for a colour bar."""
-    import numpy as np
-
-    values = np.array([[np.nan if v is None else v for v in row] for row in grid["values"]], dtype=float)
-    top = vmax if vmax is not None else np.nanmax(values)
-    image = ax.imshow(values, cmap="YlGnBu", aspect="auto", vmin=0, vmax=top)
-    ax.set_xticks(range(len(grid["columns"])), grid["columns"])
-    ax.set_yticks(range(len(grid["rows"])), grid["rows"])
-    ax.set_xlabel("module type")
-    ax.set_ylabel("layer")
-    if title:
-        ax.set_title(title)
-    if values.size <= 200:  # numbers stay readable up to roberta-base's 12 x 6
-        for (i, j), v in np.ndenumerate(values):
-            if not np.isnan(v):
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.{decimals}f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if v > 0.6 * top else "black",
-                )
-    return image
-
-
-def save_allocation_heatmap(grid: dict[str, Any], path: Path, title: str) -> Path:
-    """One run's rank allocation as a PNG."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(grid["columns"]), 1.2 + 0.35 * len(grid["rows"])))
-    image = draw_rank_heatmap(ax, grid, title=title)
-    fig.colorbar(image, ax=ax, label="rank (kept components)")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def pyplot() -> ModuleType:
-    """matplotlib's pyplot on the file-only backend (runs happen on headless boxes), imported on first use."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Figure, path: Path, dpi: int = 150) -> Path:
-    """Write atomically (temp file + rename) and close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    pyplot().close(fig)
-    os.replace(tmp, path)
-    return path
