@@ -163,9 +163,8 @@ def results_table(plan: AnalysisPlan, runs: list[RunRecord]) -> list[str]:
         lines.append(f"| {name} | {rates_of(used)} | " + " | ".join(texts) + f" | {avg} |")
     if plan.chance:
         chance = [
-            f"{100 * max(k, n - k) / n:.2f}" if t in plan.chance else "0" if t in ("cola", "stsb") else ""
-            for t in plan.tasks
-            for k, n in [plan.chance.get(t, (0, 1))]
+            f"{100 * max(k, n - k) / n:.2f}" if (k, n) != (0, 1) else ""
+            for k, n in (plan.chance.get(t, (0, 1)) for t in plan.tasks)
         ]
         lines.append("| majority class | | " + " | ".join(chance) + " | |")
     return lines
