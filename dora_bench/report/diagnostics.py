@@ -266,7 +266,7 @@ def table_rows(found: list[AllocationDiagnostics]) -> list[dict[str, Any]]:
     return rows
 
 
-def _round(value: float | None, digits: int = 3) -> float | None:
+def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(value, digits)
 
 

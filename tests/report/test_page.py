@@ -67,10 +67,21 @@ def page_cells_from_html(html: str) -> list[dict]:
     return found
 
 
+def assert_diagnostics_match_csv(html: str, results: Path) -> None:
+    """Every dynamic-rank cell's agreement and spread in tables/allocation_diagnostics.csv is on the page."""
+    with (results / "tables" / "allocation_diagnostics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows
+    for row in rows:
+        agreement = "—" if not row["agreement"] else f"{float(row['agreement']):.2f}"
+        spread = f"{float(row['spread']):.2f} ({float(row['spread_min']):.2f}-{float(row['spread_max']):.2f})"
+        assert f"<td>{agreement}</td>" in html and f"<td>{spread}</td>" in html, row
+
+
 def csv_rows(results: Path) -> list[dict]:
     rows = []
     for path in sorted((results / "tables").glob("*.csv")):
-        if path.name != "all_runs.csv":
+        if path.name not in ("all_runs.csv", "allocation_diagnostics.csv"):  # other schemas, checked apart
             with path.open(newline="") as handle:
                 rows += list(csv.DictReader(handle))
     return rows
@@ -228,6 +239,7 @@ def test_the_minilm_page_shows_the_committed_csv_numbers():
 
     html5lib.HTMLParser(strict=True).parse(html)
     assert_runs_match_csv(html, results)
+    assert_diagnostics_match_csv(html, results)
     rows = csv_rows(results)
     numbers = sum(1 for row in rows if row["value"])
     assert numbers > 90 and assert_numbers_match_csv(page_cells_from_html(html), rows) == numbers
