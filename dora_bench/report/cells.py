@@ -276,7 +276,7 @@ def differences(runs: list[RunRecord]) -> dict[str, list[Any]]:
     record lacks (a run that failed before it read its data) is not compared."""
     flat = [own_rate_only(flatten_config(run.record.get("config") or {})) for run in runs]
     ignored = {"seed"} | ({"budget"} if all(run.key[4] is None for run in runs) else set())  # Full FT, BitFit
-    keys = sorted(k for k in {k for f in flat for k in f} - ignored if not _bookkeeping(k))
+    keys = sorted(k for k in {k for f in flat for k in f} - ignored if not is_bookkeeping(k))
     found = {k: [f.get(k, "<absent>") for f in flat] for k in keys}
     found = {k: values for k, values in found.items() if len({json.dumps(v, sort_keys=True) for v in values}) > 1}
     facts = {
@@ -301,7 +301,7 @@ def own_rate_only(flat: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not k.startswith("lr_picks.") or k == own}
 
 
-def _bookkeeping(key: str) -> bool:
+def is_bookkeeping(key: str) -> bool:
     return key in BOOKKEEPING_KEYS or is_execution_key(key)
 
 

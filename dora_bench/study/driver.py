@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from dora_bench import records
 from dora_bench.errors import UserError
-from dora_bench.report.cells import Settings, load_runs
+from dora_bench.records import flatten_config
+from dora_bench.report.cells import Settings, is_bookkeeping, load_runs, own_rate_only
 from dora_bench.report.study import StageProgress, analysis_markdown, pick_rates
 from dora_bench.study.plan import RunSpec, Stage, Study, expand, load_study
 
@@ -58,6 +60,7 @@ class RecordPaths:
         self._context = initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")
         self._context.__enter__()
         self._known: dict[tuple[str, ...], Path] = {}
+        self.configs: dict[Path, dict[str, Any]] = {}  # record path -> the config its run will have
 
     def __call__(self, spec: RunSpec) -> Path:
         if spec.overrides not in self._known:
@@ -78,6 +81,7 @@ class RecordPaths:
                 seed=cfg.seed,
             )
             self._known[spec.overrides] = folder / records.RECORD_NAME
+            self.configs[folder / records.RECORD_NAME] = OmegaConf.to_container(cfg, resolve=True)
         return self._known[spec.overrides]
 
     def close(self) -> None:
@@ -117,10 +121,22 @@ def write_picks(study: Study, stage: Stage) -> dict[str, Any] | None:
 class Planned:
     spec: RunSpec
     record: Path
+    config: dict[str, Any] | None = None  # the config the run will have; None: not checked
 
     @property
     def done(self) -> bool:
         return records.is_complete(self.record)
+
+    def mismatch(self) -> list[str]:
+        """What a complete record at this run's path was made with that this run would not be: the config
+        keys both have that decide what a run learns (``cells.differences``' rule); empty when it is this run's."""
+        found = records.read_record(self.record) if self.config is not None else None
+        if not found or found.get("status") != "complete":
+            return []
+        theirs, ours = (own_rate_only(flatten_config(c)) for c in (found.get("config") or {}, self.config))
+        # a key only one side has is a setting added or dropped since (its default kept the old behaviour)
+        keys = {k for k in set(theirs) & set(ours) if not is_bookkeeping(k) and k != "seed"}
+        return sorted(f"{k}: {theirs.get(k)} there, {ours.get(k)} here" for k in keys if theirs.get(k) != ours.get(k))
 
 
 def plan_runs(study: Study, stages: list[Stage], data_dir: str | None, paths: RecordPaths) -> list[Planned]:
@@ -130,7 +146,17 @@ def plan_runs(study: Study, stages: list[Stage], data_dir: str | None, paths: Re
         if stage.pick:
             picks = write_picks(study, stage) or picks
             continue
-        planned += [Planned(spec, paths(spec)) for spec in expand(study, stage, picks, data_dir)]
+        for spec in expand(study, stage, picks, data_dir):
+            path = paths(spec)
+            planned.append(Planned(spec, path, paths.configs.get(path)))
+    wrong = [(p, p.mismatch()) for p in planned]
+    wrong = [(p, diff) for p, diff in wrong if diff]
+    if wrong:
+        first, diff = wrong[0]
+        raise UserError(
+            f"{len(wrong)} complete record(s) were made with other settings than the study asks for, e.g. "
+            f"{first.record} ({'; '.join(diff[:3])}): move them aside (their own results_dir) or delete them"
+        )
     return planned
 
 

@@ -156,3 +156,11 @@ def test_a_small_study_runs_resumes_and_reports_as_declared(tmp_path):
     ]
     plan = drive(tmp_path, "plan")
     assert plan.stdout.count("done  ") == 6 and "left  " not in plan.stdout
+
+    # the same study asking for longer runs: the records there were made otherwise, so none counts as done
+    write_study(
+        tmp_path, {**STUDY, "overrides": [o.replace("max_steps=20", "max_steps=30") for o in STUDY["overrides"]]}
+    )
+    longer = drive(tmp_path, "plan")
+    assert longer.returncode == 2 and "were made with other settings" in longer.stderr
+    assert "trainer.max_steps: 20 there, 30 here" in longer.stderr
