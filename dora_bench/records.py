@@ -136,6 +136,20 @@ def run_dir(
     return Path(results_dir) / "runs" / task / backbone / method_part / budget_part / f"seed{seed}"
 
 
+def run_dir_of(cfg: Any, budget: int | None) -> Path:
+    """``run_dir`` of a composed run config (``cfg.results_dir``, ``cfg.task.name``, ...): where ``train``
+    writes that run, and where a study looks for it. ``budget``: None for a method ``budget=`` doesn't size."""
+    return run_dir(
+        cfg.results_dir,
+        task=cfg.task.name,
+        backbone=cfg.backbone.name,
+        method=cfg.method.name,
+        variant=cfg.variant,
+        budget=budget,
+        seed=cfg.seed,
+    )
+
+
 def new_record(**fields: Any) -> dict[str, Any]:
     """A record with every schema key present (unknown keys are a bug: refused)."""
     unknown = set(fields) - set(RECORD_KEYS)

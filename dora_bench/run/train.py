@@ -57,15 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
     budget = int(cfg.budget) if method.uses_budget else None
-    out_dir = records.run_dir(
-        cfg.results_dir,
-        task=cfg.task.name,
-        backbone=cfg.backbone.name,
-        method=cfg.method.name,
-        variant=cfg.variant,
-        budget=budget,
-        seed=cfg.seed,
-    )
+    out_dir = records.run_dir_of(cfg, budget)
     record = start_record(cfg, budget)
     if cfg.dry_run:
         return dry_run(cfg, method, record, out_dir / "dry_run.json")

@@ -71,15 +71,7 @@ class RecordPaths:
             overrides = [o[1:] if o.startswith("+experiment=") else o for o in spec.overrides]
             cfg = compose(config_name="config", overrides=overrides)
             budget = int(cfg.budget) if method_class(cfg.method.name).uses_budget else None
-            folder = records.run_dir(
-                cfg.results_dir,
-                task=cfg.task.name,
-                backbone=cfg.backbone.name,
-                method=cfg.method.name,
-                variant=cfg.variant,
-                budget=budget,
-                seed=cfg.seed,
-            )
+            folder = records.run_dir_of(cfg, budget)
             self._known[spec.overrides] = folder / records.RECORD_NAME
             self.configs[folder / records.RECORD_NAME] = OmegaConf.to_container(cfg, resolve=True)
         return self._known[spec.overrides]
