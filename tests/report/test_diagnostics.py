@@ -129,3 +129,12 @@ def test_the_report_page_shows_each_cell_s_diagnostics():
     assert len(rows) == 2 and "<td>1.00</td>" in rows[0] and 'data-method="dora"' in rows[0]
     assert html.count("<circle") == 6  # one dot per seed
     assert allocation_diagnostics_section([], "sst2", "minilm") == ""
+
+
+def test_type_means_carry_a_student_t_interval_over_seeds():
+    from dora_bench.report.diagnostics import t_interval
+
+    # mean 2, sample std 1, n = 3: half-width t(0.975, df 2) / sqrt(3) = 4.30265 / 1.73205 = 2.48414
+    low, high = t_interval(np.array([1.0, 2.0, 3.0]))
+    assert (low, high) == pytest.approx((2 - 2.48414, 2 + 2.48414), abs=1e-4)
+    assert t_interval(np.array([5.0])) == (None, None)
