@@ -436,8 +436,11 @@ def default_backbone(make: Callable[..., Table], runs: list[RunRecord]) -> str:
     return next(iter(present)) if len(present) == 1 and paper not in present else paper
 
 
-def write_tables(results_dir: str | Path, settings: Settings, backbone: str | None = None) -> list[Path]:
-    """Write every table under ``<results_dir>/tables/``; returns the paths written."""
+def write_tables(
+    results_dir: str | Path, settings: Settings, backbone: str | None = None, quiet: bool = False
+) -> list[Path]:
+    """Write every table under ``<results_dir>/tables/``; returns the paths written. ``quiet`` keeps the
+    tables' notes out of stderr (a study refreshes after every run; its log would repeat them)."""
     results_dir = Path(results_dir)
     runs = load_runs(results_dir)
     out_dir = results_dir / "tables"
@@ -447,7 +450,7 @@ def write_tables(results_dir: str | Path, settings: Settings, backbone: str | No
         table = make(runs, settings, backbone=backbone or default_backbone(make, runs))
         for suffix, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
             written.append(write_text_atomic(out_dir / f"{table.name}.{suffix}", render(table)))
-        for note in table.notes:
+        for note in () if quiet else table.notes:
             print(f"dora-bench-tables: {table.name}: {note}", file=sys.stderr)
     written += write_llm_tables(runs, settings, out_dir)  # the decoder-LLM experiments (report/llm.py)
     cells = all_cells(runs, settings)
@@ -457,7 +460,7 @@ def write_tables(results_dir: str | Path, settings: Settings, backbone: str | No
     return written
 
 
-def write_allocation_diagnostics(results_dir: Path, figures: bool = True) -> list[Path]:
+def write_allocation_diagnostics(results_dir: Path, figures: bool = True, quiet: bool = False) -> list[Path]:
     """``tables/allocation_diagnostics.{md,csv}`` and their figures, where a cell holds rank allocations."""
     from dora_bench.report.diagnostics import diagnose_all, write_diagnostics
 
@@ -467,7 +470,7 @@ def write_allocation_diagnostics(results_dir: Path, figures: bool = True) -> lis
         from dora_bench.report.diagnostics_figure import write_diagnostics_figures
 
         written += write_diagnostics_figures(diagnose_all(runs), results_dir / "figures")
-    if written:
+    if written and not quiet:
         print(f"dora-bench-tables: allocation diagnostics in {written[0]}")
     return written
 

@@ -251,23 +251,16 @@ def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = Tr
 
     if not (study.results_dir / "runs").is_dir():
         return
-    if quiet:
-        sink = open(os.devnull, "w")
-        stdout, stderr, sys.stdout, sys.stderr = sys.stdout, sys.stderr, sink, sink
-    try:
-        write_tables(study.results_dir, Settings(seeds=study.analysis.seeds if study.analysis else 5))
-        write_allocation_diagnostics(study.results_dir, figures=not quiet)
-        if study.analysis:
-            picks = read_picks(study)
-            sweep = (("The rates picked (lr_picks.yaml)", tuple(picks.get("sweep_table") or ())),) if picks else ()
-            progress = stage_progress(study, planned)
-            text = analysis_markdown(study.analysis, load_runs(study.results_dir), progress, command, sweep)
-            records.write_text_atomic(study.results_dir / "analysis.md", text)
-        write_page(study.results_dir)
-    finally:
-        if quiet:
-            sys.stdout, sys.stderr = stdout, stderr
-            sink.close()
+    settings = Settings(seeds=study.analysis.seeds if study.analysis else 5)
+    write_tables(study.results_dir, settings, quiet=quiet)
+    write_allocation_diagnostics(study.results_dir, figures=not quiet, quiet=quiet)
+    if study.analysis:
+        picks = read_picks(study)
+        sweep = (("The rates picked (lr_picks.yaml)", tuple(picks.get("sweep_table") or ())),) if picks else ()
+        progress = stage_progress(study, planned)
+        text = analysis_markdown(study.analysis, load_runs(study.results_dir), progress, command, sweep)
+        records.write_text_atomic(study.results_dir / "analysis.md", text)
+    write_page(study.results_dir)
 
 
 def write_page(results_dir: Path) -> None:

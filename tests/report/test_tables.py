@@ -12,7 +12,7 @@ from dora_bench import records
 from dora_bench.errors import ConfigError, UserError
 from dora_bench.report.cells import Settings, load_runs, metric, minutes_per_epoch, trainable_params
 from dora_bench.report.render import to_csv, to_latex, to_markdown
-from dora_bench.report.tables import main, table2, table3, table5, table6, table9
+from dora_bench.report.tables import main, table2, table3, table5, table6, table9, write_tables
 
 MAIN_METRIC = {"rte": "accuracy", "cola": "mcc", "mnli": "accuracy", "stsb": "pearson"}
 
@@ -199,6 +199,15 @@ def test_config_mismatch_is_refused_with_keys_and_paths(tmp_path):
     note = next(n for n in table.notes if "refused" in n)
     assert "method.lr" in note and str(first) in note and str(second) in note
     assert "task.data_dir" not in note  # paths and bookkeeping differ too, and don't count
+
+
+def test_write_tables_prints_the_refusal_note_unless_quiet(tmp_path, capsys):
+    write_run(tmp_path, task="rte", method="lora", seed=0, best=0.70, lr=1e-3)
+    write_run(tmp_path, task="rte", method="lora", seed=1, best=0.72, lr=5e-4)
+    write_tables(tmp_path, Settings(seeds=2), quiet=True)  # a study refreshes after every run
+    assert capsys.readouterr().err == ""
+    write_tables(tmp_path, Settings(seeds=2))
+    assert "table2: [1] LoRA 8 / RTE: refused" in capsys.readouterr().err
 
 
 def test_a_refusal_note_lists_each_record_s_value_of_the_differing_keys(tmp_path):
