@@ -232,36 +232,10 @@ def _reference_caption(kind: str, reference: dict[str, dict], protocol: str) -> 
 
 
 def render(table: Table, fmt: str) -> str:
-    """The table as Markdown (``md``), LaTeX (``tex``) or CSV, a reference row printed only under a row
-    that has one: ``render.py`` pairs every row with a reference row once any row has one, and the
-    rows without numbers would print empty "deck (Δ)" lines."""
+    """The table as Markdown (``md``), LaTeX (``tex``) or CSV."""
     if fmt == "csv":
         return to_csv(table)
-    text = to_markdown(table) if fmt == "md" else to_latex(table)
-    return drop_empty_reference_rows(text, fmt) if any(row.paper for row in table.rows) else text
-
-
-def drop_empty_reference_rows(text: str, fmt: str) -> str:
-    """The rendered table without its reference rows that hold nothing but their label (a row of ours
-    always holds a value or "—" in every cell, so only those are empty after the first cell); in LaTeX,
-    with the space added after each."""
-    lines, out, skip_space = text.split("\n"), [], False
-    for line in lines:
-        if skip_space and line.strip() == "\\addlinespace":
-            skip_space = False
-            continue
-        skip_space = False
-        if fmt == "md" and line.startswith("| "):
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            if len(cells) > 1 and not any(cells[1:]):
-                continue
-        if fmt == "tex" and line.startswith("{\\scriptsize") and line.endswith("\\\\"):
-            cells = [cell.strip() for cell in line[: -len("\\\\")].split(" & ")]
-            if len(cells) > 1 and not any(cells[1:]):
-                skip_space = True
-                continue
-        out.append(line)
-    return "\n".join(out)
+    return to_markdown(table) if fmt == "md" else to_latex(table)
 
 
 def _name(backbone: str, variant: str | None) -> str:

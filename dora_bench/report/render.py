@@ -70,9 +70,10 @@ def _paper_text(ours: float | None, paper: float | None, digits: int = 2) -> str
     return _number(paper, digits) + (f" ({ours - paper:+.{digits}f})" if ours is not None else "")
 
 
-def _grid(table: Table, fmt: str) -> tuple[list[str], list[list[str]]]:
-    """Header and body lines (ours row, then the paper's row with Δ) shared by Markdown and
-    LaTeX; with fmt="tex" every entry is escaped already."""
+def _grid(table: Table, fmt: str) -> tuple[list[str], list[tuple[list[str], list[str] | None]]]:
+    """Header and, per row, ours and the reference row under it (with Δ), shared by Markdown and
+    LaTeX; the reference row is None where the row has no reference numbers. With fmt="tex" every
+    entry is escaped already."""
     esc = _tex_escape if fmt == "tex" else str
     stat = table.settings.stat
     header = [*table.row_header] + (["Params"] if table.params else []) + [c.label for c in table.columns]
@@ -106,7 +107,7 @@ def _grid(table: Table, fmt: str) -> tuple[list[str], list[list[str]]]:
                 text = f"**{text}**" if fmt == "md" else f"\\textbf{{{text}}}"
             ours.append(text)
             paper.append(esc(_paper_text(value if delta else None, table.paper_value(row, table.average))))
-        body += [ours, paper] if any(row.paper for row in table.rows) else [ours]
+        body.append((ours, paper if row.paper else None))
     return [esc(h) for h in header], body
 
 
@@ -120,7 +121,7 @@ def to_markdown(table: Table) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
     ]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    lines += ["| " + " | ".join(cells) + " |" for ours, reference in body for cells in (ours, reference) if cells]
     if table.notes:
         lines += ["", "Notes:", *[f"- {note}" for note in table.notes]]
     return "\n".join(lines) + "\n"
@@ -177,13 +178,12 @@ def to_latex(table: Table) -> str:
         " & ".join(header) + " \\\\",
         "\\midrule",
     ]
-    paired = any(row.paper for row in table.rows)  # ours, then the paper's row (smaller)
-    for k, cells in enumerate(body):
-        if paired and k % 2:
-            cells = [f"{{\\scriptsize {t}}}" if t else "" for t in cells]
-        lines.append(" & ".join(cells) + " \\\\")
-        if paired and k % 2 and k + 1 < len(body):
-            lines.append("\\addlinespace")
+    for k, (ours, reference) in enumerate(body):
+        lines.append(" & ".join(ours) + " \\\\")
+        if reference:  # under ours, smaller, and a little space before the next row
+            lines.append(" & ".join(f"{{\\scriptsize {t}}}" if t else "" for t in reference) + " \\\\")
+            if k + 1 < len(body):
+                lines.append("\\addlinespace")
     lines += ["\\bottomrule", "\\end{tabular}}"]
     notes = table.note_texts()
     if notes:
