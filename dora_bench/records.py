@@ -91,6 +91,7 @@ EXECUTION_KEYS = frozenset(
         "trainer.log_every",
         "trainer.eval_batch_size",
         "trainer.checkpoint",
+        "trainer.checkpoint_every_steps",
         "trainer.fsdp",  # sharding changes where weights live, not what is computed (float order aside)
         "task.data_dir",
         "task.train_file",
