@@ -87,7 +87,8 @@ def line(estimate: MemoryEstimate) -> str:
 
 
 def measured_line(estimate: dict[str, Any], peak_gib: float, source: str) -> str:
-    return f"[dora-bench] memory: estimated ~{gib(estimate['total_gib'])} GiB, measured peak {gib(peak_gib)} GiB ({source})"
+    estimated = gib(estimate["total_gib"])
+    return f"[dora-bench] memory: estimated ~{estimated} GiB, measured peak {gib(peak_gib)} GiB ({source})"
 
 
 def as_record(estimate: MemoryEstimate) -> dict[str, Any]:

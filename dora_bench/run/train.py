@@ -374,8 +374,8 @@ def resume(run: RunState, checkpoint: dict[str, Any]) -> None:
     if run.progress:  # a step checkpoint: its RNG waits for the epoch's loader (``train_epoch``)
         run.pending_rng = rng_of_this_process(checkpoint)
         run.last_finite_loss = run.progress.get("last_finite_loss")
-        batch = run.step - run.done_epochs * len(run.loader)
-        say(f"[dora-bench] resuming in epoch {run.done_epochs + 1} at step {run.step} (batch {batch} of {len(run.loader)})")
+        batch, epoch = run.step - run.done_epochs * len(run.loader), run.done_epochs + 1
+        say(f"[dora-bench] resuming in epoch {epoch} at step {run.step} (batch {batch} of {len(run.loader)})")
     else:
         say(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
 

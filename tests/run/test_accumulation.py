@@ -90,7 +90,9 @@ def test_four_micro_batches_of_four_train_as_one_batch_of_sixteen(tmp_path, monk
         assert not whole["state"]["mask"].all()  # it pruned: the equality is about a real decision
     else:  # which of each module's triplets are kept
         assert whole["state"]["rank_pattern"] == accumulated["state"]["rank_pattern"]
-        assert sum(extras["rank_allocation"].values()) < sum(len(kept) for kept in whole["state"]["rank_pattern"].values())
+        assert sum(extras["rank_allocation"].values()) < sum(
+            len(kept) for kept in whole["state"]["rank_pattern"].values()
+        )
 
 
 def test_a_batch_that_does_not_split_into_the_micro_batches_is_refused(tiny_cfg):

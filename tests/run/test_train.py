@@ -361,7 +361,10 @@ def test_a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_as_if_never_sto
 
     resumed = train(cfg)
     batch = checkpointed - 20 * saved["epoch"]
-    assert f"resuming in epoch {saved['epoch'] + 1} at step {checkpointed} (batch {batch} of 20)" in capsys.readouterr().out
+    assert (
+        f"resuming in epoch {saved['epoch'] + 1} at step {checkpointed} (batch {batch} of 20)"
+        in capsys.readouterr().out
+    )
     assert resumed["status"] == "complete" and resumed["extras"]["resumed"][0]["step"] == checkpointed
     assert _without_timings(resumed["epochs"]) == _without_timings(straight["epochs"])
     assert resumed["best"] == straight["best"] and resumed["last"] == straight["last"]
@@ -376,7 +379,9 @@ def test_a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_as_if_never_sto
 def test_step_checkpoints_change_nothing_a_run_computes(tiny_cfg, tmp_path):
     # where a run saves is an execution setting: the same log, byte for byte, with and without
     plain = train(tiny_cfg("method=dora", *SHORT, f"results_dir={tmp_path / 'plain'}"))
-    saved = train(tiny_cfg("method=dora", *SHORT, "trainer.checkpoint_every_steps=3", f"results_dir={tmp_path / 'saved'}"))
+    saved = train(
+        tiny_cfg("method=dora", *SHORT, "trainer.checkpoint_every_steps=3", f"results_dir={tmp_path / 'saved'}")
+    )
     logs = [next((tmp_path / name).rglob("metrics.jsonl")).read_text() for name in ("plain", "saved")]
     assert logs[0] == logs[1] and _without_timings(plain["epochs"]) == _without_timings(saved["epochs"])
 
