@@ -304,5 +304,6 @@ def test_smoke_sweep_runs_end_to_end_and_tabulates(tmp_path):
 def test_runs_of_one_evaluation_also_checkpoint_every_thousand_steps(hydra_compose, name):
     # ~28-32k steps and one evaluation at the end: epoch checkpoints alone could lose a whole run
     cfg = hydra_compose(f"experiment={name}", "method=dora")
-    assert (cfg.trainer.eval_every_epochs, cfg.trainer.checkpoint, cfg.trainer.checkpoint_every_steps) == (3, True, 1000)
+    trainer = cfg.trainer
+    assert (trainer.eval_every_epochs, trainer.checkpoint, trainer.checkpoint_every_steps) == (3, True, 1000)
     assert hydra_compose().trainer.checkpoint_every_steps is None  # the default: epoch checkpoints only
