@@ -105,3 +105,28 @@ def test_a_batch_that_does_not_split_into_the_micro_batches_is_refused(tiny_cfg)
         "trainer.batch_size=10 is the batch of one optimizer step and must split into trainer.grad_accum=4 "
         "equal micro-batches: set trainer.batch_size to a multiple of 4"
     )
+
+
+def test_a_run_out_of_memory_resumes_its_checkpoint_with_more_micro_batches(tmp_path, monkeypatch):
+    # grad_accum is how a step executes, not what it computes: a checkpoint made at 1 resumes at 4
+    from dora_bench.methods import method_class
+
+    whole = _run(tmp_path, "dora", 1, monkeypatch)
+    cls, original = method_class("dora"), method_class("dora").after_step
+
+    def after_step(self, model, step):
+        original(self, model, step)
+        if step == 9:
+            raise RuntimeError("out of memory at step 9")
+
+    common = [*OVERRIDES, "method=dora", f"results_dir={tmp_path / 'resumed'}", f"cache_dir={tmp_path}/c"]
+    with monkeypatch.context() as patch:
+        patch.setattr(cls, "after_step", after_step)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            train_module.train(compose([*common, "trainer.checkpoint=true", "trainer.checkpoint_every_steps=4"]))
+    resumed = train_module.train(
+        compose([*common, "trainer.checkpoint=true", "trainer.checkpoint_every_steps=4", "trainer.grad_accum=4"])
+    )
+    assert resumed["extras"]["resumed"][0]["step"] == 8
+    assert resumed["extras"]["rank_allocation"] == whole["record"]["extras"]["rank_allocation"]
+    assert resumed["epochs"][-1]["train_loss"] == pytest.approx(whole["record"]["epochs"][-1]["train_loss"], rel=1e-5)
