@@ -12,12 +12,13 @@
 
 ``B``: the micro-batch one process holds (``trainer.batch_size / (processes · grad_accum)``),
 ``L``: ``task.max_length`` plus a soft prompt's tokens (the longest batch), ``layers``: BART's
-encoder and decoder together, ``h``: hidden size, ``a``:
-attention heads, ``V``: vocabulary, ``e``: bytes per activation (2 under bf16 autocast, else 4).
-``34 h + 5 a L`` is Korthikanti et al. (2022, eq. 2)'s count of bytes per token and layer a 16-bit
-transformer layer keeps (an FFN 4 h wide, dropout masks, the attention matrix).
+encoder and decoder together, ``h``: hidden size, ``a``: attention heads, ``V``: vocabulary,
+``e``: bytes per activation (2 under bf16 autocast, else 4).
+``34 h + 5 a L`` is the bytes per token a 16-bit transformer layer keeps for its backward pass
+(an FFN 4 h wide, dropout masks, the attention matrix): ``sbh(34 + 5as/h)`` per layer in Korthikanti
+et al. 2022, "Reducing Activation Recomputation in Large Transformer Models", §4.1.
 
-What it ignores: FFN widths other than 4 h (Llama's 8/3 h gated FFN keeps about as much),
+What it ignores: FFN widths other than 4 h and gated FFNs (Llama's keeps one more FFN-wide tensor),
 fused attention kernels that never hold the L x L matrix (SDPA: the 5 a L term is then an
 overestimate), the method's own buffers (DoRA's scores, a few MB), evaluation (generation's
 key/value cache, ``eval_batch_size``), the data, the CUDA context and the allocator's caching
