@@ -513,7 +513,7 @@ def save_step_checkpoint(run: RunState, epoch: int, progress: dict[str, float]) 
     """Every ``trainer.checkpoint_every_steps`` steps, what a rerun resumes from mid-epoch. Not at a
     step an epoch checkpoint is about to be written at: that one follows the evaluation."""
     every = run.cfg.trainer.get("checkpoint_every_steps")
-    if not every or run.step % every or not run.cfg.trainer.checkpoint:
+    if not every or run.step % every:
         return
     epoch_ends = run.step == min(epoch * len(run.loader), run.total_steps)
     if epoch_ends and is_evaluated(run, epoch):

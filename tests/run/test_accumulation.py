@@ -130,3 +130,15 @@ def test_a_run_out_of_memory_resumes_its_checkpoint_with_more_micro_batches(tmp_
     assert resumed["extras"]["resumed"][0]["step"] == 8
     assert resumed["extras"]["rank_allocation"] == whole["record"]["extras"]["rank_allocation"]
     assert resumed["epochs"][-1]["train_loss"] == pytest.approx(whole["record"]["epochs"][-1]["train_loss"], rel=1e-5)
+
+
+def test_step_checkpoints_without_checkpoints_are_refused(tiny_cfg):
+    from dora_bench.errors import ConfigError
+    from dora_bench.run.train import train
+
+    with pytest.raises(ConfigError) as refused:
+        train(tiny_cfg("method=lora", "trainer.checkpoint=false", "trainer.checkpoint_every_steps=5"))
+    assert str(refused.value) == (
+        "trainer.checkpoint_every_steps=5 saves nothing with trainer.checkpoint=false: "
+        "set trainer.checkpoint=true or trainer.checkpoint_every_steps=null"
+    )
