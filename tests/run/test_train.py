@@ -376,6 +376,56 @@ def test_a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_as_if_never_sto
     assert not (run_dir / records.CHECKPOINT_NAME).exists()
 
 
+_KILLED = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads(1)
+from support import compose
+from dora_bench.methods import method_class
+from dora_bench.run.train import train
+cls, original = method_class("dora"), method_class("dora").after_step
+def after_step(self, model, step):
+    original(self, model, step)
+    if step == 31:
+        os.kill(os.getpid(), signal.SIGKILL)  # no except, no finally: the record, log and claim as a kill leaves them
+cls.after_step = after_step
+train(compose({overrides!r}))
+"""
+
+
+def test_a_run_killed_by_sigkill_resumes_from_its_step_checkpoint_as_if_never_stopped(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    overrides = [*TINY, f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "method=dora"]
+    overrides += [*SHORT, "trainer.checkpoint_every_steps=7"]
+    straight = train(compose(overrides))
+    run_dir = records.run_dir(
+        tmp_path / "results", task="demo", backbone="tiny", method="dora", variant=None, budget=2, seed=0
+    )
+    straight_dir = run_dir.rename(tmp_path / "straight")
+
+    script = _KILLED.format(tests=str(REPO / "tests"), overrides=overrides)
+    killed = subprocess.run([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1] == 30  # a line after the checkpoint (step 28): the resumed run must drop it, then log it again
+    assert torch.load(run_dir / records.CHECKPOINT_NAME, weights_only=True)["step"] == 28
+
+    resumed = train(compose(overrides))
+    assert resumed["extras"]["resumed"][0]["step"] == 28
+    assert _without_timings(resumed["epochs"]) == _without_timings(straight["epochs"])
+    assert resumed["best"] == straight["best"] and resumed["last"] == straight["last"]
+    assert (run_dir / "metrics.jsonl").read_text() == (straight_dir / "metrics.jsonl").read_text()
+    ours, theirs = _adapter_tensors(run_dir), _adapter_tensors(straight_dir)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 def test_step_checkpoints_change_nothing_a_run_computes(tiny_cfg, tmp_path):
     # where a run saves is an execution setting: the same log, byte for byte, with and without
     plain = train(tiny_cfg("method=dora", *SHORT, f"results_dir={tmp_path / 'plain'}"))
