@@ -101,6 +101,15 @@ def gather_rows(local: list[Any], count: int) -> list[Any]:
     return rows
 
 
+def gather_objects(value: Any) -> list[Any]:
+    """Every process's ``value``, in rank order, on every process (``[value]`` in a single process)."""
+    if world_size() == 1:
+        return [value]
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

@@ -91,7 +91,9 @@ EXECUTION_KEYS = frozenset(
         "trainer.log_every",
         "trainer.eval_batch_size",
         "trainer.checkpoint",
+        "trainer.checkpoint_every_steps",
         "trainer.fsdp",  # sharding changes where weights live, not what is computed (float order aside)
+        "trainer.grad_accum",  # the same step in micro-batches: what is computed is the same (float order aside)
         "task.data_dir",
         "task.train_file",
         "task.dev_file",

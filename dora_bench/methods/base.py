@@ -7,18 +7,21 @@ the hooks below, called in this order (peft's ``update_and_allocate`` contract):
 
     model = method.apply(model, target)           # freeze the backbone, inject, return
     method.on_train_begin(model, total_steps)     # the loop now knows T
-    for step in 1..T:
-        loss = model(**batch).loss                # task loss
-        extra = method.extra_loss(model, step)    # e.g. DoRA's DEM regulariser
-        (loss + extra).backward(); clip; optimizer.step(); scheduler.step()
-        method.after_step(model, step)            # scores, pruning, masks (grads still there)
+    for step in 1..T:                             # optimizer steps
+        for each micro-batch k of the step (trainer.grad_accum; one by default):
+            loss = share_k * model(**micro_batch).loss   # task loss, weighted to the whole batch's mean
+            extra = method.extra_loss(model, step)       # with the last micro-batch only: DoRA's DEM
+            (loss + extra).backward()
+        clip; optimizer.step(); scheduler.step()
+        method.after_step(model, step)            # scores, pruning, masks (the whole step's grads still there)
         optimizer.zero_grad()
     record["extras"] = method.report(model)
     method.export(model, run_dir)                 # adapters, merged weights, plots
 
 ``step`` is the 1-based index of the optimizer step in progress (1..T): ``extra_loss``
 and ``after_step`` of one iteration see the same ``t``, and once ``after_step(model, t)``
-returns, ``t`` steps are done.
+returns, ``t`` steps are done. ``extra_loss`` is called once per step, so it must depend on the
+weights alone (it gets no batch): the weights don't move within a step.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""Epoch checkpoints: what a crashed or killed run needs to go on where it stopped.
+"""Checkpoints: what a crashed or killed run needs to go on where it stopped.
 
-Saved after every evaluated epoch (``trainer.checkpoint``), removed when the run completes;
-a rerun of the same settings resumes from it (``resume``). Only trainable weights are kept:
-the frozen backbone is rebuilt from the config. Settings must match except the keys that
-say where or how a run executes (``records.EXECUTION_KEYS``).
+Saved after every evaluated epoch (``trainer.checkpoint``) and, with
+``trainer.checkpoint_every_steps``, every N optimizer steps inside an epoch, to the same file;
+removed when the run completes. A rerun of the same settings resumes from it (``resume``).
+Only trainable weights are kept: the frozen backbone is rebuilt from the config. Settings
+must match except the keys that say where or how a run executes (``records.EXECUTION_KEYS``).
+
+A step checkpoint also holds the epoch so far (``progress``: its summed training loss, steps
+and seconds) and every process's RNG; where in the epoch the loader is needs no saving, since
+an epoch's batch order is a function of (seed, epoch) and the step count says how far it went.
 """
 
 from __future__ import annotations
@@ -48,12 +53,15 @@ def save_checkpoint(
     method: Method,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: dict[str, float] | None = None,
 ) -> None:
-    """Everything the loop needs to go on after ``epoch`` (``step`` optimizer steps done), written
+    """Everything the loop needs to go on after ``epoch`` epochs and ``step`` optimizer steps, written
     atomically by rank 0. Only trainable weights: the frozen backbone is rebuilt from the config.
+    ``progress``: a step checkpoint's epoch so far (None: saved at the end of ``epoch``).
 
     Called on every process: under FSDP the trainable weights and their AdamW moments may be sharded
-    (Full FT), and gathering them whole takes every process."""
+    (Full FT), and gathering them whole takes every process; so does gathering the RNG states."""
+    rng_by_rank = distributed.gather_objects(rng_state()) if progress is not None else None
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     gather = any(sharding.is_sharded(p) for _, p in trainable)
     if not distributed.is_main() and not gather:
@@ -77,12 +85,18 @@ def save_checkpoint(
             "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
             "method": method.state_dict(),
-            "rng": {
-                "cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "rng": rng_state(),
+            # mid-epoch, each process's dropout masks go on from its own generator
+            **({"progress": progress, "rng_by_rank": rng_by_rank} if progress is not None else {}),
         },
     )
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -156,6 +170,13 @@ def restore_training_state(
     scheduler.load_state_dict(checkpoint["scheduler"])
     method.load_state_dict(checkpoint["method"])
     return int(checkpoint["epoch"]), int(checkpoint["step"])
+
+
+def rng_of_this_process(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The RNG state this process saved: its own in a step checkpoint, rank 0's otherwise (each
+    data-parallel epoch reseeds every process, so an epoch checkpoint needs no other)."""
+    by_rank = checkpoint.get("rng_by_rank")
+    return by_rank[distributed.rank()] if by_rank else checkpoint["rng"]
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

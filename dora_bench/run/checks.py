@@ -33,6 +33,7 @@ def check_config(cfg: DictConfig) -> None:
         _positive_int(trainer.max_steps, "trainer.max_steps", "trainer.max_steps=20, or null for whole epochs")
     _positive_int(trainer.eval_every_epochs, "trainer.eval_every_epochs", "trainer.eval_every_epochs=1")
     _positive_int(trainer.log_every, "trainer.log_every", "trainer.log_every=10")
+    check_step_settings(trainer)
     if trainer.get("cpu_threads") is not None:
         _positive_int(trainer.cpu_threads, "trainer.cpu_threads", "trainer.cpu_threads=1, or null for torch's default")
     if trainer.lr is not None:
@@ -81,6 +82,28 @@ def check_config(cfg: DictConfig) -> None:
         )
     check_results_dir(cfg.results_dir)
     resolve_lr(cfg)
+
+
+def check_step_settings(trainer: DictConfig) -> None:
+    """``trainer.grad_accum`` micro-batches must each get at least one example from every step's batch;
+    step checkpoints need a positive interval and checkpoints on (else they would silently not be saved)."""
+    accum = _positive_int(trainer.get("grad_accum", 1), "trainer.grad_accum", "trainer.grad_accum=1")
+    if trainer.batch_size % accum:
+        raise ConfigError(
+            f"trainer.batch_size={trainer.batch_size} is the batch of one optimizer step and must split into "
+            f"trainer.grad_accum={accum} equal micro-batches: set trainer.batch_size to a multiple of {accum}"
+        )
+    if trainer.get("checkpoint_every_steps") is not None:
+        _positive_int(
+            trainer.checkpoint_every_steps,
+            "trainer.checkpoint_every_steps",
+            "trainer.checkpoint_every_steps=500, or null for epoch checkpoints only",
+        )
+        if not trainer.checkpoint:
+            raise ConfigError(
+                f"trainer.checkpoint_every_steps={trainer.checkpoint_every_steps} saves nothing with "
+                f"trainer.checkpoint=false: set trainer.checkpoint=true or trainer.checkpoint_every_steps=null"
+            )
 
 
 def check_results_dir(value: Any) -> None:

@@ -10,6 +10,10 @@ equals the gradient of the loss over the whole global batch, the one a single pr
     loss_r = mean_r · n_r · W / N      (n_r: loss terms on process r, N = Σ n_r)
     (1/W) Σ_r ∇loss_r = Σ_r ∇(sum_r) / N = ∇(global mean)
 
+With gradient accumulation (``trainer.grad_accum``) each process's share is itself fed as
+micro-batches ``k``, weighted ``n_rk · W / N`` (N over every micro-batch of the step on every
+process); DDP skips its all-reduce for all but the last (``no_sync``).
+
 A loss term is a response token for a language model (labels shifted by one, as the model shifts
 them) or a sequence, and an example for a classifier. Parameters start equal (same seed, and DDP
 broadcasts rank 0's at wrap time) and receive the same averaged gradients, so every process holds
@@ -21,6 +25,8 @@ share the generation out and gather it).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -30,13 +36,15 @@ from dora_bench.run import sharding
 from dora_bench.tasks.batching import LABEL_PAD
 
 
-def check_batch(batch_size: int) -> None:
-    """The global batch must split evenly over the processes (equal shares, so equal memory)."""
+def check_batch(batch_size: int, grad_accum: int = 1) -> None:
+    """The global batch must split evenly over the processes, and each share into ``grad_accum``
+    micro-batches (equal shares, so equal memory)."""
     world = distributed.world_size()
-    if batch_size % world:
+    if world > 1 and batch_size % (world * grad_accum):
+        accumulated = f" x trainer.grad_accum={grad_accum} micro-batches" if grad_accum > 1 else ""
         raise ConfigError(
-            f"trainer.batch_size={batch_size} is the global batch and must split over {world} processes: "
-            f"set it to a multiple of {world}"
+            f"trainer.batch_size={batch_size} is the global batch and must split over {world} processes"
+            f"{accumulated}: set it to a multiple of {world * grad_accum}"
         )
 
 
@@ -67,11 +75,21 @@ def loss_terms(batch: dict[str, torch.Tensor], causal: bool) -> int:
     return len(next(iter(batch.values())))
 
 
-def loss_share(batch: dict[str, torch.Tensor], causal: bool, device: torch.device) -> float:
-    """``n_r · W / N``: the factor that turns this process's mean loss into its share of the global mean."""
-    local = loss_terms(batch, causal)
-    total = distributed.all_reduce_sum_(torch.tensor([float(local)], device=device)).item()
-    return local * distributed.world_size() / max(total, 1.0)
+def loss_shares(micro_batches: list[dict[str, torch.Tensor]], causal: bool, device: torch.device) -> list[float]:
+    """``n_rk · W / N`` for each of this process's micro-batches ``k``: the factors that turn their
+    mean losses into their shares of the mean over the whole global batch of one optimizer step
+    (``N``: the loss terms of every micro-batch on every process; one micro-batch: ``n_r · W / N``)."""
+    local = [loss_terms(batch, causal) for batch in micro_batches]
+    total = distributed.all_reduce_sum_(torch.tensor([float(sum(local))], device=device)).item()
+    return [n * distributed.world_size() / max(total, 1.0) for n in local]
+
+
+def no_sync(forward: nn.Module) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` (a backward that only accumulates, for all but a step's last micro-batch);
+    nothing to skip in one process. FSDP reduces every micro-batch's gradients: more traffic, the same sum."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return forward.no_sync() if isinstance(forward, DistributedDataParallel) else contextlib.nullcontext()
 
 
 def mean_over_processes(values: torch.Tensor) -> torch.Tensor:

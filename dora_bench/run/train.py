@@ -12,10 +12,17 @@ Data parallel (``torchrun`` / ``accelerate launch``): every process runs this fu
 trains on its share of every global batch (``data_parallel.py``), and only rank 0 claims the
 run folder and writes the record, checkpoints and exports.
 
+Gradient accumulation (``trainer.grad_accum``): ``trainer.batch_size`` is the batch of one
+optimizer step, fed as ``grad_accum`` micro-batches (``batching.StepBatches``); each micro-batch's
+mean loss is weighted by its share of the step's loss terms, so the summed gradient is the
+gradient of the whole batch's mean. Steps, schedules and method hooks count optimizer steps.
+
 Resuming: after every evaluated epoch the loop saves ``checkpoint.pt`` (trainable weights,
 optimizer, schedule, method state, RNG, the epochs so far); a rerun of an unfinished run
 loads it and goes on with the next epoch, which then sees the same batches and dropout
-masks as an uninterrupted run would have. The checkpoint goes once the run completes.
+masks as an uninterrupted run would have. With ``trainer.checkpoint_every_steps`` the same
+file is also written every N steps, and a rerun goes on from the next batch of that epoch.
+The checkpoint goes once the run completes.
 """
 
 from __future__ import annotations
@@ -39,8 +46,14 @@ from dora_bench.backbones import BackboneConfig, adapt_target, load_model, load_
 from dora_bench.errors import ConfigError, RecordExistsError, TrainingDiverged
 from dora_bench.methods import AdaptTarget, Method, build_method
 from dora_bench.report.heatmaps import save_allocation_heatmap
-from dora_bench.run import data_parallel, efficiency, sharding
-from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, set_rng_state
+from dora_bench.run import data_parallel, efficiency, memory, sharding
+from dora_bench.run.checkpoints import (
+    load_checkpoint,
+    restore_training_state,
+    rng_of_this_process,
+    save_checkpoint,
+    set_rng_state,
+)
 from dora_bench.run.checks import check_config, resolve_lr
 from dora_bench.run.launch import autocast_factory, describe_device, torch_device
 from dora_bench.run.metrics_log import METRICS_NAME, MetricsLog, start_wandb
@@ -72,11 +85,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics_path = out_dir / METRICS_NAME if main else None
             wandb_run = start_wandb(cfg, record) if main else None
             with MetricsLog(metrics_path, wandb_run=wandb_run, after_step=run.step if checkpoint else None) as log:
-                if checkpoint is not None:  # last, so nothing between here and the loop draws from it
-                    set_rng_state(checkpoint["rng"])
+                if checkpoint is not None and not run.progress:  # last, so nothing before the loop draws from it
+                    set_rng_state(rng_of_this_process(checkpoint))
                 for epoch in range(run.done_epochs + 1, run.num_epochs + 1):
                     seconds, train_loss = train_epoch(run, epoch, log)
-                    if epoch % cfg.trainer.eval_every_epochs == 0 or epoch == run.num_epochs:
+                    if is_evaluated(run, epoch):
                         entry = evaluate_epoch(run, epoch, seconds, train_loss)
                         record_epoch(run, entry, log)
                         save_epoch_checkpoint(run, epoch)
@@ -119,6 +132,8 @@ class RunState:
     step: int = 0  # optimizer steps done
     done_epochs: int = 0
     last_finite_loss: float | None = None  # named in the error if the loss stops being finite
+    progress: dict[str, float] = field(default_factory=dict)  # the epoch so far, when a step checkpoint resumes it
+    pending_rng: dict[str, Any] | None = None  # a step checkpoint's RNG, restored once its epoch's loader is running
     train_peak_mib: float = 0.0  # Table 9 compares training memory: evaluation is left out
 
 
@@ -205,6 +220,7 @@ def setup(
     if world > 1:
         record["extras"]["world_size"] = world
         record["extras"]["parallel"] = "fsdp" if forward is model else "ddp"
+    record["extras"]["memory_estimate"] = estimate_memory(cfg, method, model, record["precision"])
     say(
         f"[dora-bench] {total_steps} steps ({num_epochs} epochs of {len(loader)}), lr {lr:g} from {lr_source}, "
         f"device {record['device']}, precision {record['precision']}"
@@ -280,7 +296,7 @@ def place_model(
     if device.type == "cpu" and cfg.trainer.get("cpu_threads"):
         torch.set_num_threads(int(cfg.trainer.cpu_threads))
     model.to(device)
-    data_parallel.check_batch(cfg.trainer.batch_size)
+    data_parallel.check_batch(cfg.trainer.batch_size, int(cfg.trainer.get("grad_accum") or 1))
     return data_parallel.wrap(
         model,
         device,
@@ -291,11 +307,12 @@ def place_model(
 
 
 def build_loader(cfg: DictConfig, task: Task) -> tuple[DataLoader, int, int]:
-    """This process's batches, the optimizer steps of the run (``trainer.max_steps`` caps them)
-    and the epochs they take."""
+    """This process's micro-batches, one list per optimizer step; the optimizer steps of the run
+    (``trainer.max_steps`` caps them) and the epochs they take."""
     trainer = cfg.trainer
-    loader = task.train_loader(
+    loader = task.step_loader(
         trainer.batch_size,
+        int(trainer.get("grad_accum") or 1),
         seed=cfg.seed,
         group_by_length=trainer.group_by_length,
         num_workers=trainer.num_workers,
@@ -318,6 +335,22 @@ def build_optimizer_and_schedule(
     return optimizer, scheduler
 
 
+def estimate_memory(cfg: DictConfig, method: Method, model: torch.nn.Module, precision: str) -> dict[str, Any]:
+    """``memory.estimate`` at one process's micro-batch, printed as one line; returns it for the record."""
+    trainer = cfg.trainer
+    kind = task_model_kind(cfg.task)
+    estimate = memory.estimate(
+        model,
+        batch=max(1, int(trainer.batch_size) // (distributed.world_size() * int(trainer.get("grad_accum") or 1))),
+        length=int(cfg.task.max_length) + method.extra_input_positions(),
+        activation_bytes=2 if precision == "bf16-autocast" else 4,
+        lm_head=kind in ("causal_lm", "seq2seq_lm"),
+        recompute=bool(trainer.get("gradient_checkpointing")),
+    )
+    say(memory.line(estimate))
+    return memory.as_record(estimate)
+
+
 def resume(run: RunState, checkpoint: dict[str, Any]) -> None:
     """Restore weights, optimizer, schedule and method state from ``checkpoint``, and the epochs so far
     into the record (its RNG is restored last, by ``train``, just before the loop)."""
@@ -337,7 +370,14 @@ def resume(run: RunState, checkpoint: dict[str, Any]) -> None:
         *checkpoint["resumed"],
         {"epoch": run.done_epochs + 1, "step": run.step, "at": records.now_iso()},
     ]
-    say(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
+    run.progress = dict(checkpoint.get("progress") or {})
+    if run.progress:  # a step checkpoint: its RNG waits for the epoch's loader (``train_epoch``)
+        run.pending_rng = rng_of_this_process(checkpoint)
+        run.last_finite_loss = run.progress.get("last_finite_loss")
+        batch, epoch = run.step - run.done_epochs * len(run.loader), run.done_epochs + 1
+        say(f"[dora-bench] resuming in epoch {epoch} at step {run.step} (batch {batch} of {len(run.loader)})")
+    else:
+        say(f"[dora-bench] resuming from epoch {run.done_epochs + 1} (step {run.step})")
 
 
 def start_measuring(run: RunState) -> None:
@@ -358,63 +398,143 @@ def start_measuring(run: RunState) -> None:
 
 
 def train_epoch(run: RunState, epoch: int, log: MetricsLog) -> tuple[float, float]:
-    """One epoch of optimizer steps, every hook in sight; returns (seconds, mean training loss)."""
-    model, method, optimizer, scheduler = run.model, run.method, run.optimizer, run.scheduler
-    model.train()
+    """One epoch of optimizer steps; returns (seconds, mean training loss). A step checkpoint's epoch
+    goes on at its next batch, with its loss and seconds so far."""
+    run.model.train()
     # Epoch e shuffles with (seed, e - 1) (batching.ShuffledBatches counts the epochs it has
-    # served from 0): set it, since a resumed run starts its loader at a later epoch.
-    run.loader.batch_sampler.set_epoch(epoch - 1)
-    world, causal = distributed.world_size(), run.task.model_kind == "causal_lm"
-    if world > 1:  # each process its own dropout masks, a function of (seed, epoch, rank): resumes exactly
+    # served from 0): set it, since a resumed run starts its loader at a later epoch (or step).
+    run.loader.sampler.set_epoch(epoch - 1, skip=run.step - (epoch - 1) * len(run.loader))
+    if distributed.world_size() > 1:  # each process its own dropout masks, a function of (seed, epoch, rank)
         torch.manual_seed(run.cfg.seed * 100_003 + epoch * 1_009 + distributed.rank())
-    start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
-    for batch in run.loader:
+    steps = iter(run.loader)  # draws the loader's base seed: before a step checkpoint's RNG goes back
+    if run.pending_rng is not None:
+        set_rng_state(run.pending_rng)
+        run.pending_rng = None
+    done, run.progress = run.progress, {}
+    start, loss_sum, loss_count = time.perf_counter(), done.get("loss_sum", 0.0), int(done.get("loss_count", 0))
+    for micro_batches in steps:
         run.step += 1
-        step = run.step
-        batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
-        with run.autocast():
-            task_loss = run.forward(**batch).loss
-        if world > 1:  # this process's share of the global batch's mean loss (data_parallel.py)
-            task_loss = task_loss * data_parallel.loss_share(batch, causal, run.device)
-        extra = method.extra_loss(model, step)
-        loss = task_loss if extra is None else task_loss + extra
-        loss.backward()
-        if run.replicated:  # FSDP leaves a PEFT method's parameters whole: their gradients are averaged here
-            sharding.average_gradients(run.replicated)
-        grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), run.cfg.trainer.max_grad_norm)
-        grad_norm = sharding.whole(grad_norm)  # FSDP's norm of sharded gradients is itself sharded
-        if world > 1:  # the global batch's loss, the same on every process: all stop together if it diverges
-            loss, task_loss = data_parallel.mean_over_processes(torch.stack([loss, task_loss]))
-        loss_value = loss.item()  # one GPU sync per step; the check, the bar and the log need it
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            raise TrainingDiverged(
-                f"step {step}: loss {loss_value}, gradient norm {float(grad_norm)} "
-                f"(last finite loss {run.last_finite_loss}): lower the lr, then rerun"
-            )
-        optimizer.step()
-        scheduler.step()
-        method.after_step(model, step)  # gradients are still there (AdaLoRA's sensitivity needs them)
-        optimizer.zero_grad(set_to_none=True)
-
-        run.last_finite_loss = loss_value
-        loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
-        run.bar.update(1)
-        run.bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", epoch=epoch)
-        if step % run.cfg.trainer.log_every == 0 or step == run.total_steps:
-            log.write(
-                {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": loss_value,
-                    "task_loss": task_loss.item(),
-                    "extra_loss": None if extra is None else extra.item(),
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                }
-            )
-        if step >= run.total_steps:
+        result = train_step(run, micro_batches)
+        loss_sum, loss_count = loss_sum + result.loss, loss_count + 1
+        report_step(run, epoch, result, log)
+        seconds = done.get("seconds", 0.0) + time.perf_counter() - start
+        save_step_checkpoint(run, epoch, {"loss_sum": loss_sum, "loss_count": loss_count, "seconds": seconds})
+        if run.step >= run.total_steps:
             break
-    return time.perf_counter() - start, loss_sum / max(loss_count, 1)
+    return done.get("seconds", 0.0) + time.perf_counter() - start, loss_sum / max(loss_count, 1)
+
+
+@dataclass
+class StepResult:
+    """One optimizer step as the log sees it: the whole batch's losses (over every process)."""
+
+    loss: float
+    task_loss: torch.Tensor
+    extra: torch.Tensor | None
+    grad_norm: torch.Tensor
+
+
+def train_step(run: RunState, micro_batches: list[dict[str, torch.Tensor]]) -> StepResult:
+    """One optimizer step, every hook in sight: the gradient of the whole batch (``accumulate``),
+    clipped, checked, applied; then the method's hook, while the gradients are still there."""
+    model, method, optimizer, scheduler, step = run.model, run.method, run.optimizer, run.scheduler, run.step
+    loss, task_loss, extra = accumulate(run, micro_batches)
+    if run.replicated:  # FSDP leaves a PEFT method's parameters whole: their gradients are averaged here
+        sharding.average_gradients(run.replicated)
+    grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_params(optimizer), run.cfg.trainer.max_grad_norm)
+    grad_norm = sharding.whole(grad_norm)  # FSDP's norm of sharded gradients is itself sharded
+    if distributed.world_size() > 1:  # the global batch's loss, the same on every process: all stop together
+        loss, task_loss = data_parallel.mean_over_processes(torch.stack([loss, task_loss]))
+    loss_value = loss.item()  # one GPU sync per step; the check, the bar and the log need it
+    if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+        raise TrainingDiverged(
+            f"step {step}: loss {loss_value}, gradient norm {float(grad_norm)} "
+            f"(last finite loss {run.last_finite_loss}): lower the lr, then rerun"
+        )
+    optimizer.step()
+    scheduler.step()
+    method.after_step(model, step)  # gradients are still there (AdaLoRA's sensitivity needs them)
+    optimizer.zero_grad(set_to_none=True)
+    run.last_finite_loss = loss_value
+    return StepResult(loss_value, task_loss, extra, grad_norm)
+
+
+def accumulate(
+    run: RunState, micro_batches: list[dict[str, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Forward and backward over the step's micro-batches, leaving the gradient of the whole batch's
+    mean loss plus the method's term; returns (loss, task loss, method term), detached.
+
+    Each micro-batch's mean loss is weighted by its share of the step's loss terms (tokens for a
+    language model: 4 x 4 equals 16 however their lengths differ), over every process under data
+    parallel (``data_parallel.loss_shares``). The method's term is added once, with the last
+    micro-batch: it depends on the weights alone, which don't move within a step, so once is the
+    big batch's gradient. DDP averages over processes only at the last backward (``no_sync``)."""
+    causal = run.task.model_kind == "causal_lm"
+    weighted = len(micro_batches) > 1 or distributed.world_size() > 1
+    shares = data_parallel.loss_shares(micro_batches, causal, run.device) if weighted else [None]
+    task_losses, extra = [], None
+    for index, batch in enumerate(micro_batches):
+        last = index == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else data_parallel.no_sync(run.forward):
+            batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+            with run.autocast():
+                task_loss = run.forward(**batch).loss
+            if shares[index] is not None:
+                task_loss = task_loss * shares[index]
+            if last:
+                extra = run.method.extra_loss(run.model, run.step)
+            (task_loss if extra is None else task_loss + extra).backward()
+        task_losses.append(task_loss.detach())
+    task_loss = task_losses[0] if len(task_losses) == 1 else torch.stack(task_losses).sum()
+    return (task_loss if extra is None else task_loss + extra.detach()), task_loss, extra
+
+
+def report_step(run: RunState, epoch: int, result: StepResult, log: MetricsLog) -> None:
+    """The progress bar every step, a metrics line every ``trainer.log_every`` steps and at the last."""
+    lr = run.scheduler.get_last_lr()[0]
+    run.bar.update(1)
+    run.bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr:.2e}", epoch=epoch)
+    if run.step % run.cfg.trainer.log_every == 0 or run.step == run.total_steps:
+        log.write(
+            {
+                "step": run.step,
+                "epoch": epoch,
+                "loss": result.loss,
+                "task_loss": result.task_loss.item(),
+                "extra_loss": None if result.extra is None else result.extra.item(),
+                "lr": lr,
+                "grad_norm": float(result.grad_norm),
+            }
+        )
+
+
+def save_step_checkpoint(run: RunState, epoch: int, progress: dict[str, float]) -> None:
+    """Every ``trainer.checkpoint_every_steps`` steps, what a rerun resumes from mid-epoch. Not at a
+    step an epoch checkpoint is about to be written at: that one follows the evaluation."""
+    every = run.cfg.trainer.get("checkpoint_every_steps")
+    if not every or run.step % every:
+        return
+    epoch_ends = run.step == min(epoch * len(run.loader), run.total_steps)
+    if epoch_ends and is_evaluated(run, epoch):
+        return
+    save_checkpoint(
+        run.out_dir / records.CHECKPOINT_NAME,
+        record=run.record,
+        epoch=epoch - 1,
+        step=run.step,
+        total_steps=run.total_steps,
+        model=run.model,
+        method=run.method,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        progress={**progress, "last_finite_loss": run.last_finite_loss},
+    )
+
+
+def is_evaluated(run: RunState, epoch: int) -> bool:
+    """Whether ``epoch`` ends with an evaluation (every ``trainer.eval_every_epochs``, and the last)."""
+    return epoch % run.cfg.trainer.eval_every_epochs == 0 or epoch == run.num_epochs
 
 
 def evaluate_epoch(run: RunState, epoch: int, seconds: float, train_loss: float) -> dict[str, Any]:
@@ -482,6 +602,17 @@ def finish(run: RunState) -> None:
     # Budget-moving methods (DoRA, AdaLoRA) only know their paper count once the budget is final.
     record["trainable_params"]["paper"] = int(method.paper_trainable_params(model, run.target))
     record["extras"]["efficiency"] = efficiency.measure(record["epochs"], run.step, run.device, run.train_peak_mib)
+    record_measured_memory(run)
+
+
+def record_measured_memory(run: RunState) -> None:
+    """The measured peak beside the estimate: torch's allocated peak in training on a GPU, else peak RSS."""
+    measured = run.record["extras"]["efficiency"]
+    on_gpu = measured["peak_gpu_mib"] is not None
+    peak_gib = (measured["peak_gpu_mib"] if on_gpu else measured["peak_rss_mib"]) / 1024
+    source = "torch.cuda.max_memory_allocated" if on_gpu else "peak RSS"
+    measured.update(peak_memory_gib=round(peak_gib, 4), peak_memory_source=source)
+    say(memory.measured_line(run.record["extras"]["memory_estimate"], peak_gib, source))
 
 
 def save_outputs(run: RunState) -> None:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from dora_bench import distributed
 from dora_bench.errors import ConfigError
-from dora_bench.tasks.batching import EncodedDataset, PadCollator, Ragged, train_loader
+from dora_bench.tasks.batching import EncodedDataset, PadCollator, Ragged, step_loader, train_loader
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -62,6 +62,31 @@ class Task:
             self.train_set,
             self.collate,
             batch_size,
+            seed=seed,
+            group_by_length=group_by_length,
+            num_workers=num_workers,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def step_loader(
+        self,
+        batch_size: int,
+        micro_batches: int,
+        *,
+        seed: int,
+        group_by_length: bool = False,
+        num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> DataLoader:
+        """The loop's loader: the batches of ``train_loader``, each as a list of ``micro_batches``
+        micro-batches (gradient accumulation; ``batching.step_loader``)."""
+        return step_loader(
+            self.train_set,
+            self.collate,
+            batch_size,
+            micro_batches,
             seed=seed,
             group_by_length=group_by_length,
             num_workers=num_workers,

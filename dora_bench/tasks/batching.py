@@ -172,9 +172,12 @@ class ShuffledBatches(Sampler[list[int]]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self._global_batches():
-            if len(batch) >= self.world_size:
-                yield batch[self.rank :: self.world_size]
+        for batch in self.global_batches():
+            yield batch[self.rank :: self.world_size]
+
+    def global_batches(self) -> Iterator[list[int]]:
+        """The epoch's global batches that every process gets a share of (at least one example each)."""
+        return (batch for batch in self._global_batches() if len(batch) >= self.world_size)
 
     def _global_batches(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -206,6 +209,79 @@ def train_loader(
     """Batches of ``batch_size`` examples; with ``world_size`` > 1 this process's share of each."""
     sampler = ShuffledBatches(dataset.lengths(), batch_size, seed, group_by_length, rank=rank, world_size=world_size)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+
+
+class StepBatches(Sampler[list[list[int]]]):
+    """Optimizer steps instead of batches: each of ``batches``' global batches as this process's
+    share cut into ``micro`` micro-batches (gradient accumulation; ``micro=1``: the share whole).
+
+    Every process cuts its share into the same number of parts (``min(micro, n // world_size)``
+    for a global batch of ``n``: a short last batch gets fewer), so data-parallel processes
+    always run the same number of forward passes per step. ``set_epoch(epoch, skip=k)`` starts
+    the epoch at its step ``k``: a run resumed from a step checkpoint replays the rest of the epoch
+    the interrupted one would have seen, without reading the steps it skips."""
+
+    def __init__(self, batches: ShuffledBatches, micro: int = 1) -> None:
+        if micro < 1:
+            raise ValueError(f"micro={micro} must be >= 1")
+        self.batches, self.micro, self.skip = batches, micro, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.batches.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[list[list[int]]]:
+        world, rank = self.batches.world_size, self.batches.rank
+        for index, batch in enumerate(self.batches.global_batches()):
+            if index >= self.skip:
+                share = batch[rank::world]
+                yield split_evenly(share, min(self.micro, len(batch) // world))
+
+
+def split_evenly(rows: list[int], parts: int) -> list[list[int]]:
+    """``rows`` in ``parts`` consecutive pieces whose sizes differ by at most one."""
+    return [rows[k * len(rows) // parts : (k + 1) * len(rows) // parts] for k in range(parts)]
+
+
+class StepDataset(Dataset):
+    """Reads one optimizer step's micro-batches (a ``StepBatches`` item), each padded on its own."""
+
+    def __init__(self, dataset: EncodedDataset, collate: PadCollator) -> None:
+        self.dataset, self.collate = dataset, collate
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, parts: list[list[int]]) -> list[dict[str, torch.Tensor]]:
+        return [self.collate([self.dataset[i] for i in part]) for part in parts]
+
+
+def step_loader(
+    dataset: EncodedDataset,
+    collate: PadCollator,
+    batch_size: int,
+    micro_batches: int,
+    *,
+    seed: int,
+    group_by_length: bool = False,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """The training loop's loader: per optimizer step, the list of this process's micro-batches of one
+    global batch of ``batch_size`` (the same batches, in the same order, as ``train_loader``)."""
+    batches = ShuffledBatches(dataset.lengths(), batch_size, seed, group_by_length, rank=rank, world_size=world_size)
+    steps = StepBatches(batches, micro_batches)
+    return DataLoader(
+        StepDataset(dataset, collate), sampler=steps, batch_size=None, collate_fn=_as_read, num_workers=num_workers
+    )
+
+
+def _as_read(step: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    return step  # module-level, so loader workers can pickle it
 
 
 def eval_batches(dataset: EncodedDataset, collate: PadCollator, batch_size: int) -> Iterator[tuple[list[int], dict]]:

@@ -13,7 +13,7 @@ from torch import nn
 
 from dora_bench.errors import ConfigError
 from dora_bench.methods.base import Method
-from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, save_checkpoint
+from dora_bench.run.checkpoints import load_checkpoint, restore_training_state, rng_of_this_process, save_checkpoint
 from dora_bench.run.train import linear_warmup_decay
 
 CONFIG = {"task": {"name": "demo"}, "method": {"name": "probe"}, "seed": 0}
@@ -66,6 +66,25 @@ def test_a_checkpoint_resumes_into_the_same_model(tmp_path):
     checkpoint = load_checkpoint(path, CONFIG)
     assert restore_training_state(checkpoint, path, 60, model, Method(None), optimizer, scheduler) == (1, 20)
     assert torch.equal(model[0].weight, checkpoint["params"]["0.weight"])
+
+
+def test_a_step_checkpoint_holds_the_epoch_so_far_and_the_rng_it_was_saved_with(tmp_path):
+    model, optimizer, scheduler = training_state((3, 2))
+    record = {"config": CONFIG, "started_at": "2026-01-01T00:00:00+00:00", "epochs": [], "extras": {}}
+    path = tmp_path / "checkpoint.pt"
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    progress = {"loss_sum": 2.5, "loss_count": 5, "seconds": 1.25, "last_finite_loss": 0.5}
+    save_checkpoint(
+        path, record=record, epoch=1, step=25, total_steps=60, model=model, method=Method(None),
+        optimizer=optimizer, scheduler=scheduler, progress=progress,
+    )  # fmt: skip
+    torch.rand(3)  # the generator moves on after the save
+    checkpoint = load_checkpoint(path, CONFIG)
+    assert restore_training_state(checkpoint, path, 60, model, Method(None), optimizer, scheduler) == (1, 25)
+    assert checkpoint["progress"] == progress
+    assert torch.equal(rng_of_this_process(checkpoint)["cpu"], state)  # one process: rank 0's, its own
+    assert "progress" not in load_checkpoint(saved(tmp_path / "epoch"), CONFIG)  # an epoch checkpoint has none
 
 
 @pytest.mark.parametrize(

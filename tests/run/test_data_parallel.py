@@ -65,3 +65,22 @@ def test_two_gloo_processes_prune_alike_and_match_one_process(tmp_path):
     assert two["extras"]["rank_allocation"] == one["extras"]["rank_allocation"]
     # only rank 0 wrote: one record, one metrics log, one adapter in the run's folder
     assert sorted(p.name for p in records[2].parent.iterdir()) == sorted(p.name for p in records[1].parent.iterdir())
+
+
+def test_two_processes_accumulating_two_micro_batches_each_match_one_process(tmp_path):
+    # Each process's half of the global batch of 8 goes in as 2 micro-batches of 2: DDP syncs only the
+    # second backward (no_sync), and each micro-batch's loss is weighted by its tokens over all four.
+    overrides = [*OVERRIDES, f"cache_dir={tmp_path / 'cache'}"]
+    _run(0, 1, 0, overrides, str(tmp_path))
+    start_two(_run, [*overrides, "trainer.grad_accum=2"], str(tmp_path))
+
+    first, second, single = (torch.load(tmp_path / f"{name}.pt") for name in ("rank0-of-2", "rank1-of-2", "rank0-of-1"))
+    assert not first["mask"].all() and torch.equal(first["mask"], second["mask"])
+    assert torch.equal(first["mask"], single["mask"])
+    for name, value in first["params"].items():
+        assert torch.equal(value, second["params"][name]), name
+        torch.testing.assert_close(value, single["params"][name], rtol=1e-4, atol=1e-6)
+    import json
+
+    record = json.loads(next((tmp_path / "world2").rglob("record.json")).read_text())
+    assert record["extras"]["memory_estimate"]["batch"] == 2  # 8 over 2 processes x 2 micro-batches

@@ -298,3 +298,12 @@ def test_smoke_sweep_runs_end_to_end_and_tabulates(tmp_path):
         "| demo | tiny | dora |  | 8 | accuracy |" in cells and "| demo | tiny | dora | nodem | 8 | accuracy |" in cells
     )
     assert (results / "figures" / "curves" / "demo" / "tiny" / "dora-nodem_b8.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["llm_commonsense", "llm_commonsense_dorawd"])
+def test_runs_of_one_evaluation_also_checkpoint_every_thousand_steps(hydra_compose, name):
+    # ~28-32k steps and one evaluation at the end: epoch checkpoints alone could lose a whole run
+    cfg = hydra_compose(f"experiment={name}", "method=dora")
+    trainer = cfg.trainer
+    assert (trainer.eval_every_epochs, trainer.checkpoint, trainer.checkpoint_every_steps) == (3, True, 1000)
+    assert hydra_compose().trainer.checkpoint_every_steps is None  # the default: epoch checkpoints only

@@ -95,11 +95,12 @@ def _checkpoint_round_trip(run, path: str) -> bool:
     )
 
 
+@pytest.mark.parametrize("accum", [1, 2])  # 2: each process's half batch as 2 micro-batches, reduced after each
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_two_sharded_processes_match_one_process(tmp_path, method):
+def test_two_sharded_processes_match_one_process(tmp_path, method, accum):
     overrides = [*COMMON, *METHODS[method], f"cache_dir={tmp_path / 'cache'}"]
     _run(0, 1, 0, overrides, str(tmp_path))  # WORLD_SIZE=1: no process group, the single-process reference
-    sharded = [*overrides, "trainer.fsdp=true"]
+    sharded = [*overrides, "trainer.fsdp=true", f"trainer.grad_accum={accum}"]
     start_two(_run, sharded, str(tmp_path))
 
     first, second, single = (torch.load(tmp_path / f"{name}.pt") for name in ("rank0-of-2", "rank1-of-2", "rank0-of-1"))

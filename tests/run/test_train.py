@@ -1,6 +1,7 @@
 """End to end through the one loop: every method on the demo task with the tiny backbone."""
 
 import json
+import random
 
 import pytest
 import torch
@@ -321,6 +322,118 @@ def test_an_interrupted_run_resumes_and_ends_as_if_never_stopped(tiny_cfg, monke
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     # the checkpoint and the failed attempt's traceback are gone once the run completes
     assert not (run_dir / records.CHECKPOINT_NAME).exists() and not (run_dir / "traceback.txt").exists()
+
+
+# Step checkpoints every 7 steps (3 epochs of 20); each attempt is killed at a step drawn at random (seeded: the test
+# is the same every time) after at least one step checkpoint and not at one, so the resume starts
+# mid-epoch, between checkpoints, with batches of that epoch already seen.
+_KILLS = random.Random(20).sample([s for s in range(8, 60) if s % 7], 3)
+
+
+@pytest.mark.parametrize(
+    ("method", "crash_step", "every", "extra"),
+    [
+        ("lora", _KILLS[0], 7, []),
+        ("dora", _KILLS[1], 7, []),
+        ("adalora", _KILLS[2], 7, []),
+        # one evaluation, at the end (llm_commonsense's shape): the checkpoint at step 40 ends epoch 2, unevaluated
+        ("dora", 45, 10, ["trainer.eval_every_epochs=3"]),
+    ],
+)
+def test_a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_as_if_never_stopped(
+    tiny_cfg, monkeypatch, capsys, tmp_path, method, crash_step, every, extra
+):
+    overrides = [*SHORT, f"trainer.checkpoint_every_steps={every}", *extra]
+    cfg = tiny_cfg(f"method={method}", *overrides)
+    straight = train(cfg)
+    run_dir = records.run_dir(
+        cfg.results_dir, task="demo", backbone="tiny", method=method, variant=None, budget=2, seed=0
+    )
+    straight_dir = run_dir.rename(tmp_path / "straight")
+
+    assert _interrupted(tiny_cfg, monkeypatch, overrides, method, crash_step=crash_step) == run_dir
+    saved = torch.load(run_dir / records.CHECKPOINT_NAME, weights_only=True)
+    checkpointed = crash_step - crash_step % every
+    assert saved["step"] == checkpointed and saved["epoch"] == (checkpointed - 1) // 20
+    assert saved["progress"]["loss_count"] == checkpointed - 20 * saved["epoch"]  # the epoch's steps so far
+    assert _same(_fresh_method(cfg, loaded=saved["method"]).state_dict(), saved["method"])
+    capsys.readouterr()
+
+    resumed = train(cfg)
+    batch = checkpointed - 20 * saved["epoch"]
+    assert (
+        f"resuming in epoch {saved['epoch'] + 1} at step {checkpointed} (batch {batch} of 20)"
+        in capsys.readouterr().out
+    )
+    assert resumed["status"] == "complete" and resumed["extras"]["resumed"][0]["step"] == checkpointed
+    assert _without_timings(resumed["epochs"]) == _without_timings(straight["epochs"])
+    assert resumed["best"] == straight["best"] and resumed["last"] == straight["last"]
+    untimed = {k: v for k, v in straight["extras"].items() if k != "efficiency"}
+    assert {k: v for k, v in resumed["extras"].items() if k not in ("resumed", "efficiency")} == untimed
+    assert (run_dir / "metrics.jsonl").read_text() == (straight_dir / "metrics.jsonl").read_text()
+    ours, theirs = _adapter_tensors(run_dir), _adapter_tensors(straight_dir)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not (run_dir / records.CHECKPOINT_NAME).exists()
+
+
+_KILLED = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads(1)
+from support import compose
+from dora_bench.methods import method_class
+from dora_bench.run.train import train
+cls, original = method_class("dora"), method_class("dora").after_step
+def after_step(self, model, step):
+    original(self, model, step)
+    if step == 31:
+        os.kill(os.getpid(), signal.SIGKILL)  # no except, no finally: the record, log and claim as a kill leaves them
+cls.after_step = after_step
+train(compose({overrides!r}))
+"""
+
+
+def test_a_run_killed_by_sigkill_resumes_from_its_step_checkpoint_as_if_never_stopped(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    overrides = [*TINY, f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "method=dora"]
+    overrides += [*SHORT, "trainer.checkpoint_every_steps=7"]
+    straight = train(compose(overrides))
+    run_dir = records.run_dir(
+        tmp_path / "results", task="demo", backbone="tiny", method="dora", variant=None, budget=2, seed=0
+    )
+    straight_dir = run_dir.rename(tmp_path / "straight")
+
+    script = _KILLED.format(tests=str(REPO / "tests"), overrides=overrides)
+    killed = subprocess.run([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1] == 30  # a line after the checkpoint (step 28): the resumed run must drop it, then log it again
+    assert torch.load(run_dir / records.CHECKPOINT_NAME, weights_only=True)["step"] == 28
+
+    resumed = train(compose(overrides))
+    assert resumed["extras"]["resumed"][0]["step"] == 28
+    assert _without_timings(resumed["epochs"]) == _without_timings(straight["epochs"])
+    assert resumed["best"] == straight["best"] and resumed["last"] == straight["last"]
+    assert (run_dir / "metrics.jsonl").read_text() == (straight_dir / "metrics.jsonl").read_text()
+    ours, theirs = _adapter_tensors(run_dir), _adapter_tensors(straight_dir)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_step_checkpoints_change_nothing_a_run_computes(tiny_cfg, tmp_path):
+    # where a run saves is an execution setting: the same log, byte for byte, with and without
+    plain = train(tiny_cfg("method=dora", *SHORT, f"results_dir={tmp_path / 'plain'}"))
+    saved = train(
+        tiny_cfg("method=dora", *SHORT, "trainer.checkpoint_every_steps=3", f"results_dir={tmp_path / 'saved'}")
+    )
+    logs = [next((tmp_path / name).rglob("metrics.jsonl")).read_text() for name in ("plain", "saved")]
+    assert logs[0] == logs[1] and _without_timings(plain["epochs"]) == _without_timings(saved["epochs"])
 
 
 TWELVE_STEPS = ["task.train_size=64", "task.dev_size=32", "trainer.epochs=3", "trainer.lr=5e-3"]  # 3 epochs of 4
