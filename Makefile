@@ -54,7 +54,7 @@ report: setup  ## one self-contained page, $(RESULTS)/report/index.html: tables,
 params: setup  ## trainable parameters of every method at budgets 2 and 8 vs the paper (roberta-base, bart-base, minilm; random init; Llama-3.2-1B/3B on the meta device)
 	$(dir $(PY))dora-bench-params
 
-bench: setup  ## seconds per training step of every method on MiniLM (ARGS="--device cuda --backbone roberta-base ...")
+bench: setup  ## seconds per training step of every method on MiniLM (ARGS="--device cuda --backbone llama --random-init --sequential ...")
 	$(PY) scripts/bench_methods.py $(ARGS)
 
 bench-dora: setup  ## one step of DoRA vs LoRA vs the released code's materialised scoring (roberta-base, random init)

@@ -276,10 +276,7 @@ def build_model(
     check_input_length(int(cfg.task.max_length) + generated, method.extra_input_positions(), model, backbone_cfg.name)
     if cfg.trainer.get("gradient_checkpointing"):
         enable_gradient_checkpointing(model, backbone_cfg.name)
-    model = method.apply(model, target)
-    for param in model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
+    model = train_in_fp32(method.apply(model, target))
     counts = record["trainable_params"] = count_parameters(model, method, target)
     say(
         f"[dora-bench] parameters: {counts['model']:,} in the model, {counts['total']:,} trainable, "
@@ -646,6 +643,14 @@ def save_rank_heatmap(run: RunState) -> None:
 
 
 # -- helpers (each small enough to test alone) ----------------------------------------------
+
+
+def train_in_fp32(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every trainable parameter in float32 (frozen ones keep their dtype)."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
 
 
 def count_parameters(model: torch.nn.Module, method: Method, target: AdaptTarget) -> dict[str, int]:
