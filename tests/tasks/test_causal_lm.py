@@ -169,6 +169,34 @@ def test_scores_are_accuracy_per_set_and_their_unweighted_mean():
     assert metrics["unparsed"] == pytest.approx(1 / 6)
 
 
+def test_a_set_with_fewer_generations_than_answers_is_refused_not_scored_short():
+    # zip would score the 2 generations against the first 2 answers: 1.0 instead of an error
+    with pytest.raises(ValueError, match="^boolq: 2 generations for 3 answers$"):
+        score({"boolq": [" true", " true"]}, {"boolq": ["true", "true", "false"]})
+    with pytest.raises(ValueError, match="^boolq: 0 generations for 0 answers$"):
+        score({"boolq": []}, {"boolq": []})
+
+
+def test_commonsense_evaluate_generates_every_set_with_the_callers_settings(tmp_path):
+    cfg = _task_cfg("commonsense-synthetic")
+    cfg = {**_task_cfg("commonsense"), **{k: v for k, v in cfg.items() if k != "defaults"}, "max_eval_per_set": 2}
+    task = load_task(cfg, BYTES, cache_dir=None)
+    calls = []
+
+    def generate(model, prompts, **kwargs):
+        calls.append(kwargs)
+        name = kwargs["desc"]
+        answers = task.dev_sets[name][1]
+        return [" " + answers[0]] + ["no idea"] * (len(answers) - 1)  # the first right, the rest unparsed
+
+    task.generate = generate
+    cpu = torch.device("cpu")
+    metrics = task.evaluate("model", batch_size=3, device=cpu, autocast=contextlib.nullcontext)
+    assert [c["desc"] for c in calls] == list(task.dev_sets)
+    assert all((c["batch_size"], c["device"], c["autocast"]) == (3, cpu, contextlib.nullcontext) for c in calls)
+    assert metrics["avg"] == pytest.approx(0.5) and metrics["unparsed"] == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("set_name", sorted(SETS))
 def test_every_sets_prompt_ends_in_an_answer_its_parser_reads_back(set_name):
     make_prompt = SETS[set_name][0]
