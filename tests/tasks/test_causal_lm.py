@@ -245,6 +245,7 @@ def test_commonsense_reads_local_jsonl_per_set_and_trains_on_their_union(tmp_pat
         ("#### .5", "0.5"),  # a bare fraction, not 5
         ("so she keeps .25 of it", "0.25"),
         ("The answer is 5.", "5"),  # a full stop after the number is not a fraction
+        ("#### 0.0000005", "0.0000005"),  # positional, never "5E-7" (str of a small Decimal)
     ],
 )
 def test_the_final_number_is_read_after_the_marker_or_last(text, expected):
@@ -254,6 +255,14 @@ def test_the_final_number_is_read_after_the_marker_or_last(text, expected):
 def test_gsm8k_exact_match_compares_numbers_not_strings():
     metrics = exact_match(["#### 1,000", "The answer is 7.0", "no idea", "#### 3"], ["1000", "7", "5", "4"])
     assert metrics == {"exact_match": 0.5, "no_number": 0.25}
+
+
+def test_gsm8k_exact_match_refuses_generations_that_do_not_pair_with_the_answers():
+    # zip would score 1 generation against the first of 2 answers: 0.5, not an error
+    with pytest.raises(ValueError, match="^1 generations for 2 answers$"):
+        exact_match(["#### 3"], ["3", "4"])
+    with pytest.raises(ValueError, match="^0 generations for 0 answers$"):
+        exact_match([], [])
 
 
 def test_gsm8k_reads_local_files_and_refuses_a_test_answer_without_a_number(tmp_path):
