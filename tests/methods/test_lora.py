@@ -87,3 +87,30 @@ def test_lora_export_reloads_with_plain_peft_and_gives_the_same_logits(tmp_path)
     fresh.load_state_dict(pristine)
     reloaded = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter")).eval()
     torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_merged_copy_leaves_the_trained_model_as_it_was(tmp_path):
+    """``merged_copy`` (DoRA's ``export_merged``) works on a copy: the live model keeps its adapted layers
+    and every weight (a shallow copy would share them, and peft's merge would write into the model)."""
+    from dora_bench.methods.lora import merged_copy
+
+    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF_DIR / "backbone" / "tiny.yaml").read_text()))
+    torch.manual_seed(0)
+    method = build_method({"name": "lora", "r": 2})
+    model = method.apply(
+        load_model(cfg, "sequence_classification", num_labels=2), adapt_target(cfg, "sequence_classification")
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(3, 259, (3, 9))
+    expected = model(input_ids=ids).logits
+    method.export(model, tmp_path)
+    merged = merged_copy(model, method.names, tmp_path / "adapter").eval()
+    torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
+    assert all(isinstance(model.get_submodule(n), LoRALinear) for n in method.names)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
