@@ -288,6 +288,38 @@ def test_gsm8k_reads_local_files_and_refuses_a_test_answer_without_a_number(tmp_
 
 def test_instruct_exact_match_ignores_surrounding_and_repeated_whitespace_only():
     assert instruct_exact_match([" Paris ", "a  b", "paris"], ["Paris", "a b", "Paris"]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="^2 generations for 3 references$"):
+        instruct_exact_match(["Paris", "Rome"], ["Paris", "Rome", "Oslo"])  # zip would score it 1.0
+    with pytest.raises(ValueError, match="^0 generations for 0 references$"):
+        instruct_exact_match([], [])
+
+
+def test_instruct_evaluate_adds_exact_match_to_the_dev_loss_only_with_prompts(tmp_path):
+    rows = [{"q": f"say {i}", "a": f"{i}"} for i in range(4)]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _task_cfg("instruct", train_file=str(path), dev_file=str(path), prompt_field="q", response_field="a")
+    cfg["template"] = "Q: {prompt}\nA:"
+    cpu, calls = torch.device("cpu"), []
+
+    def response_loss(model, dataset, **kwargs):
+        calls.append(("loss", dataset, kwargs))
+        return {"loss": 0.5, "token_accuracy": 0.25}
+
+    def generate(model, prompts, **kwargs):
+        calls.append(("generate", prompts, kwargs))
+        return [" 0", "1", "two", "3 "]  # 3 of the 4 references after normalising
+
+    settings = {"batch_size": 3, "device": cpu, "autocast": contextlib.nullcontext}
+    without = load_task(cfg, BYTES, cache_dir=None)
+    without.response_loss, without.generate = response_loss, generate
+    assert without.evaluate("model", **settings) == {"loss": 0.5, "token_accuracy": 0.25}
+    assert calls == [("loss", without.dev, settings)]
+    calls.clear()
+    task = load_task({**cfg, "exact_match": True}, BYTES, cache_dir=None)
+    task.response_loss, task.generate = response_loss, generate
+    assert task.evaluate("model", **settings) == {"loss": 0.5, "token_accuracy": 0.25, "exact_match": 0.75}
+    assert calls == [("loss", task.dev, settings), ("generate", task.prompts, {**settings, "desc": "dev"})]
 
 
 def test_instruct_reads_its_fields_through_the_template_and_checks_its_main_metric(tmp_path):
