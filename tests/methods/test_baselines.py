@@ -323,6 +323,15 @@ def test_dora_wd_trains_a_magnitude_per_output_row():
     assert method.paper_trainable_params(model, target) == lora_count + 2 * (5 * 32 + 64)
 
 
+def test_dora_wd_drops_its_adapters_input_at_the_configured_rate():
+    from dora_bench.methods.shared.dropout import InputDropout
+
+    model, target = tiny()
+    model = build_method({"name": "dora_wd", "r": 2, "dropout": 0.1}).apply(model, target)
+    dropouts = [m.lora_dropout["default"] for m in model.modules() if hasattr(m, "lora_dropout")]
+    assert len(dropouts) == 12 and all(isinstance(d, InputDropout) and d.p == 0.1 for d in dropouts)
+
+
 # -- configs -------------------------------------------------------------------------------
 
 OURS = ["full_ft", "bitfit", "lora", "adalora", "houlsby", "pfeiffer", "prompt_tuning", "dora_wd"]
