@@ -66,6 +66,18 @@ def test_input_dropout_keeps_with_probability_one_minus_p_and_rescales():
         drop_input(x, 1e-6, True)
 
 
+def test_the_cpu_mask_draws_one_random_int64_per_four_elements_rounded_up():
+    """The stream of random numbers after a mask is a function of the mask's size: 5 to 8 elements take
+    two int64s (later masks, and everything else drawn after them, stay as they were)."""
+    after = {}
+    for count in (4, 5, 8, 9):
+        torch.manual_seed(0)
+        drop_input(torch.ones(count), 0.1, training=True)
+        after[count] = torch.get_rng_state()
+    assert torch.equal(after[5], after[8])
+    assert not torch.equal(after[4], after[5]) and not torch.equal(after[8], after[9])
+
+
 def test_lora_export_reloads_with_plain_peft_and_gives_the_same_logits(tmp_path):
     from peft import PeftModel
 
