@@ -303,23 +303,26 @@ def test_instruct_evaluate_adds_exact_match_to_the_dev_loss_only_with_prompts(tm
     cpu, calls = torch.device("cpu"), []
 
     def response_loss(model, dataset, **kwargs):
-        calls.append(("loss", dataset, kwargs))
+        calls.append(("loss", model, dataset, kwargs))
         return {"loss": 0.5, "token_accuracy": 0.25}
 
     def generate(model, prompts, **kwargs):
-        calls.append(("generate", prompts, kwargs))
+        calls.append(("generate", model, prompts, kwargs))
         return [" 0", "1", "two", "3 "]  # 3 of the 4 references after normalising
 
     settings = {"batch_size": 3, "device": cpu, "autocast": contextlib.nullcontext}
     without = load_task(cfg, BYTES, cache_dir=None)
     without.response_loss, without.generate = response_loss, generate
     assert without.evaluate("model", **settings) == {"loss": 0.5, "token_accuracy": 0.25}
-    assert calls == [("loss", without.dev, settings)]
+    assert calls == [("loss", "model", without.dev, settings)]
     calls.clear()
     task = load_task({**cfg, "exact_match": True}, BYTES, cache_dir=None)
     task.response_loss, task.generate = response_loss, generate
     assert task.evaluate("model", **settings) == {"loss": 0.5, "token_accuracy": 0.25, "exact_match": 0.75}
-    assert calls == [("loss", task.dev, settings), ("generate", task.prompts, {**settings, "desc": "dev"})]
+    assert calls == [
+        ("loss", "model", task.dev, settings),
+        ("generate", "model", task.prompts, {**settings, "desc": "dev"}),
+    ]
 
 
 def test_instruct_reads_its_fields_through_the_template_and_checks_its_main_metric(tmp_path):
