@@ -149,6 +149,22 @@ def test_houlsby_and_pfeiffer_blocks_compute_their_reference_arrangements():
             assert f(a).abs().max() > 1e-3  # the adapter's term is not negligible, so the test can fail
 
 
+def test_an_adapted_projection_adds_its_adapter_to_the_projection():
+    """BART and decoder LLMs: ``a + f(a)`` with ``a = projection(x)``, by hand on a non-zero adapter."""
+    import torch.nn.functional as F
+
+    from dora_bench.methods.adapters import AdaptedProjection, Bottleneck, HoulsbyConfig
+
+    torch.manual_seed(4)
+    projection, adapter = torch.nn.Linear(6, 8), Bottleneck(8, HoulsbyConfig(budget=1, init_std=0.3))
+    x = torch.randn(3, 6)
+    a = projection(x)
+    f = F.gelu(a @ adapter.down.weight.T + adapter.down.bias) @ adapter.up.weight.T + adapter.up.bias
+    with torch.no_grad():
+        torch.testing.assert_close(AdaptedProjection(projection, adapter)(x), a + f)
+        assert f.abs().max() > 1e-3  # a - f(a) would differ
+
+
 def test_adapter_inits_follow_their_references():
     from dora_bench.methods.adapters import Bottleneck, HoulsbyConfig, PfeifferConfig
 
@@ -178,8 +194,15 @@ def test_adapter_learns_a_nonzero_update():
 def test_adalora_phases_follow_the_fractions_and_reject_runs_too_short():
     assert phases(40, 0.15, 0.5) == (6, 20)
     assert phases(60, 0.15, 0.5) == (9, 30)  # 0.15 * 60 is 8.999... in floating point
-    with pytest.raises(ConfigError):
-        phases(5, 0.15, 0.5)  # 0.15 * 5 rounds down to no warm-up at all
+    with pytest.raises(ConfigError, match=r"T=5 gives tinit=0, tfinal=2; train for at least 7 steps$"):
+        phases(5, 0.15, 0.5)  # 0.15 * 5 rounds down to no warm-up at all; 1 / 0.15 -> 7 steps
+    # a zero fraction asks for no phase at all: not "too short"
+    assert phases(5, 0.2, 0.0) == (1, 0) and phases(5, 0.0, 0.0) == (0, 0)
+
+
+def test_adalora_counts_every_epoch_before_its_schedule_is_known():
+    method = build_method({"name": "adalora", "init_r": 4, "target_r": 2})
+    assert method.first_countable_step() == 0  # no run yet: nothing to wait for
 
 
 def test_adalora_allocator_prunes_to_the_target_budget():
@@ -298,6 +321,15 @@ def test_dora_wd_trains_a_magnitude_per_output_row():
     assert any(not torch.equal(before[n], p) for n, p in magnitudes.items())
     lora_count = 2 * 2 * (4 * (32 + 32) + (32 + 64) + (64 + 32))
     assert method.paper_trainable_params(model, target) == lora_count + 2 * (5 * 32 + 64)
+
+
+def test_dora_wd_drops_its_adapters_input_at_the_configured_rate():
+    from dora_bench.methods.shared.dropout import InputDropout
+
+    model, target = tiny()
+    model = build_method({"name": "dora_wd", "r": 2, "dropout": 0.1}).apply(model, target)
+    dropouts = [m.lora_dropout["default"] for m in model.modules() if hasattr(m, "lora_dropout")]
+    assert len(dropouts) == 12 and all(isinstance(d, InputDropout) and d.p == 0.1 for d in dropouts)
 
 
 # -- configs -------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ SIZE = {
 
 
 @pytest.mark.parametrize("name", DECODERS)
-@pytest.mark.parametrize("method", ["lora", "dora"])
+@pytest.mark.parametrize("method", ["lora", "dora", "dora_wd"])
 def test_decoder_export_reloads_with_plain_peft_and_gives_the_same_logits(tmp_path, name, method):
     from peft import PeftModel
 

@@ -626,6 +626,14 @@ def test_random_masks_differ_between_seeds_and_nest_within_a_run():
         assert not (later & ~earlier).any()  # a component drawn for pruning stays pruned
 
 
+def test_the_random_arms_seed_is_the_run_seed_and_step_folded_into_63_bits():
+    from dora_bench.methods.dora import random_arm_seed
+
+    assert random_arm_seed(3, 40) == 3 * 1_000_003 + 40
+    # a seed so large that the product passes 2^63 wraps into torch's range (not modulo any other number)
+    assert random_arm_seed(2**62, 7) == (2**62 * 1_000_003 + 7) % 2**63 == 2**62 + 7
+
+
 def test_a_resumed_random_run_draws_the_same_mask():
     method, model, masks = masks_of_a_run("random", 3)
     model_a, target = tiny_model()

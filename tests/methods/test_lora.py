@@ -66,6 +66,18 @@ def test_input_dropout_keeps_with_probability_one_minus_p_and_rescales():
         drop_input(x, 1e-6, True)
 
 
+def test_the_cpu_mask_draws_one_random_int64_per_four_elements_rounded_up():
+    """The stream of random numbers after a mask is a function of the mask's size: 5 to 8 elements take
+    two int64s (later masks, and everything else drawn after them, stay as they were)."""
+    after = {}
+    for count in (4, 5, 8, 9):
+        torch.manual_seed(0)
+        drop_input(torch.ones(count), 0.1, training=True)
+        after[count] = torch.get_rng_state()
+    assert torch.equal(after[5], after[8])
+    assert not torch.equal(after[4], after[5]) and not torch.equal(after[8], after[9])
+
+
 def test_lora_export_reloads_with_plain_peft_and_gives_the_same_logits(tmp_path):
     from peft import PeftModel
 
@@ -87,3 +99,30 @@ def test_lora_export_reloads_with_plain_peft_and_gives_the_same_logits(tmp_path)
     fresh.load_state_dict(pristine)
     reloaded = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter")).eval()
     torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_merged_copy_leaves_the_trained_model_as_it_was(tmp_path):
+    """``merged_copy`` (DoRA's ``export_merged``) works on a copy: the live model keeps its adapted layers
+    and every weight (a shallow copy would share them, and peft's merge would write into the model)."""
+    from dora_bench.methods.lora import merged_copy
+
+    cfg = BackboneConfig.from_dict(yaml.safe_load((CONF_DIR / "backbone" / "tiny.yaml").read_text()))
+    torch.manual_seed(0)
+    method = build_method({"name": "lora", "r": 2})
+    model = method.apply(
+        load_model(cfg, "sequence_classification", num_labels=2), adapt_target(cfg, "sequence_classification")
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(3, 259, (3, 9))
+    expected = model(input_ids=ids).logits
+    method.export(model, tmp_path)
+    merged = merged_copy(model, method.names, tmp_path / "adapter").eval()
+    torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
+    assert all(isinstance(model.get_submodule(n), LoRALinear) for n in method.names)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())

@@ -84,3 +84,85 @@ def test_two_processes_accumulating_two_micro_batches_each_match_one_process(tmp
 
     record = json.loads(next((tmp_path / "world2").rglob("record.json")).read_text())
     assert record["extras"]["memory_estimate"]["batch"] == 2  # 8 over 2 processes x 2 micro-batches
+
+
+# -- the helpers by value, two processes simulated in one (the run above exercises them only in its children) --
+
+
+def _as_rank_of_two(monkeypatch, others: list[float]) -> None:
+    """This process as one of 2, the other holding ``others``: all_reduce_sum_ adds them in place."""
+    from dora_bench import distributed
+
+    def add_the_other(tensor: torch.Tensor) -> torch.Tensor:
+        tensor += torch.tensor(others, dtype=tensor.dtype)
+        return tensor
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "all_reduce_sum_", add_the_other)
+
+
+def test_loss_terms_count_label_tokens_shifted_for_a_causal_lm_and_examples_otherwise():
+    from dora_bench.run.data_parallel import loss_terms
+
+    ids = torch.zeros(2, 4, dtype=torch.long)
+    labels = torch.tensor([[5, 1, 2, -100], [-100, -100, 3, 4]])  # 5 label tokens, 4 after the first position
+    assert loss_terms({"input_ids": ids, "labels": labels}, causal=True) == 4
+    assert loss_terms({"input_ids": ids, "labels": labels}, causal=False) == 5
+    assert loss_terms({"input_ids": torch.zeros(3, 4), "labels": torch.tensor([0, 1, 1])}, causal=False) == 3
+    assert loss_terms({"input_ids": torch.zeros(3, 4)}, causal=True) == 3  # no labels: the examples
+
+
+def test_loss_shares_weight_each_process_mean_into_the_global_mean(monkeypatch):
+    from dora_bench.run.data_parallel import loss_shares
+
+    # process 0 holds 1 example, process 1 holds 3; W = 2, N = 4; per-example losses 4 | 1, 2, 3
+    cpu = torch.device("cpu")
+    _as_rank_of_two(monkeypatch, [3.0])
+    (share0,) = loss_shares([{"input_ids": torch.zeros(1, 4), "labels": torch.tensor([1])}], False, cpu)
+    _as_rank_of_two(monkeypatch, [1.0])
+    (share1,) = loss_shares([{"input_ids": torch.zeros(3, 4), "labels": torch.tensor([1, 0, 1])}], False, cpu)
+    assert (share0, share1) == (0.5, 1.5)  # n_r W / N
+    # DDP averages the processes' weighted losses: that is the mean over the whole global batch
+    assert (4.0 * share0 + (1.0 + 2.0 + 3.0) / 3 * share1) / 2 == (4.0 + 1.0 + 2.0 + 3.0) / 4
+
+
+def test_loss_share_of_a_process_with_every_term_is_the_world_size(monkeypatch):
+    from dora_bench.run.data_parallel import loss_shares
+
+    labels = torch.tensor([[-100, 7]])  # one response token (after the shift); the other process has none
+    _as_rank_of_two(monkeypatch, [0.0])
+    assert loss_shares([{"labels": labels}], causal=True, device=torch.device("cpu")) == [2.0]  # 1 * 2 / max(1, 1)
+
+
+def test_micro_batch_shares_are_each_one_s_terms_over_every_process_s(monkeypatch):
+    from dora_bench.run.data_parallel import loss_shares
+
+    # this process: micro-batches of 1 and 3 examples; the other process: 4; W = 2, N = 8
+    _as_rank_of_two(monkeypatch, [4.0])
+    micro = [{"labels": torch.tensor([1])}, {"labels": torch.tensor([0, 1, 1])}]
+    assert loss_shares(micro, causal=False, device=torch.device("cpu")) == [0.25, 0.75]
+
+
+def test_mean_over_processes_is_the_mean_and_leaves_its_input_alone(monkeypatch):
+    from dora_bench.run.data_parallel import mean_over_processes
+
+    _as_rank_of_two(monkeypatch, [3.0, 6.0])
+    values = torch.tensor([1.0, 2.0])
+    assert torch.equal(mean_over_processes(values), torch.tensor([2.0, 4.0]))
+    assert torch.equal(values, torch.tensor([1.0, 2.0]))
+
+
+def test_check_batch_refuses_a_global_batch_that_does_not_split(monkeypatch):
+    import pytest
+
+    from dora_bench import distributed
+    from dora_bench.errors import ConfigError
+    from dora_bench.run.data_parallel import check_batch
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    check_batch(8)
+    with pytest.raises(ConfigError, match="must split over 4 processes: set it to a multiple of 4"):
+        check_batch(6)
+    check_batch(16, grad_accum=4)
+    with pytest.raises(ConfigError, match="over 4 processes x trainer.grad_accum=4 micro-batches: .* multiple of 16"):
+        check_batch(8, grad_accum=4)

@@ -31,3 +31,10 @@ def test_the_peak_resident_memory_restarts_with_each_run():
     measured = efficiency.measure([{"seconds": 30.0}, {"seconds": 90.0}], 60, torch.device("cpu"), 0.0)
     assert measured["train_minutes"] == 2.0 and measured["seconds_per_step"] == 2.0
     assert measured["peak_gpu_mib"] is None and measured["peak_rss_mib"] > 0
+
+
+def test_a_gpu_runs_peak_is_kept_to_a_tenth_of_a_mib_and_no_steps_divide_by_one():
+    # the device only says whether there is a GPU figure: no GPU is touched
+    measured = efficiency.measure([{"seconds": 7.25}], 0, torch.device("cuda"), 1234.56)
+    assert measured["peak_gpu_mib"] == 1234.6
+    assert measured["seconds_per_step"] == 7.25 and measured["train_minutes"] == 0.121  # 7.25 / 60, 3 places

@@ -169,6 +169,34 @@ def test_scores_are_accuracy_per_set_and_their_unweighted_mean():
     assert metrics["unparsed"] == pytest.approx(1 / 6)
 
 
+def test_a_set_with_fewer_generations_than_answers_is_refused_not_scored_short():
+    # zip would score the 2 generations against the first 2 answers: 1.0 instead of an error
+    with pytest.raises(ValueError, match="^boolq: 2 generations for 3 answers$"):
+        score({"boolq": [" true", " true"]}, {"boolq": ["true", "true", "false"]})
+    with pytest.raises(ValueError, match="^boolq: 0 generations for 0 answers$"):
+        score({"boolq": []}, {"boolq": []})
+
+
+def test_commonsense_evaluate_generates_every_set_with_the_callers_settings(tmp_path):
+    cfg = _task_cfg("commonsense-synthetic")
+    cfg = {**_task_cfg("commonsense"), **{k: v for k, v in cfg.items() if k != "defaults"}, "max_eval_per_set": 2}
+    task = load_task(cfg, BYTES, cache_dir=None)
+    calls = []
+
+    def generate(model, prompts, **kwargs):
+        calls.append(kwargs)
+        name = kwargs["desc"]
+        answers = task.dev_sets[name][1]
+        return [" " + answers[0]] + ["no idea"] * (len(answers) - 1)  # the first right, the rest unparsed
+
+    task.generate = generate
+    cpu = torch.device("cpu")
+    metrics = task.evaluate("model", batch_size=3, device=cpu, autocast=contextlib.nullcontext)
+    assert [c["desc"] for c in calls] == list(task.dev_sets)
+    assert all((c["batch_size"], c["device"], c["autocast"]) == (3, cpu, contextlib.nullcontext) for c in calls)
+    assert metrics["avg"] == pytest.approx(0.5) and metrics["unparsed"] == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("set_name", sorted(SETS))
 def test_every_sets_prompt_ends_in_an_answer_its_parser_reads_back(set_name):
     make_prompt = SETS[set_name][0]
@@ -217,6 +245,7 @@ def test_commonsense_reads_local_jsonl_per_set_and_trains_on_their_union(tmp_pat
         ("#### .5", "0.5"),  # a bare fraction, not 5
         ("so she keeps .25 of it", "0.25"),
         ("The answer is 5.", "5"),  # a full stop after the number is not a fraction
+        ("#### 0.0000005", "0.0000005"),  # positional, never "5E-7" (str of a small Decimal)
     ],
 )
 def test_the_final_number_is_read_after_the_marker_or_last(text, expected):
@@ -226,6 +255,14 @@ def test_the_final_number_is_read_after_the_marker_or_last(text, expected):
 def test_gsm8k_exact_match_compares_numbers_not_strings():
     metrics = exact_match(["#### 1,000", "The answer is 7.0", "no idea", "#### 3"], ["1000", "7", "5", "4"])
     assert metrics == {"exact_match": 0.5, "no_number": 0.25}
+
+
+def test_gsm8k_exact_match_refuses_generations_that_do_not_pair_with_the_answers():
+    # zip would score 1 generation against the first of 2 answers: 0.5, not an error
+    with pytest.raises(ValueError, match="^1 generations for 2 answers$"):
+        exact_match(["#### 3"], ["3", "4"])
+    with pytest.raises(ValueError, match="^0 generations for 0 answers$"):
+        exact_match([], [])
 
 
 def test_gsm8k_reads_local_files_and_refuses_a_test_answer_without_a_number(tmp_path):
@@ -251,6 +288,41 @@ def test_gsm8k_reads_local_files_and_refuses_a_test_answer_without_a_number(tmp_
 
 def test_instruct_exact_match_ignores_surrounding_and_repeated_whitespace_only():
     assert instruct_exact_match([" Paris ", "a  b", "paris"], ["Paris", "a b", "Paris"]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="^2 generations for 3 references$"):
+        instruct_exact_match(["Paris", "Rome"], ["Paris", "Rome", "Oslo"])  # zip would score it 1.0
+    with pytest.raises(ValueError, match="^0 generations for 0 references$"):
+        instruct_exact_match([], [])
+
+
+def test_instruct_evaluate_adds_exact_match_to_the_dev_loss_only_with_prompts(tmp_path):
+    rows = [{"q": f"say {i}", "a": f"{i}"} for i in range(4)]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _task_cfg("instruct", train_file=str(path), dev_file=str(path), prompt_field="q", response_field="a")
+    cfg["template"] = "Q: {prompt}\nA:"
+    cpu, calls = torch.device("cpu"), []
+
+    def response_loss(model, dataset, **kwargs):
+        calls.append(("loss", model, dataset, kwargs))
+        return {"loss": 0.5, "token_accuracy": 0.25}
+
+    def generate(model, prompts, **kwargs):
+        calls.append(("generate", model, prompts, kwargs))
+        return [" 0", "1", "two", "3 "]  # 3 of the 4 references after normalising
+
+    settings = {"batch_size": 3, "device": cpu, "autocast": contextlib.nullcontext}
+    without = load_task(cfg, BYTES, cache_dir=None)
+    without.response_loss, without.generate = response_loss, generate
+    assert without.evaluate("model", **settings) == {"loss": 0.5, "token_accuracy": 0.25}
+    assert calls == [("loss", "model", without.dev, settings)]
+    calls.clear()
+    task = load_task({**cfg, "exact_match": True}, BYTES, cache_dir=None)
+    task.response_loss, task.generate = response_loss, generate
+    assert task.evaluate("model", **settings) == {"loss": 0.5, "token_accuracy": 0.25, "exact_match": 0.75}
+    assert calls == [
+        ("loss", "model", task.dev, settings),
+        ("generate", "model", task.prompts, {**settings, "desc": "dev"}),
+    ]
 
 
 def test_instruct_reads_its_fields_through_the_template_and_checks_its_main_metric(tmp_path):

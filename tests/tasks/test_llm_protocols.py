@@ -153,6 +153,20 @@ def test_maths_answers_are_the_last_number_as_their_extract_answer_number_reads_
 def test_maths_scores_within_their_tolerance():
     scores = la.math_score(["The answer is 7.0004", "8", "none"], ["7.0", "9.0", "1.0"])
     assert scores == {"exact_match": pytest.approx(1 / 3), "no_number": pytest.approx(1 / 3)}
+    # exactly the tolerance away still counts (their `abs(label - pred) <= miss`): 0.001 - 0 is 0.001
+    assert la.math_score(["The answer is 0"], ["0.001"])["exact_match"] == 1.0
+
+
+def test_maths_scoring_refuses_generations_that_do_not_pair_with_the_answers():
+    # zip would score 1 generation against the first of 2 answers: 0.5, not an error
+    with pytest.raises(ValueError, match="^1 generations for 2 answers$"):
+        la.math_score(["7"], ["7", "8"])
+    with pytest.raises(ValueError, match="^0 generations for 0 answers$"):
+        la.math_score([], [])
+
+
+def test_a_gold_answer_is_read_without_its_thousands_commas_and_a_letter_is_none():
+    assert la.gold_number("1,234.5") == 1234.5 and la.gold_number(12) == 12.0 and la.gold_number("C") is None
 
 
 def test_commonsense_reads_their_training_file_and_per_set_test_files(tmp_path):

@@ -391,3 +391,50 @@ def test_data_fingerprint_sees_a_changed_dev_answer(squad_dir, byte_tokenizer, t
     )
     (squad_dir / "dev-v1.1.json").write_text(json.dumps(dev))
     assert load_task(cfg, byte_tokenizer).data_fingerprint() != before
+
+
+def word_tokenizer():
+    """A fast word-level tokenizer, ``<cls> A <sep> B <sep>`` around a pair: offsets come from the Rust side
+    (the path a real RoBERTa tokenizer takes, without the developers' files)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<cls>", "<sep>", "<unk>", "a", "b", "Who", "led", "Rollo", "the", "raiders"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(
+        single="<cls> $A <sep>", pair="<cls> $A <sep> $B <sep>", special_tokens=[("<cls>", 1), ("<sep>", 2)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=core, cls_token="<cls>", sep_token="<sep>", pad_token="<pad>")
+
+
+def test_a_fast_tokenizer_windows_by_its_offsets_and_targets_one_token_answers():
+    from dora_bench.tasks.squad import QAExample, context_tokens
+
+    tokenizer, context = word_tokenizer(), "Rollo led the raiders"
+    assert context_tokens(tokenizer, [context]) == [([8, 7, 9, 10], [(0, 5), (6, 9), (10, 13), (14, 21)])]
+    examples = [
+        QAExample("two", "Who led", context, ["the raiders"], [10]),
+        QAExample("one", "Who led", context, ["Rollo"], [0]),  # one token: first == last
+        QAExample("gap", "Who led", context, [" "], [5]),  # the space between two tokens covers none
+    ]
+    features = build_features(examples, tokenizer, train=True, max_length=64, doc_stride=4, max_query_length=16)
+    # <cls> Who led <sep> | Rollo led the raiders <sep>: the context starts at position 4
+    assert features["input_ids"]["values"][:9].tolist() == [1, 6, 7, 2, 8, 7, 9, 10, 2]
+    assert features["start_positions"].tolist() == [6, 4, 0] and features["end_positions"].tolist() == [7, 4, 0]
+    dev = build_features(examples[:1], tokenizer, train=False, max_length=64, doc_stride=4, max_query_length=16)
+    spans = [(0, 5), (6, 9), (10, 13), (14, 21)]
+    assert dev["offsets"]["values"].tolist() == [[NOT_CONTEXT, NOT_CONTEXT]] * 4 + [list(s) for s in spans] + [
+        [NOT_CONTEXT, NOT_CONTEXT]
+    ]
+
+
+def test_a_window_no_longer_than_the_stride_is_refused():
+    from dora_bench.errors import ConfigError
+    from dora_bench.tasks.squad import QAExample
+
+    example = QAExample("q", "Who led", "Rollo led the raiders", ["Rollo"], [0])
+    # max_length 9 - question 2 - template 3 = 4 context tokens a window: not more than doc_stride 4
+    with pytest.raises(ConfigError, match="leaves 4 context tokens per window, not more than task.doc_stride=4"):
+        build_features([example], word_tokenizer(), train=True, max_length=9, doc_stride=4, max_query_length=16)
+    build_features([example], word_tokenizer(), train=True, max_length=10, doc_stride=4, max_query_length=16)

@@ -130,3 +130,15 @@ def test_data_fingerprint_sees_a_changed_reference(xsum_cfg, byte_tokenizer, tmp
     after = load_task({**cfg, "dev_file": str(dev)}, byte_tokenizer)
     assert torch.equal(after.dev.columns["labels"].values, before.dev.columns["labels"].values)
     assert after.data_fingerprint() != before.data_fingerprint()
+
+
+def test_rouge_stemmer_stems_the_summaries_it_scores(tmp_path, task_cfg, byte_tokenizer, run_eval):
+    """``task.rouge_stemmer=true`` reaches the scorer: "Rain flooded town" against "Rain floods town."
+    is 2 of 3 unigrams unstemmed (F 2/3) and 3 of 3 stemmed ("flood" both); the other two match."""
+    path = tmp_path / "stories.jsonl"
+    path.write_text("".join(json.dumps(a) + "\n" for a in STORIES))
+    written = {STORIES[0]["document"]: "Rain flooded town", **{s["document"]: s["summary"] for s in STORIES[1:]}}
+    for stem, rouge1 in ((False, (2 / 3 + 1 + 1) / 3), (True, 1.0)):
+        cfg = task_cfg("xsum", train_file=str(path), dev_file=str(path), max_length=128, rouge_stemmer=stem)
+        scores = run_eval(load_task(cfg, byte_tokenizer), ScriptedSummarizer(byte_tokenizer, written), batch_size=2)
+        assert scores["rouge1"] == pytest.approx(rouge1), stem
