@@ -432,7 +432,12 @@ def test_adalora_export_of_a_module_pruned_to_rank_0_reloads_exactly(tmp_path, c
     assert "AdaLoRA pruned 2 module(s) to rank 0: exported as empty (no-update) adapters" in capsys.readouterr().out
     fresh, _ = tiny()
     fresh.load_state_dict(pristine)
-    reloaded = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter")).eval()
+    with warnings.catch_warnings():
+        # peft >= 0.21 checks rank_pattern's keys against module names when it injects (peft PR 3588);
+        # AdaLoRA's keys name its lora_E parameters, so every key is reported as unmatched. They are
+        # not ignored: peft's AdaLoRA reload resizes by them afterwards, as the logits below show.
+        warnings.filterwarnings("ignore", message="The following rank_pattern keys did not match")
+        reloaded = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter")).eval()
     actual = reloaded(input_ids=ids).logits
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
     plain, _ = tiny()
