@@ -42,6 +42,9 @@ SAMPLES: dict[str, tuple[str, int, list[str]]] = {
         40,
         _functions(
             "train_epoch",
+            "train_step",
+            "accumulate",
+            "report_step",
             "build_loader",
             "build_optimizer_and_schedule",
             "build_optimizer",
@@ -54,8 +57,9 @@ SAMPLES: dict[str, tuple[str, int, list[str]]] = {
     "data_parallel": (
         "dora_bench/run/data_parallel.py",
         100,
-        _functions("check_batch", "loss_terms", "loss_share", "mean_over_processes"),
+        _functions("check_batch", "loss_terms", "loss_shares", "mean_over_processes"),
     ),
+    "train_step": ("dora_bench/run/train.py", 30, _functions("train_step", "accumulate", "report_step")),
     "sharding": ("dora_bench/run/sharding.py", 12, _functions("average_gradients", "whole", "like")),
     "efficiency": ("dora_bench/run/efficiency.py", 12, _functions("measure", "peak_rss_mib", "artifact_mib")),
     "dora": (
@@ -141,6 +145,34 @@ SAMPLES: dict[str, tuple[str, int, list[str]]] = {
         "dora_bench/tasks/instruct.py",
         100,
         _functions("normalise", "exact_match", "InstructTask.evaluate"),
+    ),
+    "memory": (
+        "dora_bench/run/memory.py",
+        20,
+        _functions("estimate", "activation_bytes_of", "line", "measured_line", "as_record", "gib"),
+    ),
+    "diagnostics": (
+        "dora_bench/report/diagnostics.py",
+        30,
+        _functions(
+            "mean_pairwise_correlation",
+            "rank_spread",
+            "random_allocations",
+            "band",
+            "spread_null",
+            "agreement_null",
+            "t_interval",
+            "initial_rank",
+            "grid_array",
+            "diagnose",
+            "table_rows",
+            "AllocationDiagnostics.*",
+        ),
+    ),
+    "study": (
+        "dora_bench/report/study.py",
+        20,
+        _functions("pick_rates", "comparison_sections", "cell_text", "constant_scores", "learnt_nothing"),
     ),
 }
 

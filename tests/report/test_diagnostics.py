@@ -138,3 +138,55 @@ def test_type_means_carry_a_student_t_interval_over_seeds():
     low, high = t_interval(np.array([1.0, 2.0, 3.0]))
     assert (low, high) == pytest.approx((2 - 2.48414, 2 + 2.48414), abs=1e-4)
     assert t_interval(np.array([5.0])) == (None, None)
+
+
+def test_one_seed_has_a_spread_but_no_agreement_and_grids_that_differ_are_refused():
+    planted = [4 + (i % 6) + (i // 36) * 2 for i in range(72)]
+    one = diagnose(run_of(0, planted).key, [run_of(0, planted)])
+    assert one.seeds == (0,) and one.agreement is None and one.type_agreement is None
+    assert one.agreement_null is None and one.spreads == pytest.approx((np.std(planted),))
+    assert one.columns == ("Wq", "Wk", "Wv", "Wo", "Wf1", "Wf2") and one.std_grid.shape == (12, 6)
+    other = run_of(1, planted)
+    other.record["extras"]["rank_allocation_grid"]["rows"] = list(
+        reversed(other.record["extras"]["rank_allocation_grid"]["rows"])
+    )
+    with pytest.raises(ValueError, match="different layers or module types"):
+        diagnose(other.key, [run_of(0, planted), other])
+
+
+def test_a_table_row_holds_each_number_of_its_cell():
+    from dora_bench.report.diagnostics import table_rows
+
+    runs = [run_of(s, random_arm_ranks(s), variant="random") for s in range(3)]
+    d = diagnose(runs[0].key, runs)
+    (row,) = table_rows([d])
+    assert row == {
+        "task": "sst2", "backbone": "minilm", "method": "dora", "variant": "random", "budget": 8, "seeds": 3,
+        "agreement": round(d.agreement, 6),
+        "agreement_null_median": round(d.agreement_null.median, 6),
+        "agreement_null_95": round(d.agreement_null.high, 6),
+        "type_agreement": round(d.type_agreement, 6),
+        "spread": round(float(np.mean(d.spreads)), 6),
+        "spread_min": round(min(d.spreads), 6),
+        "spread_max": round(max(d.spreads), 6),
+        "spread_null_5": round(d.spread_null.low, 6),
+        "spread_null_median": round(d.spread_null.median, 6),
+        "spread_null_95": round(d.spread_null.high, 6),
+        "seeds_above_null_95": sum(s > d.spread_null.high for s in d.spreads),
+        "kept_params_mean": 1001, "kept_params_min": 1000, "kept_params_max": 1002,
+    }  # fmt: skip
+    assert row["agreement_null_median"] is not None and row["type_agreement"] is not None
+    assert len(set(d.spreads)) == 3  # min, mean and max differ
+    # seeds_above_null_95 counts by value: a planted spread far above random pruning's
+    wide = [0, 12] * 36  # half the modules pruned away, half kept whole: spread 6
+    cell = diagnose(run_of(0, wide).key, [run_of(s, wide) for s in range(2)])
+    assert table_rows([cell])[0]["seeds_above_null_95"] == 2 and cell.spread == pytest.approx(6.0)
+
+
+def test_a_null_band_is_the_5_50_95_percent_quantiles_of_its_draws():
+    from dora_bench.report.diagnostics import band
+
+    # spread_null and agreement_null are cached: a direct call, whatever was drawn before
+    found = band(np.arange(101.0), draws=101, seed=7)
+    assert (found.low, found.median, found.high, found.draws, found.seed) == (5.0, 50.0, 95.0, 101, 7)
+    assert found.text() == "50.00 [5.00, 95.00]"

@@ -73,3 +73,22 @@ def test_the_line_shows_three_significant_figures():
         "[dora-bench] memory estimate: weights 2.5 GiB, trainable+optimizer 0.0123 GiB, "
         "activations ~19.9 GiB at batch 4 × length 512 → ~22.5 GiB"
     )
+
+
+def test_an_encoder_decoder_counts_its_decoder_layers_too():
+    from types import SimpleNamespace
+
+    bart = SimpleNamespace(
+        hidden_size=16, num_attention_heads=2, num_hidden_layers=2, decoder_layers=3, vocab_size=50,
+        is_encoder_decoder=True,
+    )  # fmt: skip
+    # batch 2 x length 8, e = 2: one layer keeps 2 * 8 * (34 * 16 + 5 * 2 * 8) * 2 // 2 = 9,984 bytes
+    one_layer = 2 * 8 * (34 * 16 + 5 * 2 * 8) * 2 // 2
+    assert one_layer == 9_984
+    logits = 2 * 8 * 50 * 8  # the summaries' fp32 logits and their gradient
+    assert memory.activation_bytes_of(bart, 2, 8, 2, lm_head=True, recompute=False) == 5 * one_layer + logits
+    assert memory.activation_bytes_of(bart, 2, 8, 2, lm_head=False, recompute=False) == 5 * 9_984
+    # recomputed: each of the 5 layers' inputs, 2 * 8 * 16 * 2 bytes, and one layer's activations
+    assert memory.activation_bytes_of(bart, 2, 8, 2, lm_head=False, recompute=True) == 5 * 512 + 9_984
+    encoder_only = SimpleNamespace(**{**vars(bart), "is_encoder_decoder": False})
+    assert memory.activation_bytes_of(encoder_only, 2, 8, 2, lm_head=False, recompute=False) == 2 * 9_984

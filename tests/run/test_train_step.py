@@ -180,3 +180,51 @@ def test_a_step_of_two_micro_batches_weights_each_by_its_share_and_adds_the_extr
     assert log[0] == pytest.approx(
         {"step": 1, "epoch": 1, "loss": 2.5, "task_loss": 2.0, "extra_loss": 0.5, "lr": 0.1, "grad_norm": 3.0}
     )
+
+
+def test_report_step_moves_the_bar_by_one_and_logs_every_log_every_steps_and_the_last():
+    updates, postfixes, log = [], [], Log()
+    run = SimpleNamespace(
+        scheduler=SimpleNamespace(get_last_lr=lambda: [0.25]),
+        bar=SimpleNamespace(update=updates.append, set_postfix=lambda **kw: postfixes.append(kw)),
+        cfg=OmegaConf.create({"trainer": {"log_every": 3}}),
+        total_steps=4,
+        step=0,
+    )
+    results = [train_module.StepResult(1.5 + s, torch.tensor(1.0 + s), None, torch.tensor(0.5)) for s in range(4)]
+    results[2].extra = torch.tensor(0.5)
+    for result in results:
+        run.step += 1
+        train_module.report_step(run, 2, result, log)
+    assert updates == [1, 1, 1, 1]
+    assert postfixes[0] == {"loss": "1.5000", "lr": "2.50e-01", "epoch": 2}
+    # steps 3 (log_every) and 4 (the last), not 1 and 2 (step / 3 is never 0)
+    assert log == [
+        {"step": 3, "epoch": 2, "loss": 3.5, "task_loss": 3.0, "extra_loss": 0.5, "lr": 0.25, "grad_norm": 0.5},
+        {"step": 4, "epoch": 2, "loss": 4.5, "task_loss": 4.0, "extra_loss": None, "lr": 0.25, "grad_norm": 0.5},
+    ]
+
+
+def test_fsdp_s_whole_parameters_step_on_the_gradient_averaged_over_the_processes(monkeypatch):
+    """Process 0 of 2: its gradient 2 + 1 = 3, the other's 5; the step takes their mean, 4: w = 0.6.
+    The losses of both processes are the same, so their mean is this one's."""
+    others = iter([1.0, 5.0])  # the other process's loss terms, then its gradient
+
+    def all_reduce_sum_(tensor):
+        if tensor.numel() == 1:
+            tensor += next(others)
+        else:  # the losses
+            tensor *= 2
+        return tensor
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "all_reduce_sum_", all_reduce_sum_)
+    run = _run([2])
+    run.replicated = [run.model.weight]
+    run.step = 1
+    result = train_module.train_step(run, [{"x": torch.tensor([[2.0]])}])
+    assert run.method.after == [0.6]
+    assert run.model.weight.grad is None  # zeroed to None after the hook
+    # share 1 · 2 / 2 = 1: task loss 2, extra 0.5
+    assert (result.loss, result.task_loss.item(), result.extra.item()) == pytest.approx((2.5, 2.0, 0.5))
+    assert float(result.grad_norm) == pytest.approx(4.0)

@@ -123,7 +123,10 @@ def test_cells_and_constant_predictors_of_either_class():
 
 
 def drive(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    # mutmut's MUTANT_UNDER_TEST ("stats" while it maps tests to functions) would make the driver look for
+    # mutmut's config from tmp_path and fail: the driver runs unmutated (mutmut sees no subprocess anyway)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env.pop("MUTANT_UNDER_TEST", None)
     command = [sys.executable, "-m", "dora_bench.study.driver", str(tmp_path / "study.yaml"), *args]
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
 
