@@ -515,18 +515,7 @@ def save_step_checkpoint(run: RunState, epoch: int, progress: dict[str, float]) 
     epoch_ends = run.step == min(epoch * len(run.loader), run.total_steps)
     if epoch_ends and is_evaluated(run, epoch):
         return
-    save_checkpoint(
-        run.out_dir / records.CHECKPOINT_NAME,
-        record=run.record,
-        epoch=epoch - 1,
-        step=run.step,
-        total_steps=run.total_steps,
-        model=run.model,
-        method=run.method,
-        optimizer=run.optimizer,
-        scheduler=run.scheduler,
-        progress={**progress, "last_finite_loss": run.last_finite_loss},
-    )
+    write_checkpoint(run, epoch - 1, progress={**progress, "last_finite_loss": run.last_finite_loss})
 
 
 def is_evaluated(run: RunState, epoch: int) -> bool:
@@ -575,16 +564,22 @@ def save_epoch_checkpoint(run: RunState, epoch: int) -> None:
     gathered from all; rank 0 writes."""
     if not run.cfg.trainer.checkpoint:
         return
+    write_checkpoint(run, epoch)
+
+
+def write_checkpoint(run: RunState, done_epochs: int, progress: dict[str, float] | None = None) -> None:
+    """The run's ``checkpoint.pt`` after ``done_epochs`` whole epochs (and ``progress`` into the next)."""
     save_checkpoint(
         run.out_dir / records.CHECKPOINT_NAME,
         record=run.record,
-        epoch=epoch,
+        epoch=done_epochs,
         step=run.step,
         total_steps=run.total_steps,
         model=run.model,
         method=run.method,
         optimizer=run.optimizer,
         scheduler=run.scheduler,
+        progress=progress,
     )
 
 
