@@ -295,23 +295,57 @@ class RatePicks:
     picks: dict[str, float]  # method -> the rate with the best mean main metric over the sweep's tasks
     table: tuple[str, ...]  # the sweep as a markdown table
     missing: tuple[str, ...]  # rates without a complete score on every task
+    unpicked: tuple[str, ...] = ()  # methods of the sweep with no rate to pick (every rate failed or ruled out)
 
 
-def pick_rates(runs: list[RunRecord], tasks: list[str], budget: int | None = None) -> RatePicks:
+def run_rate(record: dict[str, Any]) -> float | None:
+    """The rate a run trained at: the one it recorded, else its config's ``trainer.lr``."""
+    lr = (record.get("extras") or {}).get("lr") or ((record.get("config") or {}).get("trainer") or {}).get("lr")
+    return None if lr is None else float(lr)
+
+
+def rates_at_chance(plan: AnalysisPlan | None, runs: list[RunRecord]) -> dict[str, dict[float, list[str]]]:
+    """Per method and rate, the complete runs that ended at a constant predictor's score (``learnt_nothing``),
+    each as ``"<task> seed <n> (<score>)"``: a rate that collapsed a run can't be trusted with a study's arms,
+    however well its other runs did."""
+    found: dict[str, dict[float, list[str]]] = {}
+    for run in runs:
+        record, lr = run.record, run_rate(run.record)
+        if not (run.complete and record.get("best")) or lr is None:
+            continue
+        task = record.get("task")
+        score = 100 * record["best"]["metrics"].get(record["main_metric"], float("nan"))
+        at_chance = learnt_nothing(plan, task, score) if plan else abs(score) < 1e-7
+        if at_chance:
+            found.setdefault(record["method"], {}).setdefault(lr, []).append(
+                f"{task} seed {record.get('seed')} ({score:.2f})"
+            )
+    return found
+
+
+def pick_rates(
+    runs: list[RunRecord],
+    tasks: list[str],
+    budget: int | None = None,
+    at_chance: dict[str, dict[float, list[str]]] | None = None,
+) -> RatePicks:
     """Per method, the rate whose mean main metric over ``tasks`` is best (ties: the lower rate); a rate
     counts only once every task has a complete score for it, and a failed run scores nothing. With
-    ``budget``, only the records at that budget (and those of methods without one) count."""
+    ``budget``, only the records at that budget (and those of methods without one) count. A rate in
+    ``at_chance`` (``rates_at_chance``: it left a run at chance) is not eligible, whatever its mean."""
+    at_chance = at_chance or {}
     scores: dict[str, dict[float, dict[str, float | None]]] = {}
     for run in runs:
         record = run.record
-        lr = (record.get("extras") or {}).get("lr") or ((record.get("config") or {}).get("trainer") or {}).get("lr")
+        lr = run_rate(record)
         if lr is None or record.get("task") not in tasks or (budget and record.get("budget") not in (budget, None)):
             continue
         ok = run.complete and record.get("best")
         value = record["best"]["metrics"].get(record["main_metric"]) if ok else None
-        scores.setdefault(record["method"], {}).setdefault(float(lr), {})[record["task"]] = value
+        scores.setdefault(record["method"], {}).setdefault(lr, {})[record["task"]] = value
     picks, missing = {}, []
-    lines = ["| method | lr | " + " | ".join(tasks) + " | mean | picked |", "|---|---:|" + "---:|" * (len(tasks) + 2)]
+    header = "| method | lr | " + " | ".join(tasks) + " | mean | picked |"
+    lines = [header, "|---|---:|" + "---:|" * (len(tasks) + 2)]
     for method, rates in scores.items():
         means = {
             lr: statistics.mean(by_task[t] for t in tasks)
@@ -319,12 +353,17 @@ def pick_rates(runs: list[RunRecord], tasks: list[str], budget: int | None = Non
             if all(by_task.get(t) is not None for t in tasks)
         }
         missing += [f"{method} lr {lr:g}" for lr in sorted(rates) if lr not in means]
-        if means:
-            picks[method] = max(sorted(means), key=means.__getitem__)  # sorted: on a tie the lower rate wins
+        ruled_out = (at_chance.get(method) or {}).keys()
+        eligible = sorted(lr for lr in means if lr not in ruled_out)
+        if eligible:
+            picks[method] = max(eligible, key=means.__getitem__)  # sorted: on a tie the lower rate wins
         for lr, by_task in sorted(rates.items()):
             cells = " | ".join("failed" if by_task.get(t) is None else f"{100 * by_task[t]:.2f}" for t in tasks)
             mean = f"{100 * means[lr]:.2f}" if lr in means else "-"
             edge = " (grid edge)" if picks.get(method) == lr and lr in (min(rates), max(rates)) else ""
             chosen = "**yes**" + edge if picks.get(method) == lr else ""
+            if lr in ruled_out:
+                chosen = "not eligible: at chance in " + ", ".join(at_chance[method][lr])
             lines.append(f"| {method} | {lr:g} | {cells} | {mean} | {chosen} |")
-    return RatePicks(picks, tuple(lines), tuple(missing))
+    unpicked = tuple(m for m in scores if m not in picks)
+    return RatePicks(picks, tuple(lines), tuple(missing), unpicked)

@@ -37,8 +37,8 @@ from omegaconf import OmegaConf
 from dora_bench import records
 from dora_bench.errors import UserError
 from dora_bench.records import flatten_config
-from dora_bench.report.cells import Settings, is_bookkeeping, load_runs, own_rate_only
-from dora_bench.report.study import StageProgress, analysis_markdown, pick_rates
+from dora_bench.report.cells import RunRecord, Settings, is_bookkeeping, load_runs, own_rate_only
+from dora_bench.report.study import StageProgress, analysis_markdown, pick_rates, rates_at_chance
 from dora_bench.study.plan import RunSpec, Stage, Study, expand, load_study
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -87,21 +87,54 @@ def read_picks(study: Study) -> dict[str, Any] | None:
     return yaml.safe_load(study.picks_path.read_text()) if study.picks_path.is_file() else None
 
 
-def write_picks(study: Study, stage: Stage) -> dict[str, Any] | None:
-    """A pick stage: one rate per method from the sweep stage's records -> ``<results_dir>/lr_picks.yaml``."""
+def stage_records(study: Study, stage: Stage, data_dir: str | None, paths: RecordPaths) -> list[Path]:
+    """The record paths of a stage's runs (a stage that picks its rates: none until they are picked)."""
+    return [paths(spec) for spec in expand(study, stage, read_picks(study), data_dir)]
+
+
+def finished_runs(study: Study, stage: Stage, data_dir: str | None, paths: RecordPaths) -> list[RunRecord] | None:
+    """A stage's records once every run of it has finished (complete or failed); None while any has not."""
+    found = [(path, records.read_record(path)) for path in stage_records(study, stage, data_dir, paths)]
+    if any(record is None or record.get("status") not in ("complete", "failed") for _, record in found):
+        return None
+    return [RunRecord(path, record) for path, record in found]
+
+
+def write_picks(study: Study, stage: Stage, data_dir: str | None, paths: RecordPaths) -> dict[str, Any] | None:
+    """A pick stage: one rate per method from the sweep stage's records -> ``<results_dir>/lr_picks.yaml``.
+
+    Nothing is picked before every run of the sweep has finished: a method whose runs are still to come
+    would otherwise be left out of ``lr_picks`` and its arms would train at its published rate. With
+    ``not_at_chance: [stages]`` (which must have finished too), a rate that left any run of those stages
+    at chance is not eligible (``rates_at_chance``)."""
     source = study.stage(stage.pick["from"])
     tasks = list(stage.pick.get("tasks") or [])
-    runs = load_runs(study.stage_results_dir(source)) if (study.stage_results_dir(source) / "runs").is_dir() else []
-    found = pick_rates(runs, tasks, stage.pick.get("budget"))
-    if not found.picks:
+    runs = finished_runs(study, source, data_dir, paths)
+    if not runs:
         return None
+    at_chance: dict[str, dict[float, list[str]]] = {}
+    for name in stage.pick.get("not_at_chance") or ():
+        guard = finished_runs(study, study.stage(name), data_dir, paths)
+        if guard is None:
+            return None  # what it rules out is not known yet
+        for method, rates in rates_at_chance(study.analysis, guard).items():
+            for lr, where in rates.items():
+                at_chance.setdefault(method, {}).setdefault(lr, []).extend(f"{w}, stage {name}" for w in where)
+    found = pick_rates(runs, tasks, stage.pick.get("budget"), at_chance)
+    if found.unpicked:
+        raise UserError(
+            f"stage {stage.name!r}: no eligible rate for {', '.join(found.unpicked)} in stage {source.name!r} "
+            f"(every rate failed or left a run at chance): add a lower rate to its grid"
+        )
     saved = read_picks(study)
-    if saved and saved.get("lr_picks") == found.picks:
+    if saved and saved.get("lr_picks") == found.picks and saved.get("sweep_table") == list(found.table):
         return saved  # the same rates: the runs made with them keep naming this file's source
+    guards = stage.pick.get("not_at_chance")
+    ruled = f" (a rate that left a run at chance in {', '.join(guards)} is not eligible)" if guards else ""
     picks = {
         "lr_picks": found.picks,
-        "lr_picks_source": f"{study.name}, stage {source.name}: best mean of {' + '.join(tasks)} main metrics; "
-        f"{study.picks_path}",
+        "lr_picks_source": f"{study.name}, stage {source.name}: best mean of {' + '.join(tasks)} main metrics"
+        f"{ruled}; {study.picks_path}",
         "complete": not found.missing,
         "sweep_table": list(found.table),
     }
@@ -136,7 +169,7 @@ def plan_runs(study: Study, stages: list[Stage], data_dir: str | None, paths: Re
     planned, picks = [], read_picks(study)
     for stage in stages:
         if stage.pick:
-            picks = write_picks(study, stage) or picks
+            picks = write_picks(study, stage, data_dir, paths)
             continue
         for spec in expand(study, stage, picks, data_dir):
             path = paths(spec)
@@ -374,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             for p in planned:
                 print(f"{'done' if p.done else 'left'}  {p.spec.stage}: {p.spec.label}  ({p.record})")
             for stage in stage_progress(study, planned):
-                print(f"[study] {stage.name}: {stage.done} of {stage.total} complete")
+                waits = f" ({stage.missing[0]})" if not stage.total and stage.missing else ""
+                print(f"[study] {stage.name}: {stage.done} of {stage.total} complete{waits}")
             return 0
         gpus = gpu_count()
         workers = args.workers or study.workers or (gpus * args.runs_per_gpu if gpus else os.cpu_count() or 1)

@@ -11,7 +11,8 @@
         grid:                                 # a product of values, or a list of products
           - {method: [dora, adalora], trainer.lr: [1.0e-2, 3.0e-3], task: [stsb], seed: [100]}
       - name: pick                            # one rate per method from a sweep -> <results_dir>/lr_picks.yaml
-        pick: {from: rates, tasks: [stsb]}
+        pick: {from: rates, tasks: [stsb]}    # once all its runs finished; not_at_chance: [stages] rules out
+                                              # a rate that left a run of those stages at chance
       - name: arms
         rates: picked                         # lr_picks={...} from the pick stage
         grid: {seed: [0, 1, 2], task: [stsb, sst2], method: [dora, lora]}
@@ -37,6 +38,7 @@ from dora_bench.errors import ConfigError
 from dora_bench.report.study import AnalysisPlan
 
 PICKS_NAME = "lr_picks.yaml"
+PICK_KEYS = {"from", "tasks", "budget", "not_at_chance"}
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class Stage:
     results_dir: str | None = None  # None: the study's
     tag: str | None = None  # a variant made from the grid's values, e.g. "lr_{trainer_lr}" ('.' reads '_')
     rates: str | None = None  # "picked": pass the pick stage's lr_picks
-    pick: dict[str, Any] | None = None  # a pick stage: {from: <stage>, tasks: [...]}
+    pick: dict[str, Any] | None = None  # a pick stage: {from: <stage>, tasks: [...], not_at_chance: [...]}
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,15 @@ def load_study(path: str | Path) -> Study:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: stage names repeat ({', '.join(names)}): name each stage once")
     for stage in stages:
-        if stage.pick and stage.pick.get("from") not in names:
+        if not stage.pick:
+            continue
+        if set(stage.pick) - PICK_KEYS:
+            raise ConfigError(f"{path}: stage {stage.name!r}: a pick takes only {', '.join(sorted(PICK_KEYS))}")
+        if stage.pick.get("from") not in names:
             raise ConfigError(f"{path}: stage {stage.name!r} picks from {stage.pick.get('from')!r}, which is no stage")
+        for guard in stage.pick.get("not_at_chance") or ():
+            if guard not in names:
+                raise ConfigError(f"{path}: stage {stage.name!r}: not_at_chance names {guard!r}, which is no stage")
     analysis = AnalysisPlan.from_dict(raw["analysis"], raw["name"]) if raw.get("analysis") else None
     return Study(
         path=path,

@@ -3,6 +3,7 @@ a stopped study resumes where it stopped, and the analysis is the one the file d
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dora_bench.errors import ConfigError
+from dora_bench.errors import ConfigError, UserError
 from dora_bench.report.cells import RunRecord
-from dora_bench.report.study import AnalysisPlan, CellSpec, learnt_nothing, pick_rates
-from dora_bench.study.driver import Planned, eta_minutes
+from dora_bench.report.study import AnalysisPlan, CellSpec, learnt_nothing, pick_rates, rates_at_chance
+from dora_bench.study.driver import Planned, RecordPaths, eta_minutes, plan_runs, write_picks
 from dora_bench.study.plan import RunSpec, expand, load_study
 from support import REPO
 
@@ -68,6 +69,9 @@ def test_a_tag_names_each_run_s_variant_and_picked_rates_wait_for_the_pick(tmp_p
     assert "lr_picks={lora:0.01}" in picked[0].overrides and "lr_picks_source='s'" in picked[0].overrides
 
 
+GRID_A = {"name": "a", "grid": {"seed": [0]}}
+
+
 @pytest.mark.parametrize(
     "change, words",
     [
@@ -78,6 +82,8 @@ def test_a_tag_names_each_run_s_variant_and_picked_rates_wait_for_the_pick(tmp_p
             "name each stage once",
         ),
         ({"colour": "red"}, "unknown key(s) colour"),
+        ({"stages": [GRID_A, {"name": "p", "pick": {"from": "a", "not_at_chance": ["b"]}}]}, "names 'b', which is no"),
+        ({"stages": [GRID_A, {"name": "p", "pick": {"from": "a", "rule": 1}}]}, "a pick takes only"),
     ],
 )
 def test_bad_study_files_are_refused_in_one_line(tmp_path, change, words):
@@ -167,3 +173,72 @@ def test_a_small_study_runs_resumes_and_reports_as_declared(tmp_path):
     longer = drive(tmp_path, "plan")
     assert longer.returncode == 2 and "were made with other settings" in longer.stderr
     assert "trainer.max_steps: 20 there, 30 here" in longer.stderr
+
+
+def test_a_rate_that_left_a_run_at_chance_is_not_eligible_however_good_its_mean():
+    plan = {"backbone": "m", "tasks": ["sst2"], "rows": ["dora"], "chance": {"sst2": [444, 872]}}
+    plan = AnalysisPlan.from_dict(plan, "t")
+    guard = [record("dora", 1e-2, 444 / 872, task="sst2"), record("dora", 1e-2, 0.87, task="sst2"),
+             record("dora", 3e-3, 0.5, task="sst2"), record("lora", 1e-3, 428 / 872, task="sst2"),
+             record("adalora", 1e-2, 0.0)]  # fmt: skip
+    at_chance = rates_at_chance(plan, guard)
+    assert at_chance == {"dora": {1e-2: ["sst2 seed None (50.92)"]}, "lora": {1e-3: ["sst2 seed None (49.08)"]},
+                         "adalora": {1e-2: ["stsb seed None (0.00)"]}}  # fmt: skip
+    sweep = [record("dora", 1e-2, 0.868), record("dora", 3e-3, 0.863), record("lora", 1e-3, 0.85),
+             record("adalora", 1e-2, 0.80)]  # fmt: skip
+    found = pick_rates(sweep, ["stsb"], at_chance=at_chance)
+    assert found.picks == {"dora": 3e-3}  # 1e-2's better mean does not count
+    assert found.unpicked == ("lora", "adalora")  # their only rate is ruled out: nothing to pick
+    assert "| dora | 0.01 | 86.80 | 86.80 | not eligible: at chance in sst2 seed None (50.92) |" in found.table
+    assert pick_rates(sweep, ["stsb"]).picks == {"dora": 1e-2, "lora": 1e-3, "adalora": 1e-2}  # no guard: the means
+
+
+def fake_record(path: Path, method: str, lr: float, task: str, score: float | None, seed: int, status: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    best = {"metrics": {"accuracy": score}} if score is not None else None
+    path.write_text(json.dumps({"method": method, "task": task, "seed": seed, "budget": 2, "status": status,
+                                "main_metric": "accuracy", "best": best, "extras": {"lr": lr}}))  # fmt: skip
+
+
+def test_the_pick_waits_for_every_run_of_its_sweep_and_rules_out_rates_at_chance_in_the_named_stages(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    stages = [
+        {"name": "gate", "results_dir": "out/gate", "grid": {"method": ["lora"], "trainer.lr": [1.0e-2], "seed": [7]}},
+        {"name": "sweep", "results_dir": "out/sweep", "tag": "lr_{trainer_lr}",
+         "grid": [{"method": ["lora"], "trainer.lr": [1.0e-3, 1.0e-2], "seed": [100]},
+                  {"method": ["bitfit"], "trainer.lr": [1.0e-3], "seed": [100]}]},
+        {"name": "pick", "pick": {"from": "sweep", "tasks": ["demo"], "not_at_chance": ["gate", "sweep"]}},
+        {"name": "grid", "rates": "picked", "grid": {"seed": [0], "method": ["lora", "bitfit"]}},
+    ]  # fmt: skip
+    plan = {**STUDY["analysis"], "chance": {"demo": [30, 60]}}
+    study = load_study(write_study(tmp_path, {**STUDY, "stages": stages, "analysis": plan}))
+    paths = RecordPaths()
+    try:
+        sweep = [paths(s) for s in expand(study, study.stage("sweep"), None, None)]
+        (gate,) = [paths(s) for s in expand(study, study.stage("gate"), None, None)]
+        fake_record(sweep[0], "lora", 1e-3, "demo", 0.70, 100, "complete")
+        fake_record(sweep[1], "lora", 1e-2, "demo", 0.90, 100, "complete")
+        fake_record(sweep[2], "bitfit", 1e-3, "demo", None, 100, "running")
+        # bitfit's run has not finished: no pick, so no arm can start with lora's rate alone
+        assert write_picks(study, study.stage("pick"), None, paths) is None
+        assert plan_runs(study, list(study.stages), None, paths)[-1].spec.stage == "sweep"
+        fake_record(sweep[2], "bitfit", 1e-3, "demo", 0.60, 100, "complete")
+        fake_record(gate, "lora", 1e-2, "demo", None, 7, "running")
+        assert write_picks(study, study.stage("pick"), None, paths) is None  # the guard stage must finish too
+        fake_record(gate, "lora", 1e-2, "demo", 0.5, 7, "complete")  # 30 of 60: a constant predictor
+        picks = write_picks(study, study.stage("pick"), None, paths)
+        assert picks["lr_picks"] == {"lora": 1e-3, "bitfit": 1e-3}
+        assert "not eligible: at chance in demo seed 7 (50.00), stage gate" in "\n".join(picks["sweep_table"])
+        assert "is not eligible" in picks["lr_picks_source"]
+        grid = [p for p in plan_runs(study, list(study.stages), None, paths) if p.spec.stage == "grid"]
+        assert [o for p in grid for o in p.spec.overrides if o.startswith("lr_picks=")] == [
+            "lr_picks={lora:0.001,bitfit:0.001}"
+        ] * 2
+        # lora's other rate at chance in the sweep itself: no lora rate is left
+        fake_record(sweep[0], "lora", 1e-3, "demo", 0.5, 100, "complete")
+        with pytest.raises(UserError, match="no eligible rate for lora in stage 'sweep'"):
+            write_picks(study, study.stage("pick"), None, paths)
+    finally:
+        paths.close()
