@@ -130,9 +130,17 @@ def differences(
         for name, keys in COMPARED
         if not close(dig(recorded, keys), dig(rerun, keys), tolerance)
     ]
-    allocation = ("extras", "rank_allocation")
-    if dig(recorded, allocation) is not None and dig(recorded, allocation) != dig(rerun, allocation):
-        found.append(Difference("final rank allocation", dig(recorded, allocation), dig(rerun, allocation)))
+    old_ranks, new_ranks = dig(recorded, ("extras", "rank_allocation")), dig(rerun, ("extras", "rank_allocation"))
+    if old_ranks is not None and old_ranks != new_ranks:
+        moved = sorted(k for k in set(old_ranks) | set(new_ranks or {}) if old_ranks.get(k) != (new_ranks or {}).get(k))
+        first = moved[0]
+        found.append(
+            Difference(
+                f"final rank allocation ({len(moved)} of {len(old_ranks)} modules; e.g. {first})",
+                old_ranks.get(first),
+                (new_ranks or {}).get(first),
+            )
+        )
     if len(recorded_log) != len(rerun_log):
         found.append(Difference("logged training steps", len(recorded_log), len(rerun_log)))
     for old, new in zip(recorded_log, rerun_log, strict=False):

@@ -37,6 +37,8 @@ def test_a_rerun_from_a_record_s_own_config_reproduces_it_and_names_what_does_no
     def tamper(record):
         record["best"]["metrics"]["accuracy"] += 0.01
         record["trainable_params"]["paper"] += 1
+        first = sorted(record["extras"]["rank_allocation"])[0]
+        record["extras"]["rank_allocation"][first] += 1
 
     edit(path, tamper)
     log = path.parent / "metrics.jsonl"
@@ -46,13 +48,14 @@ def test_a_rerun_from_a_record_s_own_config_reproduces_it_and_names_what_does_no
     assert rerun([str(path), "--results-dir", str(tmp_path / "third")]) == 1
     out = capsys.readouterr().out
     out = out[out.index("[dora-bench] rerun") :]
-    assert out.startswith("[dora-bench] rerun differs from the record in 3 place(s)")
+    assert out.startswith("[dora-bench] rerun differs from the record in 4 place(s)")
+    assert "  final rank allocation (1 of " in out
     assert "  best: recorded" in out and "  parameters: recorded" in out
     assert f"  training loss at step {third['step']}: recorded" in out
     # within a tolerance the same numbers agree
     assert rerun([str(path), "--results-dir", str(tmp_path / "fourth"), "--tolerance", "0.02",
                   "--set", "trainer.log_every=5"]) == 1  # fmt: skip
-    assert "differs from the record in 1 place(s)" in capsys.readouterr().out  # the count is exact, not close
+    assert "differs from the record in 2 place(s)" in capsys.readouterr().out  # the count and the ranks: exact
 
 
 def test_a_rerun_refuses_the_record_s_own_folder_and_an_unfinished_record(tmp_path, capsys):
