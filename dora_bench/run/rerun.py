@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dora_bench import records
 from dora_bench.errors import UserError
+from dora_bench.run.metrics_log import METRICS_NAME
 
 #: What a rerun is compared on: where each lives in a record.
 COMPARED = (("best", ("best", "metrics")), ("last", ("last", "metrics")), ("parameters", ("trainable_params",)))
@@ -94,7 +95,7 @@ def rerun_config(record: dict[str, Any], results_dir: Path, data_dir: str | None
 
 
 def loss_lines(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_NAME
     if not path.is_file():
         return []
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -87,14 +87,10 @@ def read_picks(study: Study) -> dict[str, Any] | None:
     return yaml.safe_load(study.picks_path.read_text()) if study.picks_path.is_file() else None
 
 
-def stage_records(study: Study, stage: Stage, data_dir: str | None, paths: RecordPaths) -> list[Path]:
-    """The record paths of a stage's runs (a stage that picks its rates: none until they are picked)."""
-    return [paths(spec) for spec in expand(study, stage, read_picks(study), data_dir)]
-
-
 def finished_runs(study: Study, stage: Stage, data_dir: str | None, paths: RecordPaths) -> list[RunRecord] | None:
     """A stage's records once every run of it has finished (complete or failed); None while any has not."""
-    found = [(path, records.read_record(path)) for path in stage_records(study, stage, data_dir, paths)]
+    record_paths = [paths(spec) for spec in expand(study, stage, read_picks(study), data_dir)]
+    found = [(path, records.read_record(path)) for path in record_paths]
     if any(record is None or record.get("status") not in ("complete", "failed") for _, record in found):
         return None
     return [RunRecord(path, record) for path, record in found]
