@@ -745,14 +745,16 @@ class Page:
         for budget in budgets:
             chosen = [(key, runs) for key, runs in cells if key[4] in (budget, None)]
             charts = []
+            # one step axis for the loss and the dev chart, so an evaluation lines up with the loss beside it
+            # (a study that evaluates once at the end would otherwise get an axis of one step)
+            steps = [s for key, _ in chosen for entry in data[key] for which in (1, 2) for s, _ in entry[which]]
             for which, label in ((1, "training loss"), (2, f"dev {main} x100")):
                 lines = [(key, [(entry[0], entry[which]) for entry in data[key] if entry[which]]) for key, _ in chosen]
                 lines = [(key, per_run) for key, per_run in lines if per_run]
                 if not lines:
                     continue
-                xs = [s for _, per_run in lines for _, curve in per_run for s, _ in curve]
                 ys = [v for _, per_run in lines for _, curve in per_run for _, v in curve]
-                ax = Axes((min(xs), max(xs)), (min(ys), max(ys)), height=280)
+                ax = Axes((min(steps), max(steps)), (min(ys), max(ys)), height=280)
                 ax.frame("step", label)
                 for key, per_run in lines:
                     fa = filter_attrs(task=task, method=key[2], budget=key[4])

@@ -276,6 +276,7 @@ def start_run(planned: Planned, slot: int, gpus: int, log_dir: Path) -> tuple[in
 
 def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = True) -> None:
     """The study's tables, allocation diagnostics, analysis.md and report page, from the records."""
+    from dora_bench.report.page import write_report
     from dora_bench.report.tables import write_allocation_diagnostics, write_tables
 
     if not (study.results_dir / "runs").is_dir():
@@ -289,16 +290,7 @@ def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = Tr
         progress = stage_progress(study, planned)
         text = analysis_markdown(study.analysis, load_runs(study.results_dir), progress, command, sweep)
         records.write_text_atomic(study.results_dir / "analysis.md", text)
-    write_page(study.results_dir)
-
-
-def write_page(results_dir: Path) -> None:
-    """The study's HTML report, where this version of dora-bench has one."""
-    try:
-        from dora_bench.report.page import write_report  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    write_report(results_dir)
+    write_report(study.results_dir, settings)
 
 
 def run_study(study: Study, planned: list[Planned], workers: int, gpus: int, command: str) -> int:

@@ -183,6 +183,20 @@ def test_the_page_is_a_pure_function_of_the_records(results):
     assert build_page(results, SETTINGS) == first
 
 
+def test_the_loss_and_dev_curves_of_one_budget_share_their_step_axis(results):
+    # the dev chart has a handful of evaluations, the loss chart many logged steps: an evaluation must sit
+    # under the loss it followed, and one evaluation at the end must not get an axis of its own
+    html = (results / "report" / "index.html").read_text()
+    charts = re.findall(r'<svg class="chart"[^>]*data-plot="curve".*?</svg>', html, flags=re.S)
+    assert charts and len(charts) % 2 == 0
+    x_ticks = [re.findall(r'<line class="grid" x1="([\d.]+)" x2="\1"', chart) for chart in charts]
+    tick_labels = [re.findall(r'text-anchor="middle">([^<]+)</text>', chart) for chart in charts]
+    for k in range(0, len(charts), 2):
+        assert "training loss" in charts[k] and "dev " in charts[k + 1]
+        assert x_ticks[k] and x_ticks[k] == x_ticks[k + 1]
+        assert tick_labels[k][:-1] == tick_labels[k + 1][:-1]  # the last is the axis label: step
+
+
 def test_command_line(results, tmp_path, capsys):
     assert main(["--results-dir", str(results), "--seeds", "2"]) == 0
     assert "index.html" in capsys.readouterr().out
