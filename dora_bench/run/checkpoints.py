@@ -81,6 +81,8 @@ def save_checkpoint(
             "started_at": record["started_at"],
             "epochs": record["epochs"],
             "resumed": record["extras"].get("resumed", []),
+            # the code that trained up to here: a resume under another commit says so in its record
+            "git_commit": record.get("git_commit"),
             "params": params,
             "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),

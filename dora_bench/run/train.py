@@ -363,10 +363,18 @@ def resume(run: RunState, checkpoint: dict[str, Any]) -> None:
     )
     record["epochs"] = checkpoint["epochs"]
     record["best"], record["last"] = select_epochs(record["epochs"], run.task.main_metric)
+    # the commit that wrote the checkpoint (None: a checkpoint older than the key), since the record's own
+    # git_commit is this attempt's: steps before ``step`` may have run under other code
+    written_by = checkpoint.get("git_commit")
     record["extras"]["resumed"] = [
         *checkpoint["resumed"],
-        {"epoch": run.done_epochs + 1, "step": run.step, "at": records.now_iso()},
+        {"epoch": run.done_epochs + 1, "step": run.step, "at": records.now_iso(), "checkpoint_commit": written_by},
     ]
+    if written_by and written_by != record.get("git_commit"):
+        say(
+            f"[dora-bench] note: the checkpoint was written at commit {written_by}, this attempt runs "
+            f"{record.get('git_commit')}; both are in the record (extras.resumed)"
+        )
     run.progress = dict(checkpoint.get("progress") or {})
     if run.progress:  # a step checkpoint: its RNG waits for the epoch's loader (``train_epoch``)
         run.pending_rng = rng_of_this_process(checkpoint)

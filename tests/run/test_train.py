@@ -324,6 +324,20 @@ def test_an_interrupted_run_resumes_and_ends_as_if_never_stopped(tiny_cfg, monke
     assert not (run_dir / records.CHECKPOINT_NAME).exists() and not (run_dir / "traceback.txt").exists()
 
 
+def test_a_resume_under_another_commit_names_both_in_the_record(tiny_cfg, monkeypatch, capsys):
+    # the record's git_commit is the last attempt's; the steps before the checkpoint ran under the first
+    cfg = tiny_cfg("method=lora", *SHORT)
+    monkeypatch.setattr(records, "git_commit", lambda repo=None: "1111111")
+    run_dir = _interrupted(tiny_cfg, monkeypatch, SHORT, "lora", crash_step=25)
+    assert torch.load(run_dir / records.CHECKPOINT_NAME, weights_only=True)["git_commit"] == "1111111"
+    monkeypatch.setattr(records, "git_commit", lambda repo=None: "2222222")
+    capsys.readouterr()
+    resumed = train(cfg)
+    assert resumed["git_commit"] == "2222222"
+    assert resumed["extras"]["resumed"][0]["checkpoint_commit"] == "1111111"
+    assert "checkpoint was written at commit 1111111, this attempt runs 2222222" in capsys.readouterr().out
+
+
 # Step checkpoints every 7 steps (3 epochs of 20); each attempt is killed at a step drawn at random (seeded: the test
 # is the same every time) after at least one step checkpoint and not at one, so the resume starts
 # mid-epoch, between checkpoints, with batches of that epoch already seen.
