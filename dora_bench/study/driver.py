@@ -206,7 +206,14 @@ def stage_progress(study: Study, planned: list[Planned]) -> list[StageProgress]:
 # -- time ------------------------------------------------------------------------------------------
 
 
-def run_minutes(record: dict[str, Any]) -> float | None:
+def run_minutes(record: dict[str, Any], measured: float | None = None) -> float | None:
+    """How long the whole run took: ``measured`` (this driver's clock) or the record's start to finish.
+    None for a run resumed from a checkpoint: its attempts' times are neither (the last attempt ran part
+    of it, the record's span holds the pause), so it tells nothing of what a run costs."""
+    if (record.get("extras") or {}).get("resumed"):
+        return None
+    if measured is not None:
+        return measured
     try:
         start = dt.datetime.fromisoformat(record["started_at"])
         end = dt.datetime.fromisoformat(record["finished_at"])
@@ -325,8 +332,10 @@ def run_study(study: Study, planned: list[Planned], workers: int, gpus: int, com
                     status, minutes = future.result()
                     with lock:
                         if item.done:
-                            finished.append((item, minutes))
-                            outcome = f"done in {minutes:.1f} min"
+                            whole = run_minutes(records.read_record(item.record) or {}, minutes)
+                            if whole is not None:
+                                finished.append((item, whole))
+                            outcome = f"done in {minutes:.1f} min" + ("" if whole is not None else " (resumed)")
                         else:
                             failed.append(item)
                             record = records.read_record(item.record) or {}

@@ -15,7 +15,7 @@ import yaml
 from dora_bench.errors import ConfigError, UserError
 from dora_bench.report.cells import RunRecord
 from dora_bench.report.study import AnalysisPlan, CellSpec, learnt_nothing, pick_rates, rates_at_chance
-from dora_bench.study.driver import Planned, RecordPaths, eta_minutes, plan_runs, write_picks
+from dora_bench.study.driver import Planned, RecordPaths, eta_minutes, plan_runs, run_minutes, write_picks
 from dora_bench.study.plan import RunSpec, expand, load_study
 from support import REPO
 
@@ -116,6 +116,15 @@ def test_eta_guesses_each_run_from_its_own_task_and_method():
     # 20 (same task and method) + 15 (same task) + 12 (all runs) over 2 workers
     assert eta_minutes(left, finished, 2) == pytest.approx((20 + 15 + 12) / 2)
     assert eta_minutes(left, [], 2) is None
+
+
+def test_a_resumed_run_gives_no_run_time_to_the_eta():
+    whole = {"started_at": "2026-12-03T20:00:00+00:00", "finished_at": "2026-12-03T20:30:00+00:00", "extras": {}}
+    assert run_minutes(whole) == pytest.approx(30.0) and run_minutes(whole, measured=28.0) == 28.0
+    # stopped at step 1,500 overnight, finished the next day in 10 minutes: neither 10 nor a day is its cost
+    resumed = {**whole, "finished_at": "2026-12-04T09:10:00+00:00", "extras": {"resumed": [{"step": 1500}]}}
+    assert run_minutes(resumed) is None and run_minutes(resumed, measured=10.0) is None
+    assert run_minutes({"extras": {}}) is None  # no times in the record
 
 
 def test_cells_and_constant_predictors_of_either_class():
