@@ -128,8 +128,10 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
         + "</tbody></table></div>"
     )
     top = max(max(max(d.spreads), d.spread_null.high) for d in found) * 1.1 or 1.0
-    width, left, line = 520, 150, 24
-    height = 24 + line * len(found)
+    # the labels' column as wide as the longest (11 px type: about 6.5 units a character)
+    width, line = 520, 24
+    left = 12 + round(6.5 * max(len(cell_label(d.key)) for d in found))
+    height = 40 + line * len(found)
     parts = []
     for i, d in enumerate(found):
         y = 14 + line * i
@@ -150,9 +152,13 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
         )
     for tick in svgplot.nice_ticks(0, top, 5):
         x = left + tick * (width - left - 10) / top
-        parts.append(f'<text class="tick" x="{x:.1f}" y="{height - 2}" text-anchor="middle">{svgplot.fmt(tick)}</text>')
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{height - 18}" text-anchor="middle">{svgplot.fmt(tick)}</text>')
+    parts.append(
+        f'<text class="label" x="{(left + width - 10) / 2:.1f}" y="{height - 3}" text-anchor="middle">'
+        "rank spread: std of one run's per-module final ranks</text>"
+    )
     svg = (
-        f'<svg viewBox="0 0 {width} {height}" role="img" data-plot="spread"'
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" data-plot="spread"'
         f' style="max-width:{width * svgplot.MAX_SCALE:.0f}px"'
         f' aria-label="rank spread against random pruning"><title>rank spread against random pruning</title>'
         + "".join(parts)

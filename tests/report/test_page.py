@@ -197,6 +197,15 @@ def test_the_loss_and_dev_curves_of_one_budget_share_their_step_axis(results):
         assert tick_labels[k][:-1] == tick_labels[k + 1][:-1]  # the last is the axis label: step
 
 
+def test_the_spread_chart_is_styled_as_a_chart_and_its_labels_fit_left_of_the_axis(results):
+    html = (results / "report" / "index.html").read_text()
+    chart = re.search(r'<svg class="chart"[^>]*data-plot="spread".*?</svg>', html, flags=re.S)
+    assert chart, "the spread chart lacks class=chart: its text would be unstyled (16 units, scaled up)"
+    labels = re.findall(r'<text class="tick" x="([\d.]+)" y="[\d.]+" text-anchor="end">([^<]+)</text>', chart[0])
+    assert labels and all(float(x) >= 6.5 * len(label) for x, label in labels)  # 11 px type: ~6.5 units a character
+    assert "rank spread" in chart[0]
+
+
 def test_command_line(results, tmp_path, capsys):
     assert main(["--results-dir", str(results), "--seeds", "2"]) == 0
     assert "index.html" in capsys.readouterr().out
