@@ -152,7 +152,9 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
         )
     for tick in svgplot.nice_ticks(0, top, 5):
         x = left + tick * (width - left - 10) / top
-        parts.append(f'<text class="tick" x="{x:.1f}" y="{height - 18}" text-anchor="middle">{svgplot.fmt(tick)}</text>')
+        parts.append(
+            f'<text class="tick" x="{x:.1f}" y="{height - 18}" text-anchor="middle">{svgplot.fmt(tick)}</text>'
+        )
     parts.append(
         f'<text class="label" x="{(left + width - 10) / 2:.1f}" y="{height - 3}" text-anchor="middle">'
         "rank spread: std of one run's per-module final ranks</text>"
