@@ -128,14 +128,16 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
         + "</tbody></table></div>"
     )
     top = max(max(max(d.spreads), d.spread_null.high) for d in found) * 1.1 or 1.0
-    # the labels' column as wide as the longest (11 px type: about 6.5 units a character)
-    width, line = 520, 24
-    left = 12 + round(6.5 * max(len(cell_label(d.key)) for d in found))
-    height = 40 + line * len(found)
+    # Laid out for the phone's type (17 units, report.css), the larger: a label column as wide as the longest
+    # label at about 10 units a character, and room below the rows for the ticks and the axis label.
+    width, line, first = 520, 28, 18
+    left = 12 + round(10 * max(len(cell_label(d.key)) for d in found))
+    rows_end = first + line * (len(found) - 1) + 10
+    height = rows_end + 52
+    scale = (width - left - 10) / top
     parts = []
     for i, d in enumerate(found):
-        y = 14 + line * i
-        scale = (width - left - 10) / top
+        y = first + line * i
         fa = attrs(**filter_attrs(task=task, method=d.key[2], budget=d.key[4]))
         null = d.spread_null
         parts.append(
@@ -151,13 +153,13 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
             + "</g>"
         )
     for tick in svgplot.nice_ticks(0, top, 5):
-        x = left + tick * (width - left - 10) / top
         parts.append(
-            f'<text class="tick" x="{x:.1f}" y="{height - 18}" text-anchor="middle">{svgplot.fmt(tick)}</text>'
+            f'<text class="tick" x="{left + tick * scale:.1f}" y="{rows_end + 22}" text-anchor="middle">'
+            f"{svgplot.fmt(tick)}</text>"
         )
     parts.append(
-        f'<text class="label" x="{(left + width - 10) / 2:.1f}" y="{height - 3}" text-anchor="middle">'
-        "rank spread: std of one run's per-module final ranks</text>"
+        f'<text class="label" x="{(left + width - 10) / 2:.1f}" y="{rows_end + 46}" text-anchor="middle">'
+        "rank spread (std of a run's per-module ranks)</text>"
     )
     svg = (
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" data-plot="spread"'

@@ -134,7 +134,7 @@ class Axes:
             f"{escape(x_label)}</text>"
         )
         out.append(
-            f'<text class="label" transform="translate(12 {(y0 + y1) / 2:.1f}) rotate(-90)" text-anchor="middle">'
+            f'<text class="label" transform="translate(15 {(y0 + y1) / 2:.1f}) rotate(-90)" text-anchor="middle">'
             f"{escape(y_label)}</text>"
         )
         out.append("</g>")
