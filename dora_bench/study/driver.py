@@ -39,7 +39,7 @@ from dora_bench.errors import UserError
 from dora_bench.records import flatten_config
 from dora_bench.report.cells import RunRecord, Settings, is_bookkeeping, load_runs, own_rate_only
 from dora_bench.report.study import StageProgress, analysis_markdown, pick_rates, rates_at_chance
-from dora_bench.study.plan import RunSpec, Stage, Study, expand, load_study
+from dora_bench.study.plan import RunSpec, Stage, Study, expand, load_study, pick_sources
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -97,17 +97,21 @@ def finished_runs(study: Study, stage: Stage, data_dir: str | None, paths: Recor
 
 
 def write_picks(study: Study, stage: Stage, data_dir: str | None, paths: RecordPaths) -> dict[str, Any] | None:
-    """A pick stage: one rate per method from the sweep stage's records -> ``<results_dir>/lr_picks.yaml``.
+    """A pick stage: one rate per method from the sweep stages' records -> ``<results_dir>/lr_picks.yaml``.
 
     Nothing is picked before every run of the sweep has finished: a method whose runs are still to come
     would otherwise be left out of ``lr_picks`` and its arms would train at its published rate. With
     ``not_at_chance: [stages]`` (which must have finished too), a rate that left any run of those stages
     at chance is not eligible (``rates_at_chance``)."""
-    source = study.stage(stage.pick["from"])
+    sources = [study.stage(name) for name in pick_sources(stage)]
+    named = " + ".join(s.name for s in sources)
     tasks = list(stage.pick.get("tasks") or [])
-    runs = finished_runs(study, source, data_dir, paths)
-    if not runs:
-        return None
+    runs = []
+    for source in sources:
+        done = finished_runs(study, source, data_dir, paths)
+        if not done:
+            return None
+        runs += done
     at_chance: dict[str, dict[float, list[str]]] = {}
     for name in stage.pick.get("not_at_chance") or ():
         guard = finished_runs(study, study.stage(name), data_dir, paths)
@@ -119,7 +123,7 @@ def write_picks(study: Study, stage: Stage, data_dir: str | None, paths: RecordP
     found = pick_rates(runs, tasks, stage.pick.get("budget"), at_chance)
     if found.unpicked:
         raise UserError(
-            f"stage {stage.name!r}: no eligible rate for {', '.join(found.unpicked)} in stage {source.name!r} "
+            f"stage {stage.name!r}: no eligible rate for {', '.join(found.unpicked)} in stage(s) {named} "
             f"(every rate failed or left a run at chance): add a lower rate to its grid"
         )
     saved = read_picks(study)
@@ -129,7 +133,7 @@ def write_picks(study: Study, stage: Stage, data_dir: str | None, paths: RecordP
     ruled = f" (a rate that left a run at chance in {', '.join(guards)} is not eligible)" if guards else ""
     picks = {
         "lr_picks": found.picks,
-        "lr_picks_source": f"{study.name}, stage {source.name}: best mean of {' + '.join(tasks)} main metrics"
+        "lr_picks_source": f"{study.name}, stage {named}: best mean of {' + '.join(tasks)} main metrics"
         f"{ruled}; {study.picks_path}",
         "complete": not found.missing,
         "sweep_table": list(found.table),

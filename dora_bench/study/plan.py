@@ -12,7 +12,8 @@
           - {method: [dora, adalora], trainer.lr: [1.0e-2, 3.0e-3], task: [stsb], seed: [100]}
       - name: pick                            # one rate per method from a sweep -> <results_dir>/lr_picks.yaml
         pick: {from: rates, tasks: [stsb]}    # once all its runs finished; not_at_chance: [stages] rules out
-                                              # a rate that left a run of those stages at chance
+                                              # a rate that left a run of those stages at chance;
+                                              # from: [sweep, edge] reads several stages' runs
       - name: arms
         rates: picked                         # lr_picks={...} from the pick stage
         grid: {seed: [0, 1, 2], task: [stsb, sst2], method: [dora, lora]}
@@ -52,6 +53,12 @@ class RunSpec:
     @property
     def label(self) -> str:
         return " ".join(" ".join(grid_overrides(k, v)) for k, v in self.values if v is not None)
+
+
+def pick_sources(stage: Stage) -> list[str]:
+    """The stages a pick reads: ``from`` names one, or lists several (a sweep and the rates added to it)."""
+    named = (stage.pick or {}).get("from")
+    return list(named) if isinstance(named, list) else [named]
 
 
 @dataclass(frozen=True)
@@ -132,8 +139,9 @@ def load_study(path: str | Path) -> Study:
             continue
         if set(stage.pick) - PICK_KEYS:
             raise ConfigError(f"{path}: stage {stage.name!r}: a pick takes only {', '.join(sorted(PICK_KEYS))}")
-        if stage.pick.get("from") not in names:
-            raise ConfigError(f"{path}: stage {stage.name!r} picks from {stage.pick.get('from')!r}, which is no stage")
+        for source in pick_sources(stage):
+            if source not in names:
+                raise ConfigError(f"{path}: stage {stage.name!r} picks from {source!r}, which is no stage")
         for guard in stage.pick.get("not_at_chance") or ():
             if guard not in names:
                 raise ConfigError(f"{path}: stage {stage.name!r}: not_at_chance names {guard!r}, which is no stage")

@@ -247,7 +247,46 @@ def test_the_pick_waits_for_every_run_of_its_sweep_and_rules_out_rates_at_chance
         ] * 2
         # lora's other rate at chance in the sweep itself: no lora rate is left
         fake_record(sweep[0], "lora", 1e-3, "demo", 0.5, 100, "complete")
-        with pytest.raises(UserError, match="no eligible rate for lora in stage 'sweep'"):
+        with pytest.raises(UserError, match="no eligible rate for lora in stage\\(s\\) sweep "):
             write_picks(study, study.stage("pick"), None, paths)
     finally:
         paths.close()
+
+
+def test_a_pick_from_several_stages_waits_for_all_and_ranks_their_rates_together(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stages = [
+        {"name": "sweep", "results_dir": "out/sweep", "tag": "lr_{trainer_lr}",
+         "grid": {"method": ["lora"], "trainer.lr": [1.0e-3, 1.0e-2], "seed": [100]}},
+        {"name": "edge", "results_dir": "out/sweep", "tag": "lr_{trainer_lr}",
+         "grid": {"method": ["lora"], "trainer.lr": [3.0e-2], "seed": [100]}},
+        {"name": "pick", "pick": {"from": ["sweep", "edge"], "tasks": ["demo"]}},
+    ]  # fmt: skip
+    study = load_study(write_study(tmp_path, {**STUDY, "stages": stages}))
+    paths = RecordPaths()
+    try:
+        low, mid = [paths(s) for s in expand(study, study.stage("sweep"), None, None)]
+        (edge,) = [paths(s) for s in expand(study, study.stage("edge"), None, None)]
+        fake_record(low, "lora", 1e-3, "demo", 0.70, 100, "complete")
+        fake_record(mid, "lora", 1e-2, "demo", 0.90, 100, "complete")
+        assert write_picks(study, study.stage("pick"), None, paths) is None  # the edge has not run
+        fake_record(edge, "lora", 3e-2, "demo", 0.20, 100, "complete")
+        picks = write_picks(study, study.stage("pick"), None, paths)
+        assert picks["lr_picks"] == {"lora": 1e-2}
+        # the edge's rate is a row of the table, so the pick is no longer the top of the rates tried
+        assert picks["sweep_table"][-2:] == [
+            "| lora | 0.01 | 90.00 | 90.00 | **yes** |",
+            "| lora | 0.03 | 20.00 | 20.00 |  |",
+        ]
+        assert "stage sweep + edge" in picks["lr_picks_source"]
+        fake_record(edge, "lora", 3e-2, "demo", 0.95, 100, "complete")
+        assert write_picks(study, study.stage("pick"), None, paths)["lr_picks"] == {"lora": 3e-2}
+    finally:
+        paths.close()
+
+
+def test_a_pick_from_a_stage_that_does_not_exist_is_refused(tmp_path):
+    stages = [{"name": "sweep", "grid": {"method": ["lora"], "seed": [100]}},
+              {"name": "pick", "pick": {"from": ["sweep", "edge"], "tasks": ["demo"]}}]  # fmt: skip
+    with pytest.raises(ConfigError, match="picks from 'edge', which is no stage"):
+        load_study(write_study(tmp_path, {**STUDY, "stages": stages}))
