@@ -271,6 +271,17 @@ def test_the_minilm_page_shows_the_committed_csv_numbers():
     assert deltas  # paper numbers beside ours (roberta-base's, so for reference, without Δ)
 
 
+def test_every_committed_page_inlines_today_s_stylesheet_and_script():
+    """A layout fix reaches the committed studies' pages only when they are written again: say which are stale."""
+    assets = REPO / "dora_bench" / "report" / "page_assets"
+    css, js = ((assets / name).read_text() for name in ("report.css", "report.js"))
+    pages = sorted((REPO / "results").glob("**/report/index.html"))
+    if not pages:
+        pytest.skip("no committed report pages")
+    stale = [str(p.relative_to(REPO)) for p in pages if css not in p.read_text() or js not in p.read_text()]
+    assert not stale, f"regenerate (dora-bench-study <study> report, or dora-bench-report --results-dir): {stale}"
+
+
 # -- in a browser --------------------------------------------------------------------------------
 
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium on PATH (apt-get install chromium)")
