@@ -88,8 +88,9 @@ class AllocationDiagnostics:
         return self.ranks.mean(axis=0)
 
     @property
-    def std_grid(self) -> np.ndarray:
-        return self.ranks.std(axis=0, ddof=1) if len(self.seeds) > 1 else np.zeros(self.ranks.shape[1:])
+    def std_grid(self) -> np.ndarray | None:
+        """The per-module sample std over seeds; None for one seed (a zero would read as "always the same")."""
+        return self.ranks.std(axis=0, ddof=1) if len(self.seeds) > 1 else None
 
     @property
     def label(self) -> str:

@@ -32,7 +32,12 @@ def diagnostics_figure(cells: list[AllocationDiagnostics], path: Path) -> Path:
     for (mean_ax, std_ax), d in zip(axes, cells):
         grid = {"rows": list(d.rows), "columns": list(d.columns)}
         draw_rank_heatmap(mean_ax, {**grid, "values": d.mean_grid.tolist()}, vmax=top, decimals=1)
-        mean_ax.set_title(f"{d.label}: mean of {len(d.seeds)} seeds\n{caption(d)}", fontsize=8)
+        seeds = f"{len(d.seeds)} seed{'s' if len(d.seeds) != 1 else ''}"
+        mean_ax.set_title(f"{d.label}: mean of {seeds}\n{caption(d)}", fontsize=8)
+        if d.std_grid is None:
+            std_ax.axis("off")
+            std_ax.text(0.5, 0.5, "one seed: no seed-to-seed std yet", ha="center", va="center", fontsize=8)
+            continue
         draw_rank_heatmap(std_ax, {**grid, "values": d.std_grid.tolist()}, vmax=max(1.0, top / 3), decimals=1)
         std_ax.set_title("seed-to-seed std", fontsize=8)
         std_ax.set_ylabel("")

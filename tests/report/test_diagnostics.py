@@ -145,13 +145,27 @@ def test_one_seed_has_a_spread_but_no_agreement_and_grids_that_differ_are_refuse
     one = diagnose(run_of(0, planted).key, [run_of(0, planted)])
     assert one.seeds == (0,) and one.agreement is None and one.type_agreement is None
     assert one.agreement_null is None and one.spreads == pytest.approx((np.std(planted),))
-    assert one.columns == ("Wq", "Wk", "Wv", "Wo", "Wf1", "Wf2") and one.std_grid.shape == (12, 6)
+    assert one.columns == ("Wq", "Wk", "Wv", "Wo", "Wf1", "Wf2") and one.std_grid is None
     other = run_of(1, planted)
     other.record["extras"]["rank_allocation_grid"]["rows"] = list(
         reversed(other.record["extras"]["rank_allocation_grid"]["rows"])
     )
     with pytest.raises(ValueError, match="different layers or module types"):
         diagnose(other.key, [run_of(0, planted), other])
+
+
+def test_the_std_grid_is_over_seeds_and_the_figure_draws_a_one_seed_cell_without_one(tmp_path):
+    from dora_bench.report.diagnostics_figure import write_diagnostics_figures
+
+    planted = [4 + (i % 6) + (i // 36) * 2 for i in range(72)]
+    shifted = [r + 2 if i == 5 else r for i, r in enumerate(planted)]  # one module 2 ranks apart
+    two = diagnose(run_of(0, planted).key, [run_of(0, planted), run_of(1, shifted)])
+    assert two.std_grid[0, 5] == pytest.approx(np.std([planted[5], shifted[5]], ddof=1))
+    assert np.count_nonzero(two.std_grid) == 1
+    one = diagnose(run_of(0, planted, variant="random").key, [run_of(0, planted, variant="random")])
+    (path,) = write_diagnostics_figures([two, one], tmp_path)
+    assert path.name == "allocation_diagnostics_sst2_minilm_b8.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_table_row_holds_each_number_of_its_cell():
