@@ -6,16 +6,18 @@ For every cell (task, backbone, method, variant, budget) whose complete records 
 allocation (DoRA and its control arms, AdaLoRA):
 
 - **Agreement across seeds**: the mean pairwise Pearson correlation of the seeds' per-module final
-  ranks, and of their per-type means (the columns of Figure 2). An allocation driven by what the
-  task needs repeats across seeds (agreement near 1); one driven by noise does not (near 0).
-  A constant allocation (no pruning) has no correlation: ``None``.
+  ranks, of their per-type means (the columns of Figure 2) and of their per-layer means (its rows).
+  An allocation driven by what the task needs repeats across seeds (agreement near 1); one driven
+  by noise does not (near 0). A constant allocation (no pruning) has no correlation: ``None``. The
+  per-type and per-layer agreements average a handful of numbers (6 types, 6 or 12 layers), so
+  chance alone gives them a wide band: each has its own random-pruning null.
 - **Spread against random pruning**: the population std of one run's per-module ranks, against
   the same statistic for allocations drawn by random pruning under the record's own budget (the
   ``random`` control arm's rule). Each ranking of that arm draws uniformly among the live
   components, so whatever the schedule's steps, its final kept set is a uniformly random set of
   the final size: the null draws that set directly. Quantiles from ``NULL_DRAWS`` seeded draws.
   The agreement of ``n`` such random runs gives the agreement's null band the same way.
-- **Per-type means** with a 95 % Student-t interval over seeds.
+- **Per-type and per-layer means** with a 95 % Student-t interval over seeds.
 
 Pure functions of the records, like the tables: the same records give the same numbers.
 """
@@ -55,7 +57,9 @@ class NullBand:
 
 
 @dataclass(frozen=True)
-class TypeMean:
+class GroupMean:
+    """A module type's or a layer's mean rank over seeds."""
+
     mean: float
     low: float | None  # 95 % t-interval over seeds; None with one seed
     high: float | None
@@ -72,11 +76,15 @@ class AllocationDiagnostics:
     ranks: np.ndarray  # (seeds, layers, types): each seed's final rank grid
     initial_rank: int  # b0: components per module before pruning
     agreement: float | None  # mean pairwise Pearson r of the per-module ranks
-    type_agreement: float | None  # the same of the per-type means
     agreement_null: NullBand | None  # agreement of len(seeds) random-pruning runs
+    type_agreement: float | None  # the same of the per-type means
+    type_agreement_null: NullBand | None
+    layer_agreement: float | None  # the same of the per-layer means
+    layer_agreement_null: NullBand | None
     spreads: tuple[float, ...]  # per seed: population std of the per-module ranks
     spread_null: NullBand  # one random-pruning run's spread
-    type_means: dict[str, TypeMean]
+    type_means: dict[str, GroupMean]
+    layer_means: dict[str, GroupMean]
     kept_params: tuple[int, ...]  # per seed: the record's final_trainable_params (the paper's count)
 
     @property
@@ -144,6 +152,37 @@ def agreement_null(
     return band(values, draws, seed + 1)
 
 
+@functools.lru_cache(maxsize=256)
+def group_agreement_nulls(
+    layers: int,
+    types: int,
+    initial_rank: int,
+    kept: int,
+    seeds: int,
+    draws: int = NULL_DRAWS // 4,
+    seed: int = NULL_SEED,
+) -> tuple[NullBand | None, NullBand | None]:
+    """The per-type and per-layer agreements of ``seeds`` random-pruning runs on a full ``layers x types`` grid."""
+    if seeds < 2:
+        return None, None
+    sims = random_allocations(layers * types, initial_rank, kept, draws * seeds, seed + 2)
+    grids = sims.reshape(draws, seeds, layers, types).astype(float)
+    bands = []
+    for means in (grids.mean(axis=2), grids.mean(axis=3)):  # (draws, seeds, types), (draws, seeds, layers)
+        values = [mean_pairwise_correlation(group) for group in means]
+        bands.append(band(np.array([v for v in values if v is not None]), draws, seed + 2))
+    return bands[0], bands[1]
+
+
+def group_means(values: np.ndarray, names: list[str]) -> dict[str, GroupMean]:
+    """Each column of ``values`` (seeds x groups): its mean over seeds with a 95 % t-interval."""
+    found = {}
+    for j, name in enumerate(names):
+        low, high = t_interval(values[:, j])
+        found[str(name)] = GroupMean(float(values[:, j].mean()), low, high)
+    return found
+
+
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None]:
     if len(values) < 2:
         return None, None
@@ -182,10 +221,13 @@ def diagnose(key: tuple, runs: list[RunRecord]) -> AllocationDiagnostics | None:
     b0 = initial_rank(with_grid[0].record)
     kept = int(round(flat[0].sum()))
     column_means = np.nanmean(ranks, axis=1)  # (seeds, types)
-    type_means = {}
-    for j, column in enumerate(first["columns"]):
-        low, high = t_interval(column_means[:, j])
-        type_means[column] = TypeMean(float(column_means[:, j].mean()), low, high)
+    row_means = np.nanmean(ranks, axis=2)  # (seeds, layers)
+    layers, types = ranks.shape[1:]
+    pruned = kept < flat.shape[1] * b0
+    full_grid = flat.shape[1] == layers * types  # the grouped nulls draw on the whole grid
+    type_null, layer_null = (
+        group_agreement_nulls(layers, types, b0, kept, len(grids)) if pruned and full_grid else (None, None)
+    )
     return AllocationDiagnostics(
         key=key,
         seeds=tuple(r.record.get("seed") for r in with_grid),
@@ -194,11 +236,15 @@ def diagnose(key: tuple, runs: list[RunRecord]) -> AllocationDiagnostics | None:
         ranks=ranks,
         initial_rank=b0,
         agreement=mean_pairwise_correlation(flat),
+        agreement_null=agreement_null(flat.shape[1], b0, kept, len(grids)) if pruned else None,
         type_agreement=mean_pairwise_correlation(column_means),
-        agreement_null=agreement_null(flat.shape[1], b0, kept, len(grids)) if kept < flat.shape[1] * b0 else None,
+        type_agreement_null=type_null,
+        layer_agreement=mean_pairwise_correlation(row_means),
+        layer_agreement_null=layer_null,
         spreads=tuple(rank_spread(row) for row in flat),
         spread_null=spread_null(flat.shape[1], b0, kept),
-        type_means=type_means,
+        type_means=group_means(column_means, first["columns"]),
+        layer_means=group_means(row_means, first["rows"]),
         kept_params=tuple(int(r.record["extras"].get("final_trainable_params") or 0) for r in with_grid),
     )
 
@@ -222,6 +268,9 @@ HEADER = (
     "agreement_null_median",
     "agreement_null_95",
     "type_agreement",
+    "type_agreement_null_95",
+    "layer_agreement",
+    "layer_agreement_null_95",
     "spread",
     "spread_min",
     "spread_max",
@@ -252,6 +301,9 @@ def table_rows(found: list[AllocationDiagnostics]) -> list[dict[str, Any]]:
                 "agreement_null_median": _round(null.median if null else None),
                 "agreement_null_95": _round(null.high if null else None),
                 "type_agreement": _round(d.type_agreement),
+                "type_agreement_null_95": _round(d.type_agreement_null.high if d.type_agreement_null else None),
+                "layer_agreement": _round(d.layer_agreement),
+                "layer_agreement_null_95": _round(d.layer_agreement_null.high if d.layer_agreement_null else None),
                 "spread": _round(d.spread),
                 "spread_min": _round(min(d.spreads)),
                 "spread_max": _round(max(d.spreads)),
@@ -289,47 +341,63 @@ def to_markdown(found: list[AllocationDiagnostics]) -> str:
         "# Allocation diagnostics: are the final ranks signal or noise?",
         "",
         "Per cell of a dynamic-rank method (its complete seeds). **Agreement**: mean pairwise Pearson r of the "
-        "seeds' per-module final ranks (modules) and of their per-type means (types); the null is the agreement of "
-        "as many random-pruning runs (median [95th percentile]). **Spread**: population std of one run's per-module "
-        "ranks, mean over seeds (min-max); the null band is random pruning to the record's own final count "
+        "seeds' per-module final ranks (modules), of their per-type means (types) and of their per-layer means "
+        "(layers); the null is the same statistic of as many random-pruning runs (modules: median [95th percentile]; "
+        "types and layers: [95th percentile], wide because each averages a few numbers). **Spread**: "
+        "population std of one run's per-module ranks, mean over seeds (min-max); the null band is random "
+        "pruning to the record's own final count "
         f"(5 % / median / 95 %, {NULL_DRAWS} draws, seed {NULL_SEED}). Kept params: the paper's count at the end.",
         "",
-        "| task | cell | n | agreement (modules) | null | agreement (types) | spread | spread null | "
-        "seeds above null 95 % | kept params |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | cell | n | agreement (modules) | null | agreement (types) | agreement (layers) | spread | "
+        "spread null | seeds above null 95 % | kept params |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for d in found:
         null = d.agreement_null
         lines.append(
             f"| {d.key[0]} | {d.label} | {len(d.seeds)} | {_fmt(d.agreement)} | "
-            f"{_fmt(null.median if null else None)} [{_fmt(null.high if null else None)}] | {_fmt(d.type_agreement)} | "
+            f"{_fmt(null.median if null else None)} [{_fmt(null.high if null else None)}] | "
+            f"{agreement_text(d.type_agreement, d.type_agreement_null)} | "
+            f"{agreement_text(d.layer_agreement, d.layer_agreement_null)} | "
             f"{d.spread:.2f} ({min(d.spreads):.2f}-{max(d.spreads):.2f}) | "
             f"{d.spread_null.low:.2f} / {d.spread_null.median:.2f} / {d.spread_null.high:.2f} | "
             f"{sum(s > d.spread_null.high for s in d.spreads)} of {len(d.spreads)} | "
             f"{np.mean(d.kept_params):,.0f} ({min(d.kept_params):,}-{max(d.kept_params):,}) |"
         )
-    columns = list(dict.fromkeys(c for d in found for c in d.columns))
-    lines += [
-        "",
-        "Per-type mean rank (mean over layers, then seeds; 95 % t-interval over seeds):",
-        "",
-        "| task | cell | " + " | ".join(columns) + " |",
-        "|---|---|" + "---:|" * len(columns),
-    ]
-    for d in found:
-        cells = []
-        for column in columns:
-            m = d.type_means.get(column)
-            interval = "" if m is None or m.low is None else f" [{m.low:.2f}, {m.high:.2f}]"
-            cells.append("—" if m is None else f"{m.mean:.2f}{interval}")
-        lines.append(f"| {d.key[0]} | {d.label} | " + " | ".join(cells) + " |")
+    lines += ["", "Per-type mean rank (mean over layers, then seeds; 95 % t-interval over seeds):", ""]
+    lines += group_means_table(found, "type_means")
+    lines += ["", "Per-layer mean rank (mean over module types, then seeds; 95 % t-interval over seeds):", ""]
+    lines += group_means_table(found, "layer_means", head="layer {}")
     return "\n".join(lines) + "\n"
 
 
+def group_means_table(found: list[AllocationDiagnostics], groups: str, head: str = "{}") -> list[str]:
+    """A markdown table of each cell's ``type_means`` or ``layer_means``, one column a group."""
+    names = list(dict.fromkeys(name for d in found for name in getattr(d, groups)))
+    lines = ["| task | cell | " + " | ".join(head.format(n) for n in names) + " |", "|---|---|" + "---:|" * len(names)]
+    for d in found:
+        cells = []
+        for name in names:
+            m = getattr(d, groups).get(name)
+            interval = "" if m is None or m.low is None else f" [{m.low:.2f}, {m.high:.2f}]"
+            cells.append("—" if m is None else f"{m.mean:.2f}{interval}")
+        lines.append(f"| {d.key[0]} | {d.label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def agreement_text(value: float | None, null: NullBand | None) -> str:
+    """An agreement and its null's 95th percentile: ``0.58 [0.48]``."""
+    return _fmt(value) + (f" [{null.high:.2f}]" if null else "")
+
+
 def caption(d: AllocationDiagnostics) -> str:
-    """Two short lines for a Figure 2 panel: agreement and spread, each against random pruning."""
+    """Two short lines for a Figure 2 panel: agreement (of the modules, and of the layers' means) and
+    spread, each against random pruning."""
     agreement = "—" if d.agreement is None else f"{d.agreement:.2f}"
     null = f" (random: {d.agreement_null.high:.2f} at 95 %)" if d.agreement_null else ""
+    if d.agreement_null and d.layer_agreement is not None and d.layer_agreement_null:
+        agreement += f", layers {d.layer_agreement:.2f}"
+        null = f" (random 95 %: {d.agreement_null.high:.2f}, {d.layer_agreement_null.high:.2f})"
     spread = f"spread {d.spread:.2f} (random: {d.spread_null.low:.2f}-{d.spread_null.high:.2f})"
     return f"agreement r = {agreement}{null}\n{spread}"
 

@@ -88,7 +88,7 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
     """Is each dynamic-rank cell's allocation more than random pruning? The agreement of its seeds'
     final ranks and their spread, each against its random-pruning null (``report/diagnostics.py``):
     a table, and a strip of every seed's spread over the null's 5-95 % band."""
-    from dora_bench.report.diagnostics import NULL_DRAWS, NULL_SEED, diagnose_all
+    from dora_bench.report.diagnostics import NULL_DRAWS, NULL_SEED, agreement_text, diagnose_all
 
     found = sorted(diagnose_all([r for r in runs if r.complete]), key=lambda d: _order_key(d.key))
     if not found:
@@ -101,7 +101,8 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
             str(len(d.seeds)),
             "—" if d.agreement is None else f"{d.agreement:.2f}",
             "—" if null is None else f"{null.median:.2f} [{null.high:.2f}]",
-            "—" if d.type_agreement is None else f"{d.type_agreement:.2f}",
+            agreement_text(d.type_agreement, d.type_agreement_null),
+            agreement_text(d.layer_agreement, d.layer_agreement_null),
             f"{d.spread:.2f} ({min(d.spreads):.2f}-{max(d.spreads):.2f})",
             f"{d.spread_null.low:.2f}-{d.spread_null.high:.2f}",
             f"{sum(s > d.spread_null.high for s in d.spreads)} of {len(d.spreads)}",
@@ -114,7 +115,8 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
         "n",
         "agreement (modules)",
         "random: median [95 %]",
-        "agreement (types)",
+        "agreement (types) [random 95 %]",
+        "agreement (layers) [random 95 %]",
         "spread",
         "random: 5-95 %",
         "seeds above",
@@ -170,10 +172,11 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
     )
     return (
         '<figure class="plot"><figcaption><b>Is the allocation more than random pruning?</b> Agreement: mean '
-        "pairwise Pearson r of the seeds' per-module final ranks (and of their per-type means); the random "
-        "column is the agreement of as many random-pruning runs. Spread: std of one run's per-module ranks "
-        f"(dots: seeds) against random pruning to the same count (grey: 5-95 %, {NULL_DRAWS} draws, seed "
-        f"{NULL_SEED}).</figcaption>{table}{svg}</figure>"
+        "pairwise Pearson r of the seeds' per-module final ranks, of their per-type means and of their "
+        "per-layer means; in brackets and the random column, the same of as many random-pruning runs (the "
+        "types and layers average a few numbers each, so chance alone reaches high values). Spread: std of "
+        "one run's per-module ranks (dots: seeds) against random pruning to the same count (grey: 5-95 %, "
+        f"{NULL_DRAWS} draws, seed {NULL_SEED}).</figcaption>{table}{svg}</figure>"
     )
 
 

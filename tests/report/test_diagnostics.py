@@ -48,6 +48,10 @@ def test_a_planted_allocation_agrees_perfectly_and_spreads_as_planted():
     assert d.type_means["Wq"].mean == pytest.approx(np.mean([planted[i] for i in range(0, 72, 6)]))
     assert d.type_means["Wq"].low == pytest.approx(d.type_means["Wq"].mean)  # no spread over seeds
     assert d.kept_params == (1000, 1001, 1002, 1003)
+    # layers 0-5 hold types at 4..9 (mean 6.5), layers 6-11 the same plus 2
+    assert d.layer_agreement == pytest.approx(1.0)
+    assert [d.layer_means[str(i)].mean for i in (0, 5, 6, 11)] == pytest.approx([6.5, 6.5, 8.5, 8.5])
+    assert d.layer_agreement > d.layer_agreement_null.high and d.type_agreement > d.type_agreement_null.high
 
 
 def test_pearson_agreement_by_hand():
@@ -80,6 +84,8 @@ def test_the_random_arm_agrees_with_nothing_and_spreads_inside_the_null_band():
     assert d.agreement_null.low < 0 < d.agreement_null.high
     assert all(d.spread_null.low <= s <= d.spread_null.high for s in d.spreads)
     assert d.spread_null.low < d.spread_null.median < d.spread_null.high
+    for value, null in ((d.type_agreement, d.type_agreement_null), (d.layer_agreement, d.layer_agreement_null)):
+        assert null.low < value < null.high  # chance, by its own null
 
 
 def test_the_null_keeps_the_count_and_is_seeded():
@@ -101,7 +107,7 @@ def test_the_tables_hold_every_cell():
     assert flat.agreement is None and flat.agreement_null is None and flat.spreads == (0.0, 0.0)
     md, csv = to_markdown(found), to_csv(found)
     assert "| sst2 | dora-no_pruning b8 | 2 | — |" in md
-    assert csv.splitlines()[2].startswith("sst2,minilm,dora,no_pruning,8,2,,,,,0.0,")
+    assert csv.splitlines()[2].startswith("sst2,minilm,dora,no_pruning,8,2,,,,,,,,0.0,")
 
 
 MINILM = REPO / "results" / "minilm"
@@ -117,6 +123,10 @@ def test_the_200_step_records_give_issue_19_s_numbers():
     assert found[("stsb", "dora")].spread == pytest.approx(1.65, abs=0.005)
     assert found[("sst2", "dora")].spread == pytest.approx(1.56, abs=0.005)
     assert found[("sst2", "dora")].spread_null.median == pytest.approx(1.60, abs=0.02)
+    # the per-layer means' agreement, recomputed by hand from the records' grids (numpy, outside this module)
+    by_layer = {("stsb", "dora"): 0.34, ("sst2", "dora"): 0.14, ("stsb", "adalora"): 0.76, ("sst2", "adalora"): 0.59}
+    for key, agreement in by_layer.items():
+        assert found[key].layer_agreement == pytest.approx(agreement, abs=0.005)
 
 
 def test_the_report_page_shows_each_cell_s_diagnostics():
@@ -180,6 +190,9 @@ def test_a_table_row_holds_each_number_of_its_cell():
         "agreement_null_median": round(d.agreement_null.median, 6),
         "agreement_null_95": round(d.agreement_null.high, 6),
         "type_agreement": round(d.type_agreement, 6),
+        "type_agreement_null_95": round(d.type_agreement_null.high, 6),
+        "layer_agreement": round(d.layer_agreement, 6),
+        "layer_agreement_null_95": round(d.layer_agreement_null.high, 6),
         "spread": round(float(np.mean(d.spreads)), 6),
         "spread_min": round(min(d.spreads), 6),
         "spread_max": round(max(d.spreads), 6),
@@ -195,6 +208,27 @@ def test_a_table_row_holds_each_number_of_its_cell():
     wide = [0, 12] * 36  # half the modules pruned away, half kept whole: spread 6
     cell = diagnose(run_of(0, wide).key, [run_of(s, wide) for s in range(2)])
     assert table_rows([cell])[0]["seeds_above_null_95"] == 2 and cell.spread == pytest.approx(6.0)
+
+
+def test_the_type_and_layer_nulls_narrow_with_seeds_and_are_seeded():
+    from dora_bench.report.diagnostics import group_agreement_nulls
+
+    types3, layers3 = group_agreement_nulls(6, 6, 12, 288, 3)
+    types5, layers5 = group_agreement_nulls(6, 6, 12, 288, 5)
+    # six numbers a seed: three random runs reach r = 0.48 one time in twenty, five runs 0.26-0.29
+    assert layers3.high > layers5.high > 0.1 and types3.high > types5.high > 0.1
+    assert layers3.low < 0 < layers3.high and layers3.draws == 1000
+    group_agreement_nulls.cache_clear()
+    assert group_agreement_nulls(6, 6, 12, 288, 3) == (types3, layers3)
+    assert group_agreement_nulls(6, 6, 12, 288, 1) == (None, None)
+
+
+def test_the_markdown_has_a_per_layer_table():
+    planted = [4 + (i % 6) + (i // 36) * 2 for i in range(72)]
+    md = to_markdown(diagnose_all([run_of(s, planted) for s in range(3)]))
+    assert "| task | cell | layer 0 | layer 1 |" in md
+    assert "| sst2 | dora b8 | 6.50 [6.50, 6.50] |" in md  # layer 0, the same in every seed
+    assert "| 1.00 [" in md  # the layers' agreement with its null's 95th percentile
 
 
 def test_a_null_band_is_the_5_50_95_percent_quantiles_of_its_draws():
