@@ -110,21 +110,21 @@ def allocation_diagnostics_section(runs: list[RunRecord], task: str, backbone: s
         ]
         fa = attrs(**filter_attrs(task=task, method=d.key[2], budget=d.key[4]))
         rows.append(f"<tr{fa}>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
-    head = (
-        "cell",
-        "n",
-        "agreement (modules)",
-        "random: median [95 %]",
-        "agreement (types) [random 95 %]",
-        "agreement (layers) [random 95 %]",
-        "spread",
-        "random: 5-95 %",
-        "seeds above",
-        "kept params",
+    head = (  # two lines each: ten columns fit a laptop's width without scrolling
+        ("cell", ""),
+        ("n", ""),
+        ("agreement", "(modules)"),
+        ("random:", "median [95 %]"),
+        ("by type", "[random 95 %]"),
+        ("by layer", "[random 95 %]"),
+        ("spread", "(min-max)"),
+        ("random:", "5-95 %"),
+        ("seeds", "above"),
+        ("kept", "params"),
     )
     table = (
-        '<div class="scroll"><table class="sortable"><thead><tr>'
-        + "".join(f"<th>{escape(h)}</th>" for h in head)
+        '<div class="scroll"><table class="sortable diagnostics"><thead><tr>'
+        + "".join(f"<th>{escape(a)}{'<br>' + escape(b) if b else ''}</th>" for a, b in head)
         + "</tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table></div>"
