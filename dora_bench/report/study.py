@@ -227,9 +227,12 @@ def analysis_markdown(
     progress: list[StageProgress] | None = None,
     command: str = "",
     sections: tuple[tuple[str, tuple[str, ...]], ...] = (),
+    planned_seeds: dict[tuple, set[int]] | None = None,
 ) -> str:
     """The study's write-up numbers, in the order a reader asks for them; ``sections``: (title, lines)
-    the driver adds, such as the rate sweep behind the picks."""
+    the driver adds, such as the rate sweep behind the picks. ``planned_seeds``: each cell's seeds as
+    the study's stages plan them (a control arm may plan fewer than ``plan.seeds``, and a cell no
+    stage runs none); absent, every cell of the table is expected to have ``plan.seeds``."""
     study_runs = [r for r in runs if r.key[1] == plan.backbone]
     lines = [
         f"# {plan.title}: what the records say",
@@ -269,10 +272,18 @@ def analysis_markdown(
     cells = by_cell(study_runs)
     for row in plan.rows:
         for task in plan.tasks:
-            seeds = {r.record.get("seed") for r in cells.get(row.key(task, plan.backbone), []) if r.complete}
-            if len(seeds) < plan.seeds:
-                short.append(f"- {task} / {row.label}: {len(seeds)} of {plan.seeds} seeds")
-    lines += ["", f"Cells of the table with fewer than {plan.seeds} complete seeds:", "", *(short or ["None."]), ""]
+            key = row.key(task, plan.backbone)
+            seeds = {r.record.get("seed") for r in cells.get(key, []) if r.complete}
+            # with a plan, a cell no stage runs is no cell of this study (a budget-2 row on RTE)
+            expected = plan.seeds if planned_seeds is None else len(planned_seeds.get(key, ()))
+            if len(seeds) < expected:
+                short.append(f"- {task} / {row.label}: {len(seeds)} of {expected} seeds")
+    heading = (
+        "Cells of the table with fewer complete seeds than their stages plan:"
+        if planned_seeds is not None
+        else f"Cells of the table with fewer than {plan.seeds} complete seeds:"
+    )
+    lines += ["", heading, "", *(short or ["None."]), ""]
     commits = sorted({r.record.get("git_commit") or "?" for r in study_runs})
     devices = sorted({r.record.get("device") or "?" for r in study_runs})
     precisions = sorted({r.record.get("precision") or "?" for r in study_runs})

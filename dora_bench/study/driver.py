@@ -61,6 +61,7 @@ class RecordPaths:
         self._context.__enter__()
         self._known: dict[tuple[str, ...], Path] = {}
         self.configs: dict[Path, dict[str, Any]] = {}  # record path -> the config its run will have
+        self.cells: dict[Path, tuple] = {}  # record path -> its cell (task, backbone, method, variant, budget)
 
     def __call__(self, spec: RunSpec) -> Path:
         if spec.overrides not in self._known:
@@ -74,6 +75,8 @@ class RecordPaths:
             folder = records.run_dir_of(cfg, budget)
             self._known[spec.overrides] = folder / records.RECORD_NAME
             self.configs[folder / records.RECORD_NAME] = OmegaConf.to_container(cfg, resolve=True)
+            cell = (cfg.task.name, cfg.backbone.name, cfg.method.name, cfg.variant, budget)
+            self.cells[folder / records.RECORD_NAME] = cell
         return self._known[spec.overrides]
 
     def close(self) -> None:
@@ -147,6 +150,7 @@ class Planned:
     spec: RunSpec
     record: Path
     config: dict[str, Any] | None = None  # the config the run will have; None: not checked
+    cell: tuple | None = None  # (task, backbone, method, variant, budget), as its record's key
 
     @property
     def done(self) -> bool:
@@ -173,7 +177,7 @@ def plan_runs(study: Study, stages: list[Stage], data_dir: str | None, paths: Re
             continue
         for spec in expand(study, stage, picks, data_dir):
             path = paths(spec)
-            planned.append(Planned(spec, path, paths.configs.get(path)))
+            planned.append(Planned(spec, path, paths.configs.get(path), paths.cells.get(path)))
     wrong = [(p, p.mismatch()) for p in planned]
     wrong = [(p, diff) for p, diff in wrong if diff]
     if wrong:
@@ -285,6 +289,17 @@ def start_run(planned: Planned, slot: int, gpus: int, log_dir: Path) -> tuple[in
     return status, (time.perf_counter() - start) / 60
 
 
+def planned_seeds(study: Study, planned: list[Planned]) -> dict[tuple, set[int]]:
+    """Each cell's seeds as the stages plan them, over the runs whose records go to the study's own
+    ``runs/`` (a rate check's seed 100 in its own folder is no seed of the arms)."""
+    own = (study.results_dir / "runs").resolve()
+    seeds: dict[tuple, set[int]] = {}
+    for p in planned:
+        if p.cell is not None and p.config is not None and p.record.resolve().is_relative_to(own):
+            seeds.setdefault(p.cell, set()).add(p.config["seed"])
+    return seeds
+
+
 def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = True) -> None:
     """The study's tables, allocation diagnostics, analysis.md and report page, from the records."""
     from dora_bench.report.page import write_report
@@ -299,7 +314,8 @@ def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = Tr
         picks = read_picks(study)
         sweep = (("The rates picked (lr_picks.yaml)", tuple(picks.get("sweep_table") or ())),) if picks else ()
         progress = stage_progress(study, planned)
-        text = analysis_markdown(study.analysis, load_runs(study.results_dir), progress, command, sweep)
+        seeds = planned_seeds(study, planned)
+        text = analysis_markdown(study.analysis, load_runs(study.results_dir), progress, command, sweep, seeds)
         records.write_text_atomic(study.results_dir / "analysis.md", text)
     write_report(study.results_dir, settings)
 

@@ -165,6 +165,8 @@ def test_a_small_study_runs_resumes_and_reports_as_declared(tmp_path):
     analysis = (tmp_path / "out" / "analysis.md").read_text()
     assert "| lora − bitfit | demo | 2 |" in analysis
     assert "- stage `sweep`: 2 of 2 runs complete" in analysis and "- stage `grid`: 4 of 4 runs complete" in analysis
+    # the sweep's seed 100 sits in its own folder: no seed the grid's lora cell lacks
+    assert "fewer complete seeds than their stages plan:\n\nNone." in analysis
     assert (tmp_path / "out" / "tables" / "all_cells.md").is_file()
 
     again = drive(tmp_path)  # nothing left: every complete record is skipped
@@ -290,3 +292,31 @@ def test_a_pick_from_a_stage_that_does_not_exist_is_refused(tmp_path):
               {"name": "pick", "pick": {"from": ["sweep", "edge"], "tasks": ["demo"]}}]  # fmt: skip
     with pytest.raises(ConfigError, match="picks from 'edge', which is no stage"):
         load_study(write_study(tmp_path, {**STUDY, "stages": stages}))
+
+
+def test_a_cell_is_short_of_the_seeds_its_stages_plan_not_of_the_study_s_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the study's results_dir, out, is relative: as the driver runs it
+    from dora_bench.report.cells import RunRecord
+    from dora_bench.report.study import analysis_markdown
+    from dora_bench.study.driver import planned_seeds
+
+    study = load_study(write_study(tmp_path, {**STUDY, "analysis": {**STUDY["analysis"], "seeds": 5}}))
+    lora, bitfit = ("demo", "tiny", "lora", None, 2), ("demo", "tiny", "bitfit", None, None)
+    planned = [
+        Planned(RunSpec("grid", (), ()), tmp_path / f"out/runs/{cell[2]}/seed{seed}/record.json", {"seed": seed}, cell)
+        for cell, seeds in ((lora, (0, 1, 2)), (bitfit, (0, 1, 2, 3, 4)))
+        for seed in seeds
+    ] + [Planned(RunSpec("sweep", (), ()), tmp_path / "out/sweep/runs/x/record.json", {"seed": 100}, lora)]
+    seeds = planned_seeds(study, planned)
+    assert seeds == {lora: {0, 1, 2}, bitfit: {0, 1, 2, 3, 4}}  # the sweep's own folder does not count
+    done = [
+        RunRecord(tmp_path / f"{m}{s}.json", {"task": "demo", "backbone": "tiny", "method": m, "variant": None,
+                                             "budget": b, "seed": s, "status": "complete", "main_metric": "accuracy",
+                                             "best": {"metrics": {"accuracy": 0.8}}})
+        for m, b in (("lora", 2), ("bitfit", None)) for s in (0, 1, 2)
+    ]  # fmt: skip
+    text = analysis_markdown(study.analysis, done, planned_seeds=seeds)
+    assert "- demo / bitfit: 3 of 5 seeds" in text and "- demo / lora:" not in text  # lora has its 3 of 3
+    assert "- demo / lora: 3 of 5 seeds" in analysis_markdown(study.analysis, done)  # without a plan: the default
+    unplanned = analysis_markdown(study.analysis, done, planned_seeds={bitfit: {0, 1, 2}})
+    assert "than their stages plan:\n\nNone." in unplanned  # no stage runs lora here: not short of anything
