@@ -218,6 +218,9 @@ def test_the_type_and_layer_nulls_narrow_with_seeds_and_are_seeded():
     # six numbers a seed: three random runs reach r = 0.48 one time in twenty, five runs 0.26-0.29
     assert layers3.high > layers5.high > 0.1 and types3.high > types5.high > 0.1
     assert layers3.low < 0 < layers3.high and layers3.draws == 1000
+    # roberta-base's 12 layers x 6 types: twelve layer means a seed correlate less by chance than six type means
+    types12, layers12 = group_agreement_nulls(12, 6, 12, 576, 5)
+    assert layers12.high < types12.high - 0.05
     group_agreement_nulls.cache_clear()
     assert group_agreement_nulls(6, 6, 12, 288, 3) == (types3, layers3)
     assert group_agreement_nulls(6, 6, 12, 288, 1) == (None, None)
