@@ -270,12 +270,23 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+def holm_adjusted(rows: list[Comparison]) -> list[float | None]:
+    """Each row's Holm-adjusted p within ``rows``, one family of tests: None for a row without a p, and
+    for every row when fewer than two have one (a single test needs no correction)."""
+    testable = [i for i, row in enumerate(rows) if row.p_value() is not None]
+    adjusted: list[float | None] = [None] * len(rows)
+    if len(testable) >= 2:
+        for i, p in zip(testable, holm([rows[i].p_value() for i in testable])):
+            adjusted[i] = p
+    return adjusted
+
+
 def holm_table(rows: list[Comparison]) -> list[str]:
     """One method against several baselines is several tests: their p-values with Holm's correction."""
-    rows = [row for row in rows if row.p_value() is not None]
-    if len(rows) < 2:
+    tested = [(row, p) for row, p in zip(rows, holm_adjusted(rows)) if p is not None]
+    if not tested:
         return []
-    adjusted = holm([row.p_value() for row in rows])
+    rows, adjusted = [row for row, _ in tested], [p for _, p in tested]
     return [
         f"{len(rows)} comparisons, so {len(rows)} tests: Holm's correction over them "
         "(a difference holds at 0.05 when its adjusted p is below 0.05):",

@@ -1,6 +1,6 @@
 """One self-contained HTML page per results folder: tables, every seed, Pareto fronts, curves, provenance.
 
-    dora-bench-report [--results-dir results] [--stat mean|median] [--epoch best|...] [--seeds 5]
+    dora-bench-report [--results-dir results] [--stat mean|median] [--epoch best|...] [--seeds 5] [--study FILE]
 
 writes ``<results_dir>/report/index.html``: one file, its styles, script and charts inline (the
 charts as SVG drawn by ``svgplot``), so it opens offline from ``file://`` and can be committed
@@ -11,7 +11,9 @@ this module only lays them out. Each run links to its ``record.json`` (relative 
 folder can move). Filters (task, method, budget), sortable tables and "every run" switches are
 vanilla JavaScript (``page_assets/report.js``); with scripts off the page shows everything.
 
-The study driver calls ``write_report(results_dir)`` after each completed run.
+The study driver calls ``write_report(results_dir, settings, plan)`` after each completed run: a
+study's page shows the comparisons its file declared (``report.study``), the numbers of its
+``analysis.md``; a folder without a plan gets DoRA against each baseline.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from dora_bench.report.cells import (
     peak_gpu_mib,
     trainable_params,
 )
+from dora_bench.report.compare import POOLED, Comparison
+from dora_bench.report.study import AnalysisPlan, plan_of_study_file
 from dora_bench.report.svgplot import PALETTE, Axes, attrs
 
 ASSETS = Path(__file__).resolve().parent / "page_assets"
@@ -59,18 +63,19 @@ Key = tuple  # (task, backbone, method, variant, budget): cells.RunRecord.key
 # -- the entry points ----------------------------------------------------------------------------
 
 
-def write_report(results_dir: str | Path, settings: Settings | None = None) -> Path:
-    """Write ``<results_dir>/report/index.html`` from the records under ``<results_dir>/runs/``; its path."""
+def write_report(results_dir: str | Path, settings: Settings | None = None, plan: AnalysisPlan | None = None) -> Path:
+    """Write ``<results_dir>/report/index.html`` from the records under ``<results_dir>/runs/``; its path.
+    With a study's ``plan`` the page's comparisons are the ones it declared, family by family."""
     results_dir = Path(results_dir)
     if not (results_dir / "runs").is_dir():
         raise ConfigError(f"no runs at {results_dir / 'runs'}: run a sweep first or pass --results-dir <dir>")
     path = results_dir / "report" / "index.html"
-    return write_text_atomic(path, build_page(results_dir, settings or Settings()))
+    return write_text_atomic(path, build_page(results_dir, settings or Settings(), plan))
 
 
-def build_page(results_dir: Path, settings: Settings) -> str:
+def build_page(results_dir: Path, settings: Settings, plan: AnalysisPlan | None = None) -> str:
     runs = load_runs(results_dir)
-    page = Page(results_dir, runs, settings)
+    page = Page(results_dir, runs, settings, plan)
     return page.html()
 
 
@@ -253,11 +258,40 @@ def read_curves(run: RunRecord) -> tuple[list[tuple[int, float]], list[tuple[int
     return sorted(dict(loss).items()), sorted(dict(dev).items())
 
 
+def comparison_row(
+    row: Comparison, name: str, holm_p: float | None, method: str, budget: int | None | str = "", tip: str = ""
+) -> str:
+    """One row of a paired-comparison table; the pooled row ("all tasks") is about no one task."""
+    interval, p = row.interval(), row.p_value()
+    where = attrs(**filter_attrs(task=None if row.task == POOLED else row.task, method=method, budget=budget))
+    return (
+        f"<tr{where}>"
+        f'<td{tip}>{escape(name)}</td><td>{escape(row.task)}</td><td class="num">{row.n}</td>'
+        f'<td class="num">{"—" if row.mean is None else f"{row.mean:+.2f}"}</td>'
+        f'<td class="num">{"—" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"}</td>'
+        f'<td class="num">{"—" if p is None else f"{p:.3f}"}</td>'
+        f'<td class="num">{"" if holm_p is None else f"{holm_p:.3f}"}</td>'
+        f"<td>{escape(row.verdict() + (f' ({row.note})' if row.note else ''))}</td></tr>"
+    )
+
+
+def comparison_table(first: str, body: list[str]) -> str:
+    return (
+        '<div class="scroll"><table class="sortable"><thead><tr>'
+        f'<th scope="col">{escape(first)}</th><th scope="col">task</th><th scope="col" class="num">n pairs</th>'
+        '<th scope="col" class="num">mean Δ</th><th scope="col" class="num">95 % CI</th>'
+        '<th scope="col" class="num">p</th><th scope="col" class="num">Holm p</th><th scope="col">verdict</th>'
+        "</tr></thead><tbody>" + "".join(body) + "</tbody></table></div>"
+    )
+
+
 class Page:
     """The page of one results folder (``html()``); each section is a method, in page order."""
 
-    def __init__(self, results_dir: Path, runs: list[RunRecord], settings: Settings) -> None:
-        self.results_dir, self.runs, self.settings = results_dir, runs, settings
+    def __init__(
+        self, results_dir: Path, runs: list[RunRecord], settings: Settings, plan: AnalysisPlan | None = None
+    ) -> None:
+        self.results_dir, self.runs, self.settings, self.plan = results_dir, runs, settings, plan
         self.groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         for run in runs:
             self.groups[(str(run.key[0]), str(run.key[1]))].append(run)
@@ -1016,9 +1050,51 @@ class Page:
     # -- across tasks -----------------------------------------------------------------------
 
     def comparisons_section(self) -> str:
+        """A study's declared comparisons where the page has its plan, else DoRA against each baseline."""
+        if self.plan is not None and self.plan.comparisons:
+            return self.declared_comparisons_section(self.plan)
+        return self.baseline_comparisons_section()
+
+    def declared_comparisons_section(self, plan: AnalysisPlan) -> str:
+        """The comparisons the study file declared before its runs, family by family, with Holm's
+        correction over each family's pooled rows: the numbers of ``analysis.md``."""
+        from dora_bench.report.compare import holm_adjusted
+        from dora_bench.report.study import declared_comparisons
+
+        out = [
+            '<section id="comparisons"><h2>Paired comparisons, as the study declared them</h2>',
+            f'<p class="note">Declared in the study file ({escape(plan.title)}) before its runs: each '
+            "comparison's tasks, its family for Holm's correction, and whether it was chosen after seeing the "
+            "data (post hoc). Per task: the mean per-seed difference (points x100) over the seeds both cells "
+            "completed, a 95 % t-interval and the two-sided p. Pooled: the mean of the tasks' mean differences "
+            "with a Welch-Satterthwaite t; Holm p: corrected over the family's pooled rows.</p>",
+        ]
+        for family, declared in declared_comparisons(plan, self.runs).items():
+            adjusted = holm_adjusted([d.pooled for d in declared])
+            body = []
+            for d, holm_p in zip(declared, adjusted):
+                a, b = (plan.names.get(side.label, side.label) for side in (d.spec.a, d.spec.b))
+                name = f"{a} − {b}" + d.budgets(plan) + (" (post hoc)" if d.spec.post_hoc else "")
+                tip = f' title="post hoc: {escape(d.spec.post_hoc)}"' if d.spec.post_hoc else ""
+                for row in d.rows:
+                    pooled = row is d.pooled
+                    body.append(
+                        comparison_row(row, name, holm_p if pooled else None, d.spec.b.method, d.spec.b.budget, tip)
+                    )
+            out.append(
+                '<figure class="table">'
+                f"<figcaption><b>Family {escape(family)}</b>: {len(declared)} comparison(s), "
+                f"{sum(p is not None for p in adjusted) or 'no'} corrected together.</figcaption>"
+                + comparison_table("a − b", body)
+                + "</figure>"
+            )
+        out.append("</section>")
+        return "\n".join(out)
+
+    def baseline_comparisons_section(self) -> str:
         """DoRA − each baseline, paired over seeds per task, pooled over tasks, Holm over the pooled
         rows (``compare.compare``, as ``dora-bench-compare`` with its defaults)."""
-        from dora_bench.report.compare import compare, holm
+        from dora_bench.report.compare import compare, holm_adjusted
 
         unsized = {"full_ft", "bitfit"}
         plain = [run for run in self.runs if run.key[3] is None and run.complete]
@@ -1036,46 +1112,28 @@ class Page:
                     for m in METHOD_ORDER
                     if m != "dora" and any(r.key[2] == m and r.key[4] in (budget, None) for r in here)
                 ]
-                rows, pooled = [], []
-                for b in baselines:
-                    result = compare(
+                results = [
+                    compare(
                         self.runs, tasks, backbone, "dora", b, budget, None if b in unsized else budget, self.settings
                     )
-                    rows += result
-                    pooled.append(result[-1])
-                if not rows:
+                    for b in baselines
+                ]
+                if not results:
                     continue
-                testable = [row for row in pooled if row.p_value() is not None]
-                adjusted = (
-                    dict(zip(map(id, testable), holm([row.p_value() for row in testable]))) if len(testable) > 1 else {}
-                )
-                body = []
-                for row in rows:
-                    interval, p = row.interval(), row.p_value()
-                    b = row.b
-                    body.append(
-                        f"<tr{attrs(**filter_attrs(task=None if row.task == 'all tasks' else row.task, method=b))}>"
-                        f'<td>{escape(method_name(b))}</td><td>{escape(row.task)}</td><td class="num">{row.n}</td>'
-                        f'<td class="num">{"—" if row.mean is None else f"{row.mean:+.2f}"}</td>'
-                        f'<td class="num">{"—" if interval is None else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"}'
-                        "</td>"
-                        f'<td class="num">{"—" if p is None else f"{p:.3f}"}</td>'
-                        f'<td class="num">{f"{adjusted[id(row)]:.3f}" if id(row) in adjusted else ""}</td>'
-                        f"<td>{escape(row.verdict() + (f' ({row.note})' if row.note else ''))}</td></tr>"
-                    )
+                adjusted = holm_adjusted([rows[-1] for rows in results])
+                body = [
+                    comparison_row(row, method_name(b), holm_p if row is rows[-1] else None, b)
+                    for b, rows, holm_p in zip(baselines, results, adjusted)
+                    for row in rows
+                ]
                 tables += 1
                 out.append(
                     f'<figure class="table"{attrs(data_budget=budget)}>'
                     f"<figcaption><b>{escape(backbone)}, bT = {budget}</b>: "
                     "mean per-seed difference (points x100) over the seeds both completed, 95 % t-interval, "
                     "two-sided p; the pooled row (all tasks) with Holm's correction over the baselines.</figcaption>"
-                    '<div class="scroll"><table class="sortable"><thead><tr><th scope="col">DoRA − </th>'
-                    '<th scope="col">task</th><th scope="col" class="num">n'
-                    ' pairs</th><th scope="col" class="num">mean Δ</th>'
-                    '<th scope="col" class="num">95 % CI</th><th scope="col" class="num">p</th>'
-                    '<th scope="col" class="num">Holm p</th><th scope="col">verdict</th></tr></thead><tbody>'
-                    + "".join(body)
-                    + "</tbody></table></div></figure>"
+                    + comparison_table("DoRA − ", body)
+                    + "</figure>"
                 )
         if not tables:
             out.append('<p class="note">No DoRA runs beside a baseline: nothing to compare.</p>')
@@ -1209,10 +1267,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--count-ineligible", action="store_true", help="as dora-bench-tables")
     parser.add_argument("--seeds", type=int, default=5, help="complete seeds a cell should have (default: %(default)s)")
+    parser.add_argument(
+        "--study",
+        metavar="FILE",
+        help="a study file (conf/study/*.yaml): show the comparisons it declared, as `dora-bench-study FILE report`",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings(stat=args.stat, epoch=args.epoch, seeds=args.seeds, count_ineligible=args.count_ineligible)
-        path = write_report(args.results_dir, settings)
+        plan = plan_of_study_file(args.study) if args.study else None
+        if plan is None and (Path(args.results_dir) / "analysis.md").is_file():
+            print(
+                f"dora-bench-report: note: {args.results_dir} holds a study's analysis.md; this page compares DoRA "
+                "with each baseline instead of the study's declared comparisons (pass --study <its file> for those)",
+                file=sys.stderr,
+            )
+        path = write_report(args.results_dir, settings, plan)
     except UserError as err:
         print(f"dora-bench-report: error: {err}", file=sys.stderr)
         return err.exit_code

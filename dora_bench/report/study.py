@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from dora_bench.errors import ConfigError
 from dora_bench.report.cells import RunRecord, Settings, aggregate, by_cell, metric
-from dora_bench.report.compare import Pooled, compare, holm_table, to_markdown
+from dora_bench.report.compare import Comparison, compare, holm_table, to_markdown
 from dora_bench.report.diagnostics import diagnose_all
 from dora_bench.report.diagnostics import to_markdown as diagnostics_markdown
 
@@ -98,6 +102,17 @@ class AnalysisPlan:
             chance={t: (int(k), int(n)) for t, (k, n) in (raw.get("chance") or {}).items()},
             names=dict(raw.get("names") or {}),
         )
+
+
+def plan_of_study_file(path: str | Path) -> AnalysisPlan:
+    """The analysis a study file declares, for building its page outside ``dora-bench-study``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no study file at {path}: pass a yaml like conf/study/minilm_long.yaml")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not raw.get("analysis"):
+        raise ConfigError(f"{path} declares no analysis: block, so there are no declared comparisons to show")
+    return AnalysisPlan.from_dict(raw["analysis"], str(raw.get("name", path.stem)))
 
 
 @dataclass(frozen=True)
@@ -182,9 +197,26 @@ def flat_runs(plan: AnalysisPlan, runs: list[RunRecord]) -> list[str]:
     return sorted(found)
 
 
-def comparison_sections(plan: AnalysisPlan, runs: list[RunRecord]) -> list[str]:
-    lines: list[str] = []
-    by_family: dict[str, list[Pooled]] = {}
+@dataclass(frozen=True)
+class Declared:
+    """One declared comparison computed from the records: a row per task, then the pooled row."""
+
+    spec: ComparisonSpec
+    rows: tuple[Comparison, ...]
+
+    @property
+    def pooled(self) -> Comparison:
+        return self.rows[-1]
+
+    def budgets(self, plan: AnalysisPlan) -> str:
+        """`` (budgets 2 / 2)`` where a side is not at the plan's budget, else empty."""
+        a, b = self.spec.a.budget, self.spec.b.budget
+        return "" if a == b == plan.budget else f" (budgets {a} / {b})"
+
+
+def declared_comparisons(plan: AnalysisPlan, runs: list[RunRecord]) -> dict[str, list[Declared]]:
+    """The plan's comparisons by family (in the order the plan declares them), each from the records."""
+    families: dict[str, list[Declared]] = {}
     for spec in plan.comparisons:
         rows = compare(
             runs,
@@ -198,19 +230,25 @@ def comparison_sections(plan: AnalysisPlan, runs: list[RunRecord]) -> list[str]:
             variant_a=spec.a.variant,
             variant_b=spec.b.variant,
         )
-        budgets = (
-            "" if spec.a.budget == spec.b.budget == plan.budget else f" (budgets {spec.a.budget} / {spec.b.budget})"
-        )
+        families.setdefault(spec.family, []).append(Declared(spec, tuple(rows)))
+    return families
+
+
+def comparison_sections(plan: AnalysisPlan, runs: list[RunRecord]) -> list[str]:
+    lines: list[str] = []
+    families = declared_comparisons(plan, runs)
+    for spec in plan.comparisons:  # the plan's order, which may interleave families
+        declared = next(d for d in families[spec.family] if d.spec is spec)
         why = f" — **post hoc**: {spec.post_hoc}" if spec.post_hoc else ""
         lines += [
-            f"**{spec.a.label} − {spec.b.label}**{budgets}, family *{spec.family}*, pooled over "
+            f"**{spec.a.label} − {spec.b.label}**{declared.budgets(plan)}, family *{spec.family}*, pooled over "
             f"{' + '.join(spec.tasks)}{why}:",
             "",
-            to_markdown(rows),
+            to_markdown(list(declared.rows)),
             "",
         ]
-        by_family.setdefault(spec.family, []).append(rows[-1])
-    for family, pooled in by_family.items():
+    for family, declared in families.items():
+        pooled = [d.pooled for d in declared]
         lines += [
             f"Family *{family}* in one line each (pooled rows):",
             "",

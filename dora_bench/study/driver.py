@@ -317,7 +317,7 @@ def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = Tr
         seeds = planned_seeds(study, planned)
         text = analysis_markdown(study.analysis, load_runs(study.results_dir), progress, command, sweep, seeds)
         records.write_text_atomic(study.results_dir / "analysis.md", text)
-    write_report(study.results_dir, settings)
+    write_report(study.results_dir, settings, study.analysis)
 
 
 def run_study(study: Study, planned: list[Planned], workers: int, gpus: int, command: str) -> int:

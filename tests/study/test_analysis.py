@@ -83,3 +83,87 @@ def test_picks_read_the_configs_rate_show_each_rates_mean_and_take_every_budget_
         "| dora | 0.003 | failed | - |  |",
         "| dora | 0.01 | 70.00 | 70.00 |  |",
     )
+
+
+def page_comparisons(root: Path, plan: AnalysisPlan | None) -> list[tuple[str, list[list[str]]]]:
+    """The page's comparisons section: (figure caption, rows of cell texts) per table."""
+    import html
+    import re
+
+    from dora_bench.report.page import build_page
+
+    page = build_page(root, Settings(seeds=3), plan)
+    section = page[page.index('<section id="comparisons">') : page.index("</section>", page.index('id="comparisons"'))]
+    tables = []
+    for figure in re.findall(r"<figure.*?</figure>", section, flags=re.S):
+        caption = html.unescape(re.sub(r"<.*?>", "", re.search(r"<figcaption>(.*?)</figcaption>", figure).group(1)))
+        rows = [
+            [html.unescape(re.sub(r"<.*?>", "", cell)) for cell in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)]
+            for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", figure.split("<tbody>")[1], flags=re.S)
+        ]
+        tables.append((caption, rows))
+    return tables
+
+
+def test_a_study_s_page_shows_its_declared_families_each_corrected_on_its_own(tmp_path):
+    # rte: dora 70, 72, 75; lora 69, 70, 71 (d = 1, 2, 4: p 0.118); bitfit 60, 61, 62 (d = 10, 11, 13: p 0.006)
+    runs_of(tmp_path, {"dora": [0.70, 0.72, 0.75], "lora": [0.69, 0.70, 0.71], "bitfit": [0.60, 0.61, 0.62]})
+    plan = AnalysisPlan.from_dict(
+        {"backbone": "minilm", "budget": 8, "tasks": ["rte"], "rows": ["dora"], "names": {"dora": "DoRA (ours)"},
+         "comparisons": [{"a": "dora", "b": "bitfit", "family": "primary"},
+                         {"a": "dora", "b": ["lora", "bitfit"], "family": "main"}]},
+        "t",
+    )  # fmt: skip
+    tables = page_comparisons(tmp_path, plan)
+    assert [caption for caption, _ in tables] == [
+        "Family primary: 1 comparison(s), no corrected together.",
+        "Family main: 2 comparison(s), 2 corrected together.",
+    ]
+    primary, main = tables[0][1], tables[1][1]
+    # one test in its family: no Holm p (a family-wide correction over all three pooled rows would give 0.018)
+    name = "DoRA (ours) − bitfit (budgets 8 / None)"
+    assert primary == [
+        [name, "rte", "3", "+11.33", "[+7.54, +15.13]", "0.006", "", "dora better"],
+        [name, "all tasks", "3", "+11.33", "[+7.54, +15.13]", "0.006", "", "dora better"],
+    ]
+    # Holm over main's two pooled rows only: 0.006 x 2 = 0.012, 0.118 x 1; task rows carry none
+    assert [row[1] + " " + row[6] for row in main] == ["rte ", "all tasks 0.118", "rte ", "all tasks 0.012"]
+    assert main[1][:6] == ["DoRA (ours) − lora", "all tasks", "3", "+2.33", "[-1.46, +6.13]", "0.118"]
+    # the same numbers as analysis.md's section for the same plan
+    analysis = "\n".join(comparison_sections(plan, load_runs(tmp_path)))
+    assert "| dora − lora | all tasks | +2.33 | 0.118 | 0.118 |" in analysis
+    assert "| dora − bitfit | all tasks | +11.33 | 0.006 | 0.012 |" in analysis
+
+
+def test_without_a_plan_the_page_compares_dora_with_each_baseline_in_one_family(tmp_path):
+    runs_of(tmp_path, {"dora": [0.70, 0.72, 0.75], "lora": [0.69, 0.70, 0.71], "bitfit": [0.60, 0.61, 0.62]})
+    ((caption, rows),) = page_comparisons(tmp_path, None)
+    assert caption.startswith("minilm, bT = 8")
+    assert [(row[0], row[1], row[6]) for row in rows] == [
+        ("BitFit", "rte", ""), ("BitFit", "all tasks", "0.012"), ("LoRA", "rte", ""), ("LoRA", "all tasks", "0.118")
+    ]  # fmt: skip
+
+
+def test_dora_bench_report_takes_a_study_file_and_says_when_a_study_s_folder_lacks_one(tmp_path, capsys):
+    from dora_bench.report.page import main
+
+    runs_of(tmp_path, {"dora": [0.70, 0.72, 0.75], "lora": [0.69, 0.70, 0.71]})
+    (tmp_path / "analysis.md").write_text("# a study\n")
+    assert main(["--results-dir", str(tmp_path), "--seeds", "3"]) == 0
+    assert "pass --study <its file>" in capsys.readouterr().err
+    assert "Paired comparisons: DoRA − each baseline" in (tmp_path / "report" / "index.html").read_text()
+
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "name: t\nanalysis: {backbone: minilm, budget: 8, tasks: [rte], rows: [dora],\n"
+        "  comparisons: [{a: dora, b: lora, family: primary}]}\n"
+    )
+    assert main(["--results-dir", str(tmp_path), "--seeds", "3", "--study", str(study)]) == 0
+    assert capsys.readouterr().err == ""
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "as the study declared them" in page and "DoRA − each baseline" not in page
+
+    study.write_text("name: t\n")
+    assert main(["--results-dir", str(tmp_path), "--study", str(study)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "declares no analysis: block" in err
