@@ -1081,12 +1081,12 @@ class Page:
                     body.append(
                         comparison_row(row, name, holm_p if pooled else None, d.spec.b.method, d.spec.b.budget, tip)
                     )
+            n, tested = len(declared), sum(p is not None for p in adjusted)
+            correction = f"Holm's correction over their {tested} pooled rows" if tested else "no correction"
             out.append(
                 '<figure class="table">'
-                f"<figcaption><b>Family {escape(family)}</b>: {len(declared)} comparison(s), "
-                f"{sum(p is not None for p in adjusted) or 'no'} corrected together.</figcaption>"
-                + comparison_table("a − b", body)
-                + "</figure>"
+                f"<figcaption><b>Family {escape(family)}</b>: {n} comparison{'s' if n > 1 else ''}, "
+                f"{correction}.</figcaption>" + comparison_table("a − b", body) + "</figure>"
             )
         out.append("</section>")
         return "\n".join(out)

@@ -116,8 +116,8 @@ def test_a_study_s_page_shows_its_declared_families_each_corrected_on_its_own(tm
     )  # fmt: skip
     tables = page_comparisons(tmp_path, plan)
     assert [caption for caption, _ in tables] == [
-        "Family primary: 1 comparison(s), no corrected together.",
-        "Family main: 2 comparison(s), 2 corrected together.",
+        "Family primary: 1 comparison, no correction.",
+        "Family main: 2 comparisons, Holm's correction over their 2 pooled rows.",
     ]
     primary, main = tables[0][1], tables[1][1]
     # one test in its family: no Holm p (a family-wide correction over all three pooled rows would give 0.018)
