@@ -279,7 +279,10 @@ def test_every_committed_page_inlines_today_s_stylesheet_and_script():
     if not pages:
         pytest.skip("no committed report pages")
     stale = [str(p.relative_to(REPO)) for p in pages if css not in p.read_text() or js not in p.read_text()]
-    assert not stale, f"regenerate (dora-bench-study <study> report, or dora-bench-report --results-dir): {stale}"
+    assert not stale, (
+        "regenerate (a study's folder: dora-bench-study <study> report; any other: dora-bench-report --results-dir): "
+        f"{stale}"
+    )
 
 
 # -- in a browser --------------------------------------------------------------------------------
