@@ -48,8 +48,8 @@ from dora_bench.report.cells import (
     peak_gpu_mib,
     trainable_params,
 )
-from dora_bench.report.compare import POOLED, Comparison
-from dora_bench.report.study import AnalysisPlan, plan_of_study_file
+from dora_bench.report.compare import POOLED, Comparison, compare, holm_adjusted
+from dora_bench.report.study import AnalysisPlan, by_family, declared_comparisons, plan_of_study_file
 from dora_bench.report.svgplot import PALETTE, Axes, attrs
 
 ASSETS = Path(__file__).resolve().parent / "page_assets"
@@ -1058,9 +1058,6 @@ class Page:
     def declared_comparisons_section(self, plan: AnalysisPlan) -> str:
         """The comparisons the study file declared before its runs, family by family, with Holm's
         correction over each family's pooled rows: the numbers of ``analysis.md``."""
-        from dora_bench.report.compare import holm_adjusted
-        from dora_bench.report.study import declared_comparisons
-
         out = [
             '<section id="comparisons"><h2>Paired comparisons, as the study declared them</h2>',
             f'<p class="note">Declared in the study file ({escape(plan.title)}) before its runs: each '
@@ -1069,7 +1066,7 @@ class Page:
             "completed, a 95 % t-interval and the two-sided p. Pooled: the mean of the tasks' mean differences "
             "with a Welch-Satterthwaite t; Holm p: corrected over the family's pooled rows.</p>",
         ]
-        for family, declared in declared_comparisons(plan, self.runs).items():
+        for family, declared in by_family(declared_comparisons(plan, self.runs)).items():
             adjusted = holm_adjusted([d.pooled for d in declared])
             body = []
             for d, holm_p in zip(declared, adjusted):
@@ -1094,8 +1091,6 @@ class Page:
     def baseline_comparisons_section(self) -> str:
         """DoRA − each baseline, paired over seeds per task, pooled over tasks, Holm over the pooled
         rows (``compare.compare``, as ``dora-bench-compare`` with its defaults)."""
-        from dora_bench.report.compare import compare, holm_adjusted
-
         unsized = {"full_ft", "bitfit"}
         plain = [run for run in self.runs if run.key[3] is None and run.complete]
         out = ['<section id="comparisons"><h2>Paired comparisons: DoRA − each baseline</h2>']

@@ -214,41 +214,53 @@ class Declared:
         return "" if a == b == plan.budget else f" (budgets {a} / {b})"
 
 
-def declared_comparisons(plan: AnalysisPlan, runs: list[RunRecord]) -> dict[str, list[Declared]]:
-    """The plan's comparisons by family (in the order the plan declares them), each from the records."""
-    families: dict[str, list[Declared]] = {}
-    for spec in plan.comparisons:
-        rows = compare(
-            runs,
-            list(spec.tasks),
-            plan.backbone,
-            spec.a.method,
-            spec.b.method,
-            spec.a.budget,
-            spec.b.budget,
-            Settings(seeds=1),
-            variant_a=spec.a.variant,
-            variant_b=spec.b.variant,
+def declared_comparisons(plan: AnalysisPlan, runs: list[RunRecord]) -> list[Declared]:
+    """The plan's comparisons, in the order it declares them, each computed from the records."""
+    return [
+        Declared(
+            spec,
+            tuple(
+                compare(
+                    runs,
+                    list(spec.tasks),
+                    plan.backbone,
+                    spec.a.method,
+                    spec.b.method,
+                    spec.a.budget,
+                    spec.b.budget,
+                    Settings(seeds=1),
+                    variant_a=spec.a.variant,
+                    variant_b=spec.b.variant,
+                )
+            ),
         )
-        families.setdefault(spec.family, []).append(Declared(spec, tuple(rows)))
+        for spec in plan.comparisons
+    ]
+
+
+def by_family(declared: list[Declared]) -> dict[str, list[Declared]]:
+    """Holm's families, in the order their first comparison is declared."""
+    families: dict[str, list[Declared]] = {}
+    for d in declared:
+        families.setdefault(d.spec.family, []).append(d)
     return families
 
 
 def comparison_sections(plan: AnalysisPlan, runs: list[RunRecord]) -> list[str]:
     lines: list[str] = []
-    families = declared_comparisons(plan, runs)
-    for spec in plan.comparisons:  # the plan's order, which may interleave families
-        declared = next(d for d in families[spec.family] if d.spec is spec)
+    declared = declared_comparisons(plan, runs)
+    for d in declared:
+        spec = d.spec
         why = f" — **post hoc**: {spec.post_hoc}" if spec.post_hoc else ""
         lines += [
-            f"**{spec.a.label} − {spec.b.label}**{declared.budgets(plan)}, family *{spec.family}*, pooled over "
+            f"**{spec.a.label} − {spec.b.label}**{d.budgets(plan)}, family *{spec.family}*, pooled over "
             f"{' + '.join(spec.tasks)}{why}:",
             "",
-            to_markdown(list(declared.rows)),
+            to_markdown(list(d.rows)),
             "",
         ]
-    for family, declared in families.items():
-        pooled = [d.pooled for d in declared]
+    for family, members in by_family(declared).items():
+        pooled = [d.pooled for d in members]
         lines += [
             f"Family *{family}* in one line each (pooled rows):",
             "",
