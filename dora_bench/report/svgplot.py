@@ -32,6 +32,16 @@ PALETTE = (
 MAX_SCALE = 1.3
 
 
+#: The tick labels' size on a phone (report.css, ``max-width: 700px``), in chart units: the largest
+#: they are drawn, so a label placed to fit at this size fits at every width.
+PHONE_TICK_UNITS = 17
+
+
+def text_width(text: str, size: float) -> float:
+    """A generous estimate of a label's width: 0.62 em a character (sans-serif digits are about 0.55)."""
+    return 0.62 * size * len(text)
+
+
 def attrs(**values: object) -> str:
     """` key="value"` pairs, escaped; None leaves the attribute out; ``data_x`` becomes ``data-x``."""
     return "".join(
@@ -123,11 +133,10 @@ class Axes:
         for value in x_ticks:
             if self.x_range[0] <= value <= self.x_range[1]:
                 x = self.x(value)
+                text = fmt(value, x_digits)
                 out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{y0:.1f}" y2="{y1:.1f}"/>')
-                out.append(
-                    f'<text class="tick" x="{x:.1f}" y="{y0 + 14:.1f}"'
-                    f' text-anchor="middle">{fmt(value, x_digits)}</text>'
-                )
+                at, anchor = self._x_tick_place(x, text)
+                out.append(f'<text class="tick" x="{at:.1f}" y="{y0 + 14:.1f}" text-anchor="{anchor}">{text}</text>')
         out.append(f'<rect class="frame" x="{x0:.1f}" y="{y1:.1f}" width="{x1 - x0:.1f}" height="{y0 - y1:.1f}"/>')
         out.append(
             f'<text class="label" x="{(x0 + x1) / 2:.1f}" y="{self.height - 6:.1f}" text-anchor="middle">'
@@ -139,6 +148,14 @@ class Axes:
         )
         out.append("</g>")
         self.parts[:0] = out
+
+    def _x_tick_place(self, x: float, text: str) -> tuple[float, str]:
+        """Centred under its tick, unless at the phone's type size it would run past the chart's right
+        edge (the right margin is narrower than a long label): then it ends at that edge."""
+        half = 0.5 * text_width(text, PHONE_TICK_UNITS)
+        if x + half > self.width - 1:
+            return self.width - 1, "end"
+        return x, "middle"
 
     def add(self, element: str) -> None:
         self.parts.append(element)
