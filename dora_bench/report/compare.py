@@ -1,6 +1,9 @@
 """Is one method better than another, or is the difference seed noise? A paired comparison over seeds.
 
     dora-bench-compare --results-dir results/minilm --backbone minilm --budget 8 --a dora --b lora,adalora
+    dora-bench-compare --results-dir results/minilm-long --backbone minilm --tasks mrpc --b dora-random,lora
+
+A cell is named as its record path names it, ``method[-variant]`` (``dora``, ``dora-random``).
 
 For each task, the seeds both methods completed are paired (same seed: same data order, same head
 init), and the per-seed differences ``d_s = a_s - b_s`` (dev metric x100) give a mean and a 95 %
@@ -213,6 +216,12 @@ def cell_label(method: str, variant: str | None) -> str:
     return f"{method}-{variant}" if variant else method
 
 
+def split_cell_label(label: str) -> tuple[str, str | None]:
+    """``"dora-random"`` -> ``("dora", "random")``, the inverse of ``cell_label`` (no method name has a dash)."""
+    method, _, variant = label.partition("-")
+    return method, variant or None
+
+
 def compare(
     runs: list[RunRecord],
     tasks: list[str],
@@ -306,11 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default="results", help="the folder holding runs/ (default: %(default)s)")
     parser.add_argument("--backbone", required=True, help="e.g. minilm or roberta-base")
     parser.add_argument("--tasks", default="rte,mrpc,stsb,cola,sst2", help="comma-separated (default: %(default)s)")
-    parser.add_argument("--a", default="dora", help="the method under test (default: %(default)s)")
+    parser.add_argument("--a", default="dora", help="the cell under test, method[-variant] (default: %(default)s)")
     parser.add_argument(
         "--b",
         default="lora,adalora,houlsby,pfeiffer,bitfit,full_ft",
-        help="comma-separated methods to compare it with (default: %(default)s)",
+        help="comma-separated cells to compare it with, method[-variant] (default: %(default)s)",
     )
     parser.add_argument("--budget", type=int, default=8, help="budget of the methods it sizes (default: %(default)s)")
     parser.add_argument("--epoch", default="best", choices=EPOCH_CHOICES)
@@ -323,17 +332,28 @@ def main(argv: list[str] | None = None) -> int:
         runs = load_runs(results)
         settings = Settings(epoch=args.epoch, seeds=1)
         unsized = {"full_ft", "bitfit"}
+        present = {cell_label(m, v) for _, backbone, m, v, _ in by_cell(runs) if backbone == args.backbone}
+        for label in [args.a, *args.b.split(",")]:
+            if label not in present:
+                raise ConfigError(
+                    f"no {args.backbone} records of {label!r} under {results / 'runs'}; "
+                    f"its cells are {', '.join(sorted(present)) or 'none'}: name some of them with --a/--b"
+                )
+        method_a, variant_a = split_cell_label(args.a)
         tables, pooled = [], []
         for b in args.b.split(","):
+            method_b, variant_b = split_cell_label(b)
             rows = compare(
                 runs,
                 args.tasks.split(","),
                 args.backbone,
-                args.a,
-                b,
-                None if args.a in unsized else args.budget,
-                None if b in unsized else args.budget,
+                method_a,
+                method_b,
+                None if method_a in unsized else args.budget,
+                None if method_b in unsized else args.budget,
                 settings,
+                variant_a=variant_a,
+                variant_b=variant_b,
             )
             tables.append(to_markdown(rows))
             pooled.append(rows[-1])

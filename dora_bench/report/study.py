@@ -23,7 +23,7 @@ import yaml
 
 from dora_bench.errors import ConfigError
 from dora_bench.report.cells import RunRecord, Settings, aggregate, by_cell, metric
-from dora_bench.report.compare import Comparison, compare, holm_table, to_markdown
+from dora_bench.report.compare import Comparison, compare, holm_table, split_cell_label, to_markdown
 from dora_bench.report.diagnostics import diagnose_all
 from dora_bench.report.diagnostics import to_markdown as diagnostics_markdown
 
@@ -39,12 +39,12 @@ class CellSpec:
     @classmethod
     def parse(cls, text: str, default_budget: int) -> CellSpec:
         name, _, budget = str(text).partition("@")
-        method, _, variant = name.partition("-")
+        method, variant = split_cell_label(name)
         if budget in ("", None):
             size = None if method in UNSIZED else default_budget
         else:
             size = None if budget == "-" else int(budget)
-        return cls(method, variant or None, size)
+        return cls(method, variant, size)
 
     @property
     def label(self) -> str:

@@ -11,15 +11,15 @@ from dora_bench.report.cells import Settings, load_runs
 from dora_bench.report.compare import Paired, compare, holm, holm_table, main, sign_test
 
 
-def record(root, task, method, seed, accuracy, lr=1e-3):
+def record(root, task, method, seed, accuracy, lr=1e-3, variant=None):
     budget = None if method in ("full_ft", "bitfit") else 8
-    out = records.run_dir(root, task=task, backbone="minilm", method=method, variant=None, budget=budget, seed=seed)
+    out = records.run_dir(root, task=task, backbone="minilm", method=method, variant=variant, budget=budget, seed=seed)
     config = {"task": {"name": task}, "method": {"name": method, "lr": lr}, "seed": seed, "budget": budget}
     best = {"epoch": 1, "metrics": {"accuracy": accuracy}, "countable": True}
     rec = records.new_record(
         task=task,
         method=method,
-        variant=None,
+        variant=variant,
         budget=budget,
         seed=seed,
         backbone="minilm",
@@ -142,3 +142,16 @@ def test_cli_writes_the_table(tmp_path, capsys):
         "2 comparisons, so 2 tests: Holm's correction" in printed and "| dora − lora | all tasks | -1.00 |" in printed
     )
     assert main(["--results-dir", str(tmp_path / "none"), "--backbone", "minilm"]) == 2
+
+
+def test_the_command_line_compares_a_control_arm_by_its_path_name_and_refuses_a_cell_with_no_records(tmp_path, capsys):
+    # mrpc: dora 80, 81, 82 against its random arm 79, 81, 80 -> d = 1, 0, 2
+    for seed, (dora, random) in enumerate([(0.80, 0.79), (0.81, 0.81), (0.82, 0.80)]):
+        record(tmp_path, "mrpc", "dora", seed, dora)
+        record(tmp_path, "mrpc", "dora", seed, random, variant="random")
+    args = ["--results-dir", str(tmp_path), "--backbone", "minilm", "--tasks", "mrpc"]
+    assert main([*args, "--b", "dora-random"]) == 0
+    assert "| dora − dora-random | mrpc | 3 | +1.00 |" in capsys.readouterr().out
+    assert main([*args, "--b", "dora-inverse"]) == 2  # was: a silent row of "too few paired seeds"
+    error = capsys.readouterr().err
+    assert "no minilm records of 'dora-inverse'" in error and "its cells are dora, dora-random" in error
