@@ -63,19 +63,31 @@ Key = tuple  # (task, backbone, method, variant, budget): cells.RunRecord.key
 # -- the entry points ----------------------------------------------------------------------------
 
 
-def write_report(results_dir: str | Path, settings: Settings | None = None, plan: AnalysisPlan | None = None) -> Path:
+def write_report(
+    results_dir: str | Path,
+    settings: Settings | None = None,
+    plan: AnalysisPlan | None = None,
+    planned_seeds: dict[Key, set[int]] | None = None,
+) -> Path:
     """Write ``<results_dir>/report/index.html`` from the records under ``<results_dir>/runs/``; its path.
-    With a study's ``plan`` the page's comparisons are the ones it declared, family by family."""
+    With a study's ``plan`` the page's comparisons are the ones it declared, family by family; with its
+    ``planned_seeds`` (each cell's seeds as its stages plan them) a cell is short of seeds against its
+    own plan rather than ``settings.seeds``."""
     results_dir = Path(results_dir)
     if not (results_dir / "runs").is_dir():
         raise ConfigError(f"no runs at {results_dir / 'runs'}: run a sweep first or pass --results-dir <dir>")
     path = results_dir / "report" / "index.html"
-    return write_text_atomic(path, build_page(results_dir, settings or Settings(), plan))
+    return write_text_atomic(path, build_page(results_dir, settings or Settings(), plan, planned_seeds))
 
 
-def build_page(results_dir: Path, settings: Settings, plan: AnalysisPlan | None = None) -> str:
+def build_page(
+    results_dir: Path,
+    settings: Settings,
+    plan: AnalysisPlan | None = None,
+    planned_seeds: dict[Key, set[int]] | None = None,
+) -> str:
     runs = load_runs(results_dir)
-    page = Page(results_dir, runs, settings, plan)
+    page = Page(results_dir, runs, settings, plan, planned_seeds)
     return page.html()
 
 
@@ -289,9 +301,15 @@ class Page:
     """The page of one results folder (``html()``); each section is a method, in page order."""
 
     def __init__(
-        self, results_dir: Path, runs: list[RunRecord], settings: Settings, plan: AnalysisPlan | None = None
+        self,
+        results_dir: Path,
+        runs: list[RunRecord],
+        settings: Settings,
+        plan: AnalysisPlan | None = None,
+        planned_seeds: dict[Key, set[int]] | None = None,
     ) -> None:
         self.results_dir, self.runs, self.settings, self.plan = results_dir, runs, settings, plan
+        self.planned_seeds = planned_seeds
         self.groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         for run in runs:
             self.groups[(str(run.key[0]), str(run.key[1]))].append(run)
@@ -380,6 +398,12 @@ class Page:
 
     # -- what ran ---------------------------------------------------------------------------
 
+    def expected_seeds(self, key: Key) -> int:
+        """How many complete seeds the cell should have: its stages' plan, or ``settings.seeds`` without one."""
+        if self.planned_seeds is None:
+            return self.settings.seeds
+        return len(self.planned_seeds.get(key, ()))
+
     def status_section(self) -> str:
         statuses = Counter(str(run.record.get("status")) for run in self.runs)
         out = [
@@ -387,16 +411,20 @@ class Page:
             "<p>Records by status: "
             + ", ".join(f"<b>{n}</b> {escape(s)}" for s, n in sorted(statuses.items()))
             + ". A cell is one (task, backbone, method, variant, budget); "
-            f"{self.settings.seeds} seeds are expected in each.</p>",
+            + (
+                "each is expected to have the seeds its study's stages plan for it.</p>"
+                if self.planned_seeds is not None
+                else f"{self.settings.seeds} seeds are expected in each.</p>"
+            ),
             "<ul>",
         ]
         for task, backbone in self.group_order:
             group = self.groups[(task, backbone)]
             cells = by_cell(group)
             short = [
-                f"{cell_label(key)} ({sum(r.complete for r in runs)}/{self.settings.seeds})"
+                f"{cell_label(key)} ({sum(r.complete for r in runs)}/{self.expected_seeds(key)})"
                 for key, runs in sorted(cells.items(), key=lambda kv: _order_key(kv[0]))
-                if sum(r.complete for r in runs) < self.settings.seeds
+                if sum(r.complete for r in runs) < self.expected_seeds(key)
             ]
             missing = self.missing_cells(task, backbone)
             out.append(
@@ -421,7 +449,12 @@ class Page:
         return "\n".join(out)
 
     def missing_cells(self, task: str, backbone: str) -> list[str]:
-        """Plain (method, budget) settings this backbone ran on some task but not on this one."""
+        """The cells a study's stages plan here without a record; without a plan, the plain (method, budget)
+        settings this backbone ran on some task but not on this one."""
+        if self.planned_seeds is not None:
+            ran = {run.key for run in self.runs}
+            planned = [k for k in self.planned_seeds if k[0] == task and k[1] == backbone and k not in ran]
+            return [cell_label(k) for k in sorted(planned, key=_order_key)]
         on_backbone = [run.key for run in self.runs if run.key[1] == backbone and run.key[3] is None]
         wanted = {(k[2], k[4]) for k in on_backbone}
         here = {(k[2], k[4]) for k in on_backbone if k[0] == task}

@@ -314,10 +314,11 @@ def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = Tr
         picks = read_picks(study)
         sweep = (("The rates picked (lr_picks.yaml)", tuple(picks.get("sweep_table") or ())),) if picks else ()
         progress = stage_progress(study, planned)
-        seeds = planned_seeds(study, planned)
-        text = analysis_markdown(study.analysis, load_runs(study.results_dir), progress, command, sweep, seeds)
+        text = analysis_markdown(
+            study.analysis, load_runs(study.results_dir), progress, command, sweep, planned_seeds(study, planned)
+        )
         records.write_text_atomic(study.results_dir / "analysis.md", text)
-    write_report(study.results_dir, settings, study.analysis)
+    write_report(study.results_dir, settings, study.analysis, planned_seeds(study, planned))
 
 
 def run_study(study: Study, planned: list[Planned], workers: int, gpus: int, command: str) -> int:

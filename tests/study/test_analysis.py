@@ -167,3 +167,30 @@ def test_dora_bench_report_takes_a_study_file_and_says_when_a_study_s_folder_lac
     assert main(["--results-dir", str(tmp_path), "--study", str(study)]) != 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "declares no analysis: block" in err
+
+
+def test_a_study_s_page_counts_a_cell_short_against_the_seeds_its_stages_plan(tmp_path):
+    import re
+
+    from dora_bench.report.page import build_page
+
+    # dora has seeds 0-2, lora 0-1: against a flat 3 seeds lora is short; against a plan of 2 it is not
+    runs_of(tmp_path, {"dora": [0.70, 0.72, 0.75], "lora": [0.69, 0.70]})
+
+    def status(planned):
+        page = build_page(tmp_path, Settings(seeds=3), None, planned)
+        section = page[page.index('<section id="status">') : page.index("</section>", page.index('id="status"'))]
+        return re.sub(r"<.*?>", "", section)
+
+    assert "short of seeds: LoRA b8 (2/3)" in status(None)
+    planned = {("rte", "minilm", "dora", None, 8): {0, 1, 2}, ("rte", "minilm", "lora", None, 8): {0, 1}}
+    assert "every cell has all its seeds" in status(planned)
+    planned[("rte", "minilm", "lora", None, 8)] = {0, 1, 2, 3}  # a plan of 4 seeds: 2 of them done
+    assert "short of seeds: LoRA b8 (2/4)" in status(planned)
+    # "not run": the cells the plan has and the records lack, not every method seen on another task
+    runs_of(tmp_path, {"adalora": [0.71]}, task="mrpc")
+    assert "short of seeds: AdaLoRA b8 (1/3); not run: LoRA b8, DoRA b8" in status(None)
+    planned[("mrpc", "minilm", "adalora", None, 8)] = {0}
+    assert "mrpc · minilm: 1 cells, 1 complete runs; every cell has all its seeds" in status(planned)
+    planned[("mrpc", "minilm", "dora", "random", 8)] = {0}
+    assert "not run: DoRA-random b8" in status(planned)

@@ -168,6 +168,8 @@ def test_a_small_study_runs_resumes_and_reports_as_declared(tmp_path):
     # the sweep's seed 100 sits in its own folder: no seed the grid's lora cell lacks
     assert "fewer complete seeds than their stages plan:\n\nNone." in analysis
     assert (tmp_path / "out" / "tables" / "all_cells.md").is_file()
+    page = (tmp_path / "out" / "report" / "index.html").read_text()  # its status counts seeds by the plan too
+    assert "the seeds its study's stages plan for it" in page and "short of seeds" not in page
 
     again = drive(tmp_path)  # nothing left: every complete record is skipped
     assert again.returncode == 0
