@@ -421,10 +421,11 @@ class Page:
         for task, backbone in self.group_order:
             group = self.groups[(task, backbone)]
             cells = by_cell(group)
+            counts = {key: (sum(r.complete for r in runs), self.expected_seeds(key)) for key, runs in cells.items()}
             short = [
-                f"{cell_label(key)} ({sum(r.complete for r in runs)}/{self.expected_seeds(key)})"
-                for key, runs in sorted(cells.items(), key=lambda kv: _order_key(kv[0]))
-                if sum(r.complete for r in runs) < self.expected_seeds(key)
+                f"{cell_label(key)} ({done}/{expected})"
+                for key, (done, expected) in sorted(counts.items(), key=lambda kv: _order_key(kv[0]))
+                if done < expected
             ]
             missing = self.missing_cells(task, backbone)
             out.append(

@@ -310,15 +310,14 @@ def refresh(study: Study, planned: list[Planned], command: str, quiet: bool = Tr
     settings = Settings(seeds=study.analysis.seeds if study.analysis else 5)
     write_tables(study.results_dir, settings, quiet=quiet)
     write_allocation_diagnostics(study.results_dir, figures=not quiet, quiet=quiet)
+    seeds = planned_seeds(study, planned)
     if study.analysis:
         picks = read_picks(study)
         sweep = (("The rates picked (lr_picks.yaml)", tuple(picks.get("sweep_table") or ())),) if picks else ()
         progress = stage_progress(study, planned)
-        text = analysis_markdown(
-            study.analysis, load_runs(study.results_dir), progress, command, sweep, planned_seeds(study, planned)
-        )
+        text = analysis_markdown(study.analysis, load_runs(study.results_dir), progress, command, sweep, seeds)
         records.write_text_atomic(study.results_dir / "analysis.md", text)
-    write_report(study.results_dir, settings, study.analysis, planned_seeds(study, planned))
+    write_report(study.results_dir, settings, study.analysis, seeds)
 
 
 def run_study(study: Study, planned: list[Planned], workers: int, gpus: int, command: str) -> int:

@@ -192,5 +192,7 @@ def test_a_study_s_page_counts_a_cell_short_against_the_seeds_its_stages_plan(tm
     assert "short of seeds: AdaLoRA b8 (1/3); not run: LoRA b8, DoRA b8" in status(None)
     planned[("mrpc", "minilm", "adalora", None, 8)] = {0}
     assert "mrpc · minilm: 1 cells, 1 complete runs; every cell has all its seeds" in status(planned)
+    del planned[("mrpc", "minilm", "adalora", None, 8)]  # a record no stage plans: nothing it falls short of
+    assert "mrpc · minilm: 1 cells, 1 complete runs; every cell has all its seeds" in status(planned)
     planned[("mrpc", "minilm", "dora", "random", 8)] = {0}
     assert "not run: DoRA-random b8" in status(planned)
